@@ -1,0 +1,167 @@
+"""SM2 (GB/T 32918) signatures with SM3 and public-key encryption.
+
+``cryptography`` has no SM2, so the arithmetic comes from ``gmssl-pyx`` (a
+binding of GmSSL): measured here, it writes OpenSSL's DER signatures and
+C1C3C2 DER ciphertexts unchanged and interoperates with ``openssl pkeyutl``
+both ways, and it checks C3 on decryption. The pure-Python ``gmssl`` is not
+used: its nonces come from ``random`` and it skips the C3 check.
+
+No SM2 library writes key files that OpenSSL reads, so the PKCS#8 / SPKI
+wrapping (RFC 5915 ECPrivateKey under id-ecPublicKey with the SM2 curve
+OID, the form ``openssl genpkey -algorithm SM2`` writes) is done here with
+pycryptodome's DER codec. This module is the only one that imports the SM2
+backend, so the choice can change without touching callers.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import gmssl_pyx
+from Crypto.Util.asn1 import (
+    DerBitString,
+    DerInteger,
+    DerObjectId,
+    DerOctetString,
+    DerSequence,
+)
+
+from modelseal.errors import DecryptionError, InvalidSignatureError, KeyFileError
+
+#: The default signer id of GB/T 32918 / GM/T 0009, also OpenSSL's ``distid``.
+DEFAULT_USER_ID: Final = b"1234567812345678"
+
+OID_EC_PUBLIC_KEY: Final = "1.2.840.10045.2.1"
+OID_SM2_CURVE: Final = "1.2.156.10197.1.301"
+
+# Curve order n of sm2p256v1: a private key must lie in [1, n-2].
+_N: Final = int("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123", 16)
+
+#: GmSSL refuses plaintexts over 255 bytes; SM2 encryption here wraps keys only.
+MAX_PLAINTEXT: Final = 255
+
+
+def generate() -> tuple[bytes, bytes]:
+    """A new key pair as ``(private scalar 32 bytes, public point x||y 64 bytes)``."""
+    public, private = gmssl_pyx.sm2_key_generate()
+    return bytes(private), bytes(public)
+
+
+def sign(private: bytes, public: bytes, message: bytes, user_id: bytes = DEFAULT_USER_ID) -> bytes:
+    """SM2 signature over SM3(Z_A || message); DER ``SEQUENCE { r, s }``."""
+    return bytes(gmssl_pyx.sm2_sign(private, public, message, signer_id=user_id))
+
+
+def verify(public: bytes, message: bytes, signature: bytes, user_id: bytes = DEFAULT_USER_ID) -> None:
+    try:
+        ok = gmssl_pyx.sm2_verify(public, message, signature, signer_id=user_id)
+    except gmssl_pyx.GmsslInnerError:
+        ok = False
+    if not ok:
+        raise InvalidSignatureError("SM2 signature does not verify")
+
+
+def encrypt(public: bytes, plaintext: bytes) -> bytes:
+    """GB/T 32918.4 encryption; DER C1C3C2 as OpenSSL writes it."""
+    if not 1 <= len(plaintext) <= MAX_PLAINTEXT:
+        raise ValueError(f"SM2 encrypts 1..{MAX_PLAINTEXT} bytes (keys, not data)")
+    return bytes(gmssl_pyx.sm2_encrypt(public, plaintext))
+
+
+def decrypt(private: bytes, ciphertext: bytes) -> bytes:
+    try:
+        return bytes(gmssl_pyx.sm2_decrypt(private, ciphertext))
+    except (gmssl_pyx.GmsslInnerError, ValueError, TypeError):
+        raise DecryptionError("SM2 ciphertext does not decrypt under this key") from None
+
+
+# --- key encoding -----------------------------------------------------------------
+
+
+def _curve_params() -> DerObjectId:
+    return DerObjectId(OID_SM2_CURVE)
+
+
+def encode_spki(public: bytes) -> bytes:
+    """SubjectPublicKeyInfo DER for x||y."""
+    alg = DerSequence([DerObjectId(OID_EC_PUBLIC_KEY), _curve_params()])
+    return bytes(DerSequence([alg, DerBitString(b"\x04" + public)]).encode())
+
+
+def decode_spki(der: bytes) -> bytes:
+    try:
+        seq = DerSequence().decode(der, strict=True)
+        alg = DerSequence().decode(seq[0], strict=True)
+        _expect_sm2_alg(alg)
+        point = DerBitString().decode(seq[1], strict=True).value
+        return _check_point(point)
+    except (ValueError, IndexError, TypeError) as exc:
+        raise KeyFileError(f"not an SM2 public key: {exc}") from None
+
+
+def encode_ec_private_key(private: bytes, public: bytes) -> bytes:
+    """RFC 5915 ECPrivateKey, without curve parameters (they sit in PKCS#8)."""
+    return bytes(
+        DerSequence(
+            [
+                DerInteger(1),
+                DerOctetString(private),
+                DerBitString(b"\x04" + public, explicit=1),
+            ]
+        ).encode()
+    )
+
+
+def decode_ec_private_key(der: bytes) -> tuple[bytes, bytes]:
+    try:
+        seq = DerSequence().decode(der, strict=True)
+        if seq[0] != 1:
+            raise ValueError("ECPrivateKey version must be 1")
+        private = DerOctetString().decode(seq[1], strict=True).payload
+        if len(private) > 32:
+            raise ValueError("private scalar too long")
+        private = private.rjust(32, b"\x00")
+        d = int.from_bytes(private, "big")
+        if not 1 <= d <= _N - 2:
+            raise ValueError("private scalar out of range")
+        public: bytes | None = None
+        for item in list(seq)[2:]:
+            # [1] EXPLICIT BIT STRING holds the public point; [0] the curve.
+            if isinstance(item, bytes) and item[:1] == b"\xa1":
+                public = _check_point(DerBitString(explicit=1).decode(item, strict=True).value)
+        if public is None:
+            # GmSSL's binding cannot derive Q from d and we do not write curve
+            # arithmetic of our own; OpenSSL and we always store Q.
+            raise ValueError("the key file does not carry its public key")
+        _check_pair(private, public)
+        return private, public
+    except (ValueError, IndexError, TypeError) as exc:
+        raise KeyFileError(f"not an SM2 private key: {exc}") from None
+
+
+def _check_pair(private: bytes, public: bytes) -> None:
+    """A file whose Q does not belong to its d would sign with a wrong Z_A.
+
+    Signing with (d, Q) and verifying under Q succeeds only if Q = dG.
+    """
+    probe = b"modelseal sm2 key pair check"
+    try:
+        verify(public, probe, sign(private, public, probe))
+    except (InvalidSignatureError, gmssl_pyx.GmsslInnerError):
+        raise ValueError("public key does not match the private key") from None
+
+
+def _expect_sm2_alg(alg: DerSequence) -> None:
+    if DerObjectId().decode(alg[0], strict=True).value != OID_EC_PUBLIC_KEY:
+        raise ValueError("algorithm is not id-ecPublicKey")
+    if DerObjectId().decode(alg[1], strict=True).value != OID_SM2_CURVE:
+        raise ValueError("curve is not SM2")
+
+
+def _check_point(point: bytes) -> bytes:
+    if len(point) != 65 or point[0] != 4:
+        raise ValueError("public point must be uncompressed (65 bytes)")
+    try:
+        return bytes(gmssl_pyx.normalize_sm2_public_key(point))
+    except gmssl_pyx.InvalidValueError:
+        raise ValueError("public point is not on the SM2 curve") from None

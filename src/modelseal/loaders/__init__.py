@@ -1,0 +1,24 @@
+"""Framework loaders that take decrypted memory, never a plaintext file.
+
+Each framework is optional: importing this package imports none of them;
+a missing one is reported as :class:`MissingDependencyError` when used.
+"""
+
+from modelseal.loaders.onnx import create_session
+from modelseal.loaders.paddle import create_predictor
+from modelseal.loaders.safetensors import LazySafetensors, TensorInfo, TensorSlice
+from modelseal.loaders.torch import UnsafePickleWarning, load_checkpoint, load_torchscript
+
+FRAMEWORKS = ("torch", "numpy", "onnxruntime", "paddle", "bytes")
+
+__all__ = [
+    "FRAMEWORKS",
+    "LazySafetensors",
+    "TensorInfo",
+    "TensorSlice",
+    "UnsafePickleWarning",
+    "create_predictor",
+    "create_session",
+    "load_checkpoint",
+    "load_torchscript",
+]

@@ -1,0 +1,57 @@
+"""PyTorch checkpoints and TorchScript modules from decrypted memory."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from typing import Any
+
+from modelseal.errors import LoaderError, MissingDependencyError
+from modelseal.loaders._memio import MemoryReader
+
+
+class UnsafePickleWarning(UserWarning):
+    """Full pickle loading was requested: the checkpoint can run arbitrary code."""
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError(
+            "framework 'torch' needs PyTorch: pip install 'modelseal[torch]'"
+        ) from None
+    return torch
+
+
+def load_checkpoint(buffer: Any, *, weights_only: bool = True) -> Any:
+    """``torch.load`` from memory; ``weights_only=True`` unless explicitly opted out.
+
+    A sealed file only proves who sealed it, not that its pickle is harmless,
+    so full pickle loading needs ``weights_only=False`` and always warns.
+    """
+    torch = _torch()
+    if not weights_only:
+        warnings.warn(
+            "loading a checkpoint with full pickle (weights_only=False): it can execute "
+            "arbitrary code; only do this for checkpoints you trust",
+            UnsafePickleWarning,
+            stacklevel=3,
+        )
+    try:
+        return torch.load(MemoryReader(buffer), map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        raise LoaderError(
+            "the checkpoint holds objects that weights_only loading refuses; if you trust "
+            f"it, load with weights_only=False ({str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, ValueError, EOFError) as exc:
+        raise LoaderError(f"torch.load failed: {str(exc).splitlines()[0]}") from None
+
+
+def load_torchscript(buffer: Any) -> Any:
+    torch = _torch()
+    try:
+        return torch.jit.load(MemoryReader(buffer), map_location="cpu")
+    except (RuntimeError, ValueError) as exc:
+        raise LoaderError(f"torch.jit.load failed: {str(exc).splitlines()[0]}") from None

@@ -1,0 +1,273 @@
+"""Read ``.mseal`` containers: header only, streaming, random access, parallel.
+
+Decryption goes straight into memory the caller (or the loader) owns:
+each worker thread reads one ciphertext chunk with ``pread`` into its own
+scratch buffer and decrypts it into the destination slice, so a full load
+needs the model's size in memory once, plus one chunk per thread. No
+plaintext is handed out before the chunks it comes from have authenticated.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+
+from modelseal.crypto import TAG_SIZE, ContentKey
+from modelseal.errors import (
+    ChunkIntegrityError,
+    DecryptionError,
+    FormatError,
+    TrailingDataError,
+    TruncatedError,
+)
+from modelseal.sealed.format import (
+    MAC_SIZE,
+    PREAMBLE_SIZE,
+    Entry,
+    Header,
+    PayloadKeys,
+    check_header_mac,
+    check_key,
+    chunk_aad,
+    derive_keys,
+    expected_file_size,
+    parse_header,
+    parse_preamble,
+)
+from modelseal.sealed.writer import default_workers
+
+Progress = Callable[[int], None]
+
+
+def _pread_exact(fd: int, buf: memoryview, offset: int) -> None:
+    got = 0
+    while got < len(buf):
+        n = os.preadv(fd, [buf[got:]], offset + got)
+        if n <= 0:
+            raise TruncatedError("file ends inside the payload")
+        got += n
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """The public header, without a key and without authenticating it."""
+    with io.FileIO(path, "rb") as fh:
+        return _read_head(fh)[0]
+
+
+def _read_head(fh: io.FileIO) -> tuple[Header, bytes, bytes]:
+    preamble = fh.read(PREAMBLE_SIZE) or b""
+    header_len = parse_preamble(preamble)
+    raw = fh.read(header_len) or b""
+    if len(raw) != header_len:
+        raise TruncatedError("file ends inside the header")
+    header = parse_header(raw)
+    mac = fh.read(MAC_SIZE) or b""
+    if len(mac) != MAC_SIZE:
+        raise TruncatedError("file ends inside the header authentication code")
+    return header, preamble + raw, mac
+
+
+class SealedReader:
+    """An open, authenticated-header ``.mseal`` file.
+
+    Opening checks everything that can be checked without decrypting: the
+    format, the key id, the header MAC and the exact file length. Chunks are
+    authenticated as they are read.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        content_key: ContentKey,
+        *,
+        workers: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        try:
+            self._fh = io.FileIO(self.path, "rb")
+        except OSError as exc:
+            raise FormatError(f"cannot open {self.path}: {exc.strerror}") from None
+        try:
+            header, head, mac = _read_head(self._fh)
+            check_key(header, content_key)
+            self._keys: PayloadKeys = derive_keys(content_key, header.salt, header.aead)
+            check_header_mac(self._keys, head, mac)
+            actual = os.fstat(self._fh.fileno()).st_size
+            expected = expected_file_size(len(head) - PREAMBLE_SIZE, header)
+            if actual < expected:
+                raise TruncatedError(
+                    f"file is {expected - actual} bytes shorter than its header says"
+                )
+            if actual > expected:
+                raise TrailingDataError(f"{actual - expected} unexpected bytes after the payload")
+        except BaseException:
+            self._fh.close()
+            raise
+        self.header = header
+        self._aad = chunk_aad(head, mac)
+        self._payload_offset = len(head) + MAC_SIZE
+        self._fd = self._fh.fileno()
+        self._workers = workers or default_workers()
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> SealedReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- chunks ----------------------------------------------------------------
+
+    def _open_chunk(self, index: int, scratch: memoryview, out: memoryview) -> None:
+        """Authenticate chunk ``index`` and write its plaintext into ``out``."""
+        header = self.header
+        size = header.chunk_plaintext_size(index)
+        ct = scratch[: size + TAG_SIZE]
+        _pread_exact(self._fd, ct, self._payload_offset + index * (header.chunk_size + TAG_SIZE))
+        last = index == header.chunk_count - 1
+        try:
+            self._keys.aead.decrypt_into(self._keys.nonce(index, last), ct, self._aad, out[:size])
+        except DecryptionError:
+            raise ChunkIntegrityError(
+                f"chunk {index} failed authentication: the file was modified or damaged",
+                chunk_index=index,
+            ) from None
+
+    def _scratch(self) -> memoryview:
+        return memoryview(bytearray(self.header.chunk_size + TAG_SIZE))
+
+    def read_chunk(self, index: int) -> bytes:
+        if not 0 <= index < self.header.chunk_count:
+            raise IndexError(f"chunk {index} out of range")
+        out = bytearray(self.header.chunk_plaintext_size(index))
+        self._open_chunk(index, self._scratch(), memoryview(out))
+        return bytes(out)
+
+    # --- byte ranges -------------------------------------------------------------
+
+    def read_into(
+        self, offset: int, out: memoryview | bytearray | npt.NDArray[np.uint8], *, progress: Progress | None = None
+    ) -> None:
+        """Fill ``out`` with payload bytes ``[offset, offset+len(out))``.
+
+        Only the chunks the range spans are read. Whole chunks decrypt straight
+        into ``out``; the partial chunks at either edge go through a scratch
+        buffer. Spread over worker threads when the range spans several chunks.
+        """
+        dest = memoryview(out).cast("B")
+        size = len(dest)
+        if offset < 0 or offset + size > self.header.payload_size:
+            raise ValueError("range outside the payload")
+        c = self.header.chunk_size
+        if size == 0:
+            if self.header.payload_size == 0:
+                # An empty payload still has its (empty, last) chunk to authenticate.
+                self._open_chunk(0, self._scratch(), memoryview(bytearray(0)))
+            return
+        first, last = offset // c, (offset + size - 1) // c
+        indices = list(range(first, last + 1))
+
+        def work(chunk_ids: list[int]) -> None:
+            scratch = self._scratch()
+            edge = memoryview(bytearray(c))
+            for i in chunk_ids:
+                start = i * c
+                plain_len = self.header.chunk_plaintext_size(i)
+                lo = max(offset, start)
+                hi = min(offset + size, start + plain_len)
+                if lo == start and hi == start + plain_len:
+                    self._open_chunk(i, scratch, dest[start - offset : hi - offset])
+                else:
+                    self._open_chunk(i, scratch, edge)
+                    dest[lo - offset : hi - offset] = edge[lo - start : hi - start]
+                if progress is not None:
+                    progress(hi - lo)
+
+        n = min(self._workers, len(indices))
+        if n <= 1:
+            work(indices)
+            return
+        # Interleaved shares keep all threads busy to the end with equal chunks.
+        shares = [indices[k::n] for k in range(n)]
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for future in [pool.submit(work, share) for share in shares]:
+                future.result()
+
+    def read_range(self, offset: int, size: int) -> bytes:
+        buf = bytearray(size)
+        self.read_into(offset, buf)
+        return bytes(buf)
+
+    def read_entry_into(
+        self, entry: Entry | str, out: memoryview | bytearray | npt.NDArray[np.uint8]
+    ) -> None:
+        e = self.header.entry(entry) if isinstance(entry, str) else entry
+        if len(out) != e.size:
+            raise ValueError("buffer size differs from the entry size")
+        self.read_into(e.offset, out)
+
+    def read_entry(self, entry: Entry | str) -> npt.NDArray[np.uint8]:
+        """One entry's plaintext in a buffer of its own (writable, for zero-copy views)."""
+        e = self.header.entry(entry) if isinstance(entry, str) else entry
+        buf = np.empty(e.size, dtype=np.uint8)
+        self.read_into(e.offset, memoryview(buf))
+        return buf
+
+    def read_all(self, *, progress: Progress | None = None) -> npt.NDArray[np.uint8]:
+        """The whole payload in one writable buffer, decrypted in parallel.
+
+        ``numpy.empty`` rather than ``bytearray``: bytearray zero-fills, which
+        touches every page once more before decryption does (measured here:
+        0.5 s extra per 512 MiB on a fresh VM page).
+        """
+        buf = np.empty(self.header.payload_size, dtype=np.uint8)
+        self.read_into(0, memoryview(buf), progress=progress)
+        return buf
+
+    # --- streaming and verification ----------------------------------------------
+
+    def iter_chunks(self) -> Iterator[bytes]:
+        """Plaintext chunk by chunk, in order, in constant memory."""
+        scratch = self._scratch()
+        out = bytearray(self.header.chunk_size)
+        for i in range(self.header.chunk_count):
+            size = self.header.chunk_plaintext_size(i)
+            self._open_chunk(i, scratch, memoryview(out))
+            yield bytes(out[:size])
+
+    def verify(self, *, progress: Progress | None = None) -> None:
+        """Authenticate every chunk; keeps nothing (verify-only mode)."""
+        header = self.header
+        indices = list(range(header.chunk_count))
+        n = max(1, min(self._workers, len(indices)))
+
+        def work(chunk_ids: list[int]) -> None:
+            scratch = self._scratch()
+            sink = memoryview(bytearray(header.chunk_size))
+            for i in chunk_ids:
+                self._open_chunk(i, scratch, sink)
+                if progress is not None:
+                    progress(header.chunk_plaintext_size(i))
+
+        if n == 1:
+            work(indices)
+            return
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for future in [pool.submit(work, indices[k::n]) for k in range(n)]:
+                future.result()

@@ -1,0 +1,15 @@
+.PHONY: run test bench clean
+
+run:  ## set up and run the demo end to end
+	bash scripts/run.sh
+
+test:  ## set up, then ruff, mypy and pytest
+	bash scripts/test.sh
+
+bench:  ## benchmarks (minutes; writes bench/out/*.json)
+	bash scripts/bootstrap.sh
+	.venv/bin/python bench/seal_throughput.py
+	.venv/bin/python bench/load_overhead.py
+
+clean:
+	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,108 @@
+"""The main job, for now: a demo model sealed, loaded from memory and run.
+
+It grows into the whole system (licenses, control plane, gateway) as those
+land. Everything happens under .demo/ in the project directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from safetensors.torch import save_file
+
+import modelseal
+
+console = Console()
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".demo"
+
+
+class TinyClassifier(torch.nn.Module):
+    """A small MLP: enough weights to span several chunks, fast on a CPU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
+            torch.nn.ReLU(), torch.nn.Linear(512, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=-1)
+
+
+def step(title: str) -> None:
+    console.rule(f"[bold]{title}")
+
+
+def main() -> int:
+    if WORK.exists():
+        shutil.rmtree(WORK)
+    WORK.mkdir()
+    torch.manual_seed(0)
+
+    step("1. vendor: build and save a model")
+    model = TinyClassifier().eval()
+    plain = WORK / "classifier.safetensors"
+    save_file(model.state_dict(), str(plain))
+    console.print(f"{plain.name}: {plain.stat().st_size / 1e6:.2f} MB, "
+                  f"{sum(p.numel() for p in model.parameters()):,} parameters")
+
+    step("2. vendor: seal it (AES-256-GCM, 64 KiB chunks)")
+    sealed = WORK / "classifier.mseal"
+    key = modelseal.seal(plain, sealed, model_id="demo/classifier", chunk_size=1 << 16)
+    key.save(WORK / "classifier.key")
+    header = modelseal.inspect(sealed)
+    console.print(f"{sealed.name}: {header.chunk_count} chunks, key id {key.key_id}")
+    console.print("the file holds no readable weights:",
+                  b"net.0.weight" not in sealed.read_bytes())
+
+    step("3. customer: load from memory and run")
+    started = time.perf_counter()
+    state = modelseal.load(sealed, key=WORK / "classifier.key", framework="torch")
+    loaded = TinyClassifier().eval()
+    loaded.load_state_dict(state)
+    console.print(f"loaded {len(state)} tensors in {(time.perf_counter() - started) * 1e3:.1f} ms")
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        expected, got = model(x), loaded(x)
+    table = Table("sample", "predicted class", "confidence", "same as unsealed")
+    for i in range(4):
+        table.add_row(str(i), str(int(got[i].argmax())), f"{float(got[i].max()):.3f}",
+                      str(bool(torch.equal(expected[i], got[i]))))
+    console.print(table)
+    if not torch.equal(expected, got):
+        console.print("[red]outputs differ from the unsealed model")
+        return 1
+
+    step("4. lazy read: one tensor row, only the chunks it spans")
+    with modelseal.open(sealed, key=key) as m:
+        row = m.safetensors().get_slice("net.2.weight", framework="torch")[7]
+    console.print("row 7 of net.2.weight matches:", bool(torch.equal(row, model.net[2].weight[7])))
+
+    step("5. attacker: flip one byte, try a wrong key")
+    tampered = WORK / "tampered.mseal"
+    data = bytearray(sealed.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered.write_bytes(bytes(data))
+    for label, path, k in (("flipped byte", tampered, key),
+                           ("wrong key", sealed, modelseal.ContentKey.generate())):
+        try:
+            modelseal.load(path, key=k, framework="torch")
+            console.print(f"[red]{label}: loaded?!")
+            return 1
+        except modelseal.ModelsealError as exc:
+            console.print(f"{label}: refused with {type(exc).__name__}: {exc}")
+
+    console.rule("[green]demo complete")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

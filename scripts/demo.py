@@ -29,8 +29,11 @@ class TinyClassifier(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
-            torch.nn.ReLU(), torch.nn.Linear(512, 10),
+            torch.nn.Linear(64, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 512),
+            torch.nn.ReLU(),
+            torch.nn.Linear(512, 10),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,8 +54,10 @@ def main() -> int:
     model = TinyClassifier().eval()
     plain = WORK / "classifier.safetensors"
     save_file(model.state_dict(), str(plain))
-    console.print(f"{plain.name}: {plain.stat().st_size / 1e6:.2f} MB, "
-                  f"{sum(p.numel() for p in model.parameters()):,} parameters")
+    console.print(
+        f"{plain.name}: {plain.stat().st_size / 1e6:.2f} MB, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters"
+    )
 
     step("2. vendor: seal it (AES-256-GCM, 64 KiB chunks)")
     sealed = WORK / "classifier.mseal"
@@ -60,8 +65,7 @@ def main() -> int:
     key.save(WORK / "classifier.key")
     header = modelseal.inspect(sealed)
     console.print(f"{sealed.name}: {header.chunk_count} chunks, key id {key.key_id}")
-    console.print("the file holds no readable weights:",
-                  b"net.0.weight" not in sealed.read_bytes())
+    console.print("the file holds no readable weights:", b"net.0.weight" not in sealed.read_bytes())
 
     step("3. customer: load from memory and run")
     started = time.perf_counter()
@@ -74,8 +78,12 @@ def main() -> int:
         expected, got = model(x), loaded(x)
     table = Table("sample", "predicted class", "confidence", "same as unsealed")
     for i in range(4):
-        table.add_row(str(i), str(int(got[i].argmax())), f"{float(got[i].max()):.3f}",
-                      str(bool(torch.equal(expected[i], got[i]))))
+        table.add_row(
+            str(i),
+            str(int(got[i].argmax())),
+            f"{float(got[i].max()):.3f}",
+            str(bool(torch.equal(expected[i], got[i]))),
+        )
     console.print(table)
     if not torch.equal(expected, got):
         console.print("[red]outputs differ from the unsealed model")
@@ -91,8 +99,10 @@ def main() -> int:
     data = bytearray(sealed.read_bytes())
     data[len(data) // 2] ^= 0x01
     tampered.write_bytes(bytes(data))
-    for label, path, k in (("flipped byte", tampered, key),
-                           ("wrong key", sealed, modelseal.ContentKey.generate())):
+    for label, path, k in (
+        ("flipped byte", tampered, key),
+        ("wrong key", sealed, modelseal.ContentKey.generate()),
+    ):
         try:
             modelseal.load(path, key=k, framework="torch")
             console.print(f"[red]{label}: loaded?!")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -70,7 +69,9 @@ def inspect(path: PathLike) -> Header:
     return read_header(path)
 
 
-def verify(path: PathLike, *, key: KeyLike, progress: Callable[[int], None] | None = None) -> Header:
+def verify(
+    path: PathLike, *, key: KeyLike, progress: Callable[[int], None] | None = None
+) -> Header:
     """Authenticate every chunk of ``path``; returns the header. Writes nothing."""
     with SealedReader(path, _content_key(key)) as reader:
         reader.verify(progress=progress)
@@ -142,7 +143,7 @@ class SealedModel:
 
         def read_range(offset: int, size: int) -> np.ndarray[Any, Any]:
             buf = np.empty(size, dtype=np.uint8)
-            self._reader.read_into(e.offset + offset, memoryview(buf))
+            self._reader.read_into(e.offset + offset, buf)
             return buf
 
         return LazySafetensors(read_range, e.size)
@@ -194,29 +195,35 @@ class SealedModel:
             external = {
                 e.path: self._reader.read_entry(e)
                 for e in self.entries
-                if e is not graph and header.kind == "directory"
+                if e is not graph
+                and header.kind == "directory"
                 and not e.path.lower().endswith(".onnx")
             }
             model = self._reader.read_entry(graph)
             # External data locations are relative to the graph's directory.
             prefix = graph.path.rsplit("/", 1)[0] + "/" if "/" in graph.path else ""
-            rel = {p[len(prefix):]: b for p, b in external.items() if p.startswith(prefix)}
+            rel = {p[len(prefix) :]: b for p, b in external.items() if p.startswith(prefix)}
             return onnx_loader.create_session(model, rel)
         if fw == "paddle":
             params = self._entry(entry, (".pdiparams",))
             stem = params.path[: -len(".pdiparams")]
             program = next(
-                (e for e in self.entries if e.path in (stem + ".json", stem + ".pdmodel")), None
+                (e for e in self.entries if e.path in (stem + ".pdmodel", stem + ".json")), None
             )
             if program is None:
-                raise LoaderError(f"no {stem}.json or {stem}.pdmodel beside {params.path}")
+                raise LoaderError(f"no {stem}.pdmodel (or .json) beside {params.path}")
+            if program.path.endswith(".json"):
+                # Refuse before decrypting anything: see loaders/paddle.py.
+                return paddle_loader.create_predictor(b"", b"", program_name=program.path)
             return paddle_loader.create_predictor(
-                self._reader.read_entry(program), self._reader.read_entry(params)
+                self._reader.read_entry(program),
+                self._reader.read_entry(params),
+                program_name=program.path,
             )
         raise LoaderError(f"a sealed {hint!r} model cannot be loaded as {fw!r}")
 
 
-def open(path: PathLike, *, key: KeyLike) -> SealedModel:  # noqa: A001 - mirrors builtins.open on purpose
+def open(path: PathLike, *, key: KeyLike) -> SealedModel:
     """Open a sealed model for lazy reads; checks key, header and length now."""
     return SealedModel(path, key)
 

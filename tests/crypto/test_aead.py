@@ -21,7 +21,9 @@ def test_aes_256_gcm_nist_test_case_14() -> None:
 def test_sm4_gcm_rfc8998_vector() -> None:
     (v,) = load_vectors("sm-standard.json")["sm4_gcm"]
     aead = new_aead(SM4_GCM, bytes.fromhex(v["key"]))
-    ct = aead.encrypt(bytes.fromhex(v["iv"]), bytes.fromhex(v["plaintext"]), bytes.fromhex(v["aad"]))
+    ct = aead.encrypt(
+        bytes.fromhex(v["iv"]), bytes.fromhex(v["plaintext"]), bytes.fromhex(v["aad"])
+    )
     assert ct.hex().upper() == v["ciphertext"] + v["tag"]
     pt = aead.decrypt(bytes.fromhex(v["iv"]), ct, bytes.fromhex(v["aad"]))
     assert pt.hex().upper() == v["plaintext"]

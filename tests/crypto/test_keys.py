@@ -63,10 +63,19 @@ def test_rsa_pss_and_pkcs1_are_not_interchangeable() -> None:
         key.public_key().verify(sig, b"m", alg="RS256")
 
 
-@pytest.mark.parametrize(("kty", "alg"), [
-    ("ed25519", "RS256"), ("ed25519", "SM2"), ("rsa", "EdDSA"), ("rsa", "SM2"),
-    ("sm2", "EdDSA"), ("sm2", "PS256"), ("ed25519", "none"), ("rsa", "HS256"),
-])
+@pytest.mark.parametrize(
+    ("kty", "alg"),
+    [
+        ("ed25519", "RS256"),
+        ("ed25519", "SM2"),
+        ("rsa", "EdDSA"),
+        ("rsa", "SM2"),
+        ("sm2", "EdDSA"),
+        ("sm2", "PS256"),
+        ("ed25519", "none"),
+        ("rsa", "HS256"),
+    ],
+)
 def test_a_key_refuses_algorithms_that_are_not_its_own(kty: str, alg: str) -> None:
     key = generate_private_key(kty, rsa_bits=2048)
     with pytest.raises(UnsupportedAlgorithmError):
@@ -86,23 +95,32 @@ def test_wrong_or_missing_passphrase(tmp_path: Path) -> None:
 
 def test_small_rsa_and_foreign_key_types_are_refused(tmp_path: Path) -> None:
     small = rsa.generate_private_key(65537, 1024)
-    pem = small.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
+    pem = small.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with pytest.raises(KeyFileError, match="2048"):
         load_private_key(pem)
     with pytest.raises(UnsupportedAlgorithmError):
         generate_private_key("rsa", rsa_bits=1024)
     p256 = ec.generate_private_key(ec.SECP256R1())
-    pem = p256.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    pem = p256.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     with pytest.raises(KeyFileError, match="unsupported"):
         load_private_key(pem)
     with pytest.raises(UnsupportedAlgorithmError):
         generate_private_key("dsa")
 
 
-@pytest.mark.parametrize("data", [b"", b"garbage", b"-----BEGIN PRIVATE KEY-----\nAAAA\n"
-                                  b"-----END PRIVATE KEY-----\n", "ключ".encode()])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"garbage",
+        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        "ключ".encode(),
+    ],
+)
 def test_garbage_key_files(data: bytes) -> None:
     with pytest.raises(KeyFileError):
         load_private_key(data)
@@ -126,8 +144,11 @@ def test_sm2_key_file_with_mismatched_public_key_is_refused() -> None:
 
     d1, _ = sm2.generate()
     _, q2 = sm2.generate()
-    der = PKCS8.wrap(sm2.encode_ec_private_key(d1, q2), sm2.OID_EC_PUBLIC_KEY,
-                     key_params=DerObjectId(sm2.OID_SM2_CURVE))
+    der = PKCS8.wrap(
+        sm2.encode_ec_private_key(d1, q2),
+        sm2.OID_EC_PUBLIC_KEY,
+        key_params=DerObjectId(sm2.OID_SM2_CURVE),
+    )
     with pytest.raises(KeyFileError, match="does not match"):
         load_private_key(PEM.encode(der, "PRIVATE KEY").encode())
 

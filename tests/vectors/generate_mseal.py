@@ -80,7 +80,9 @@ def main() -> None:
                 "mseal": blob.hex(),
             }
         )
-    OUT.write_text(json.dumps({"format": "mseal", "version": 1, "vectors": vectors}, indent=1) + "\n")
+    OUT.write_text(
+        json.dumps({"format": "mseal", "version": 1, "vectors": vectors}, indent=1) + "\n"
+    )
     print(f"wrote {len(vectors)} vectors to {OUT}")
 
 

@@ -41,10 +41,14 @@ def seal(
     model_id: Annotated[str | None, typer.Option(help="the vendor's model id")] = None,
     framework: Annotated[
         str | None,
-        typer.Option(help="framework hint (default: detected): safetensors, torch, "
-                     "torchscript, onnx, paddle, bytes"),
+        typer.Option(
+            help="framework hint (default: detected): safetensors, torch, "
+            "torchscript, onnx, paddle, bytes"
+        ),
     ] = None,
-    chunk_size: Annotated[int, typer.Option(help="bytes per chunk (power of two)")] = DEFAULT_CHUNK_SIZE,
+    chunk_size: Annotated[
+        int, typer.Option(help="bytes per chunk (power of two)")
+    ] = DEFAULT_CHUNK_SIZE,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Encrypt a model file or directory into one .mseal container.
@@ -61,8 +65,14 @@ def seal(
         started = time.perf_counter()
         with progress_bar("sealing", total, enabled=not as_json) as advance:
             header = seal_path(
-                path, out_path, key, aead=aead, model_id=model_id, framework=framework,
-                chunk_size=chunk_size, progress=advance,
+                path,
+                out_path,
+                key,
+                aead=aead,
+                model_id=model_id,
+                framework=framework,
+                chunk_size=chunk_size,
+                progress=advance,
             )
         elapsed = time.perf_counter() - started
         if new_key_out is not None:
@@ -106,8 +116,17 @@ def inspect(
             emit_json(data)
             return
         table = Table(title=f"{file} (unverified public header)", show_header=False)
-        for name in ("model_id", "framework", "kind", "aead", "chunk_size", "chunks",
-                     "payload_size", "key_id", "created_at"):
+        for name in (
+            "model_id",
+            "framework",
+            "kind",
+            "aead",
+            "chunk_size",
+            "chunks",
+            "payload_size",
+            "key_id",
+            "created_at",
+        ):
             table.add_row(name, str(data[name]))
         out.print(table)
         entries = Table("path", "size")
@@ -134,8 +153,17 @@ def verify(
             header = reader.header
         elapsed = time.perf_counter() - started
         if as_json:
-            emit_json({"ok": True, "file": str(file), "chunks": header.chunk_count,
-                       "payload_size": header.payload_size, "seconds": round(elapsed, 3)})
+            emit_json(
+                {
+                    "ok": True,
+                    "file": str(file),
+                    "chunks": header.chunk_count,
+                    "payload_size": header.payload_size,
+                    "seconds": round(elapsed, 3),
+                }
+            )
         else:
-            out.print(f"[green]ok[/] {file}: {header.chunk_count} chunk(s), "
-                      f"{_human(header.payload_size)} authenticated in {elapsed:.2f}s")
+            out.print(
+                f"[green]ok[/] {file}: {header.chunk_count} chunk(s), "
+                f"{_human(header.payload_size)} authenticated in {elapsed:.2f}s"
+            )

@@ -146,7 +146,9 @@ def aead_key_size(name: str) -> int:
         return AesGcm.key_size
     if name == SM4_GCM:
         return Sm4Gcm.key_size
-    raise UnsupportedAlgorithmError(f"unknown AEAD {name!r}; choose one of {', '.join(AEAD_ALGORITHMS)}")
+    raise UnsupportedAlgorithmError(
+        f"unknown AEAD {name!r}; choose one of {', '.join(AEAD_ALGORITHMS)}"
+    )
 
 
 def new_aead(name: str, key: bytes) -> Aead:
@@ -155,4 +157,6 @@ def new_aead(name: str, key: bytes) -> Aead:
         return AesGcm(key)
     if name == SM4_GCM:
         return Sm4Gcm(key)
-    raise UnsupportedAlgorithmError(f"unknown AEAD {name!r}; choose one of {', '.join(AEAD_ALGORITHMS)}")
+    raise UnsupportedAlgorithmError(
+        f"unknown AEAD {name!r}; choose one of {', '.join(AEAD_ALGORITHMS)}"
+    )

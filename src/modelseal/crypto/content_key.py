@@ -58,7 +58,11 @@ class ContentKey:
 
     @classmethod
     def from_jwk(cls, jwk: object) -> ContentKey:
-        if not isinstance(jwk, dict) or jwk.get("kty") != "oct" or not isinstance(jwk.get("k"), str):
+        if (
+            not isinstance(jwk, dict)
+            or jwk.get("kty") != "oct"
+            or not isinstance(jwk.get("k"), str)
+        ):
             raise KeyFileError("not a content key (expected a JWK with kty 'oct')")
         if jwk.get("use", _USE) != _USE:
             raise KeyFileError(f"JWK use is {jwk.get('use')!r}, not a modelseal content key")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Final, Literal, cast, get_args
 
 from Crypto.IO import PEM, PKCS8
-from Crypto.Util.asn1 import DerObjectId
+from Crypto.Util.asn1 import DerNull, DerObject, DerObjectId
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
@@ -78,9 +78,10 @@ def _int_b64(n: int) -> str:
 
 
 def _check_alg(kty: str, alg: str) -> SignatureAlgorithm:
-    if alg not in ALGORITHMS_FOR[kty]:
-        raise UnsupportedAlgorithmError(f"algorithm {alg!r} cannot be used with a {kty} key")
-    return cast(SignatureAlgorithm, alg)
+    for allowed in ALGORITHMS_FOR[kty]:
+        if alg == allowed:
+            return allowed
+    raise UnsupportedAlgorithmError(f"algorithm {alg!r} cannot be used with a {kty} key")
 
 
 _PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
@@ -208,7 +209,8 @@ class PrivateKey:
         if self.kty == "sm2":
             d, q = cast(tuple[bytes, bytes], self._key)
             inner = sm2.encode_ec_private_key(d, q)
-            oid, params = sm2.OID_EC_PUBLIC_KEY, DerObjectId(sm2.OID_SM2_CURVE)
+            oid = sm2.OID_EC_PUBLIC_KEY
+            params: DerObject | None = DerObjectId(sm2.OID_SM2_CURVE)
         else:
             key = cast(ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey, self._key)
             plain = key.private_bytes(
@@ -220,7 +222,8 @@ class PrivateKey:
                 return PEM.encode(plain, "PRIVATE KEY").encode("ascii") + b"\n"
             # cryptography's PKCS#8 encryption has no iteration setting; the
             # PBES2 wrapping goes through pycryptodome for every key type.
-            oid, inner, params = PKCS8.unwrap(plain)
+            oid, inner, raw_params = PKCS8.unwrap(plain)
+            params = _der_params(raw_params)
         der = PKCS8.wrap(
             inner,
             oid,
@@ -237,6 +240,22 @@ class PrivateKey:
 
     def __repr__(self) -> str:
         return f"PrivateKey(kty={self.kty!r}, key_id={self.key_id!r})"
+
+
+def _der_params(raw: bytes | None) -> DerObject | None:
+    """AlgorithmIdentifier parameters as pycryptodome's wrap() wants them back.
+
+    The three key types we accept carry none (Ed25519), NULL (RSA) or a curve
+    OID (SM2); anything else is refused rather than re-encoded blindly.
+    """
+    if raw is None:
+        return None
+    if raw == b"\x05\x00":
+        return DerNull()
+    try:
+        return DerObjectId().decode(raw)
+    except ValueError:
+        raise KeyFileError("unsupported key algorithm parameters") from None
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -258,7 +277,9 @@ def generate_private_key(kty: str, *, rsa_bits: int = RSA_DEFAULT_BITS) -> Priva
         return PrivateKey("rsa", rsa.generate_private_key(65537, rsa_bits))
     if kty == "sm2":
         return PrivateKey("sm2", sm2.generate())
-    raise UnsupportedAlgorithmError(f"unknown key type {kty!r}; choose one of {', '.join(KEY_TYPES)}")
+    raise UnsupportedAlgorithmError(
+        f"unknown key type {kty!r}; choose one of {', '.join(KEY_TYPES)}"
+    )
 
 
 def _read(source: Pathish | bytes) -> bytes:
@@ -306,7 +327,9 @@ def load_private_key(source: Pathish | bytes, passphrase: str | bytes | None = N
     try:
         oid, inner, params = PKCS8.unwrap(der, passphrase if marker.startswith("ENC") else None)
     except (ValueError, TypeError, IndexError):
-        raise KeyFileError("cannot decode the private key (wrong passphrase or damaged file)") from None
+        raise KeyFileError(
+            "cannot decode the private key (wrong passphrase or damaged file)"
+        ) from None
     if oid == sm2.OID_EC_PUBLIC_KEY and params is not None:
         try:
             curve = DerObjectId().decode(params).value
@@ -316,7 +339,7 @@ def load_private_key(source: Pathish | bytes, passphrase: str | bytes | None = N
             return PrivateKey("sm2", sm2.decode_ec_private_key(inner))
     plain = der
     if marker.startswith("ENC"):
-        plain = PKCS8.wrap(inner, oid, key_params=params)
+        plain = PKCS8.wrap(inner, oid, key_params=_der_params(params))
     try:
         key = serialization.load_der_private_key(plain, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):

@@ -52,7 +52,9 @@ def sign(private: bytes, public: bytes, message: bytes, user_id: bytes = DEFAULT
     return bytes(gmssl_pyx.sm2_sign(private, public, message, signer_id=user_id))
 
 
-def verify(public: bytes, message: bytes, signature: bytes, user_id: bytes = DEFAULT_USER_ID) -> None:
+def verify(
+    public: bytes, message: bytes, signature: bytes, user_id: bytes = DEFAULT_USER_ID
+) -> None:
     try:
         ok = gmssl_pyx.sm2_verify(public, message, signature, signer_id=user_id)
     except gmssl_pyx.GmsslInnerError:
@@ -125,7 +127,8 @@ def decode_ec_private_key(der: bytes) -> tuple[bytes, bytes]:
         if not 1 <= d <= _N - 2:
             raise ValueError("private scalar out of range")
         public: bytes | None = None
-        for item in list(seq)[2:]:
+        for idx in range(2, len(seq)):
+            item = seq[idx]
             # [1] EXPLICIT BIT STRING holds the public point; [0] the curve.
             if isinstance(item, bytes) and item[:1] == b"\xa1":
                 public = _check_point(DerBitString(explicit=1).decode(item, strict=True).value)

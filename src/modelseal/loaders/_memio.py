@@ -30,7 +30,9 @@ class MemoryReader(io.RawIOBase):
         return n
 
     def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        end = (
+            len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        )
         data = self._view[self._pos : end].tobytes()
         self._pos = max(self._pos, end)
         return data

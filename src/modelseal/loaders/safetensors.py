@@ -183,8 +183,11 @@ class TensorSlice:
             raise LoaderError("lazy slices take an int or a slice on the first dimension")
         row_bytes = info.nbytes // rows if rows else 0
         sub = TensorInfo(
-            info.name, info.dtype, (hi - lo, *info.shape[1:]),
-            info.start + lo * row_bytes, info.start + hi * row_bytes,
+            info.name,
+            info.dtype,
+            (hi - lo, *info.shape[1:]),
+            info.start + lo * row_bytes,
+            info.start + hi * row_bytes,
         )
         buf = self._view._read(sub.start, sub.nbytes)
         convert = to_torch if self._framework == "torch" else to_numpy

@@ -266,11 +266,7 @@ def parse_preamble(preamble: bytes) -> int:
 
 def expected_file_size(header_len: int, header: Header) -> int:
     return (
-        PREAMBLE_SIZE
-        + header_len
-        + MAC_SIZE
-        + header.payload_size
-        + TAG_SIZE * header.chunk_count
+        PREAMBLE_SIZE + header_len + MAC_SIZE + header.payload_size + TAG_SIZE * header.chunk_count
     )
 
 

@@ -162,7 +162,11 @@ class SealedReader:
     # --- byte ranges -------------------------------------------------------------
 
     def read_into(
-        self, offset: int, out: memoryview | bytearray | npt.NDArray[np.uint8], *, progress: Progress | None = None
+        self,
+        offset: int,
+        out: memoryview | bytearray | npt.NDArray[np.uint8],
+        *,
+        progress: Progress | None = None,
     ) -> None:
         """Fill ``out`` with payload bytes ``[offset, offset+len(out))``.
 
@@ -170,7 +174,7 @@ class SealedReader:
         into ``out``; the partial chunks at either edge go through a scratch
         buffer. Spread over worker threads when the range spans several chunks.
         """
-        dest = memoryview(out).cast("B")
+        dest = (out.data if isinstance(out, np.ndarray) else memoryview(out)).cast("B")
         size = len(dest)
         if offset < 0 or offset + size > self.header.payload_size:
             raise ValueError("range outside the payload")
@@ -226,7 +230,7 @@ class SealedReader:
         """One entry's plaintext in a buffer of its own (writable, for zero-copy views)."""
         e = self.header.entry(entry) if isinstance(entry, str) else entry
         buf = np.empty(e.size, dtype=np.uint8)
-        self.read_into(e.offset, memoryview(buf))
+        self.read_into(e.offset, buf)
         return buf
 
     def read_all(self, *, progress: Progress | None = None) -> npt.NDArray[np.uint8]:
@@ -237,7 +241,7 @@ class SealedReader:
         0.5 s extra per 512 MiB on a fresh VM page).
         """
         buf = np.empty(self.header.payload_size, dtype=np.uint8)
-        self.read_into(0, memoryview(buf), progress=progress)
+        self.read_into(0, buf, progress=progress)
         return buf
 
     # --- streaming and verification ----------------------------------------------

@@ -242,7 +242,10 @@ def _write_payload(
     stream = _PayloadStream(sources)
     n_workers = workers or default_workers()
     batches = [
-        (start, [header.chunk_plaintext_size(i) for i in range(start, min(start + batch, n_chunks))])
+        (
+            start,
+            [header.chunk_plaintext_size(i) for i in range(start, min(start + batch, n_chunks))],
+        )
         for start in range(0, n_chunks, batch)
     ]
 

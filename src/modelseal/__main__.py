@@ -1,0 +1,3 @@
+from modelseal.cli import main
+
+main()

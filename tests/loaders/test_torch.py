@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import pytest
+import torch
+
+import modelseal
+from modelseal.crypto import ContentKey
+from modelseal.errors import LoaderError
+
+KEY = ContentKey(bytes(32))
+
+
+class Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3)
+        self.fc = torch.nn.Linear(8 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def test_state_dict_roundtrip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = Net()
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    modelseal.seal(tmp_path / "net.pt", tmp_path / "net.mseal", key=KEY, chunk_size=1024)
+    assert modelseal.inspect(tmp_path / "net.mseal").framework == "torch"
+    sd = modelseal.load(tmp_path / "net.mseal", key=KEY)
+    for k, v in net.state_dict().items():
+        assert torch.equal(sd[k], v)
+    clone = Net()
+    clone.load_state_dict(sd)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(clone(x), net(x))
+
+
+class Custom:
+    def __init__(self) -> None:
+        self.secret = 42
+
+
+def test_weights_only_by_default_and_pickle_only_on_request(tmp_path: Path) -> None:
+    torch.save({"obj": Custom(), "w": torch.ones(2)}, tmp_path / "c.pt")
+    modelseal.seal(tmp_path / "c.pt", tmp_path / "c.mseal", key=KEY)
+    with pytest.raises(LoaderError, match="weights_only=False"):
+        modelseal.load(tmp_path / "c.mseal", key=KEY, framework="torch")
+    with pytest.warns(modelseal.UnsafePickleWarning):
+        full = modelseal.load(tmp_path / "c.mseal", key=KEY, framework="torch", weights_only=False)
+    assert full["obj"].secret == 42
+
+
+def test_ordered_dicts_and_nested_containers_load_weights_only(tmp_path: Path) -> None:
+    ckpt = {"model": collections.OrderedDict(w=torch.ones(3)), "epoch": 3, "lr": [0.1, 0.01]}
+    torch.save(ckpt, tmp_path / "k.pt")
+    modelseal.seal(tmp_path / "k.pt", tmp_path / "k.mseal", key=KEY)
+    out = modelseal.load(tmp_path / "k.mseal", key=KEY, framework="torch")
+    assert out["epoch"] == 3 and torch.equal(out["model"]["w"], torch.ones(3))
+
+
+def test_torchscript_roundtrip(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    net = Net().eval()
+    torch.jit.script(net).save(str(tmp_path / "net.ts"))
+    modelseal.seal(tmp_path / "net.ts", tmp_path / "ts.mseal", key=KEY)
+    assert modelseal.inspect(tmp_path / "ts.mseal").framework == "torchscript"
+    module = modelseal.load(tmp_path / "ts.mseal", key=KEY)
+    x = torch.randn(1, 3, 8, 8)
+    assert torch.equal(module(x), net(x))
+
+
+def test_garbage_checkpoint_is_a_loader_error(tmp_path: Path) -> None:
+    (tmp_path / "g.pt").write_bytes(b"\x80\x02not a checkpoint")
+    modelseal.seal(tmp_path / "g.pt", tmp_path / "g.mseal", key=KEY)
+    with pytest.raises(LoaderError):
+        modelseal.load(tmp_path / "g.mseal", key=KEY, framework="torch")
+
+
+def test_framework_that_does_not_fit_the_model(tmp_path: Path) -> None:
+    torch.save({"w": torch.ones(1)}, tmp_path / "w.pt")
+    modelseal.seal(tmp_path / "w.pt", tmp_path / "w.mseal", key=KEY)
+    with pytest.raises(LoaderError, match="cannot be loaded as 'numpy'"):
+        modelseal.load(tmp_path / "w.mseal", key=KEY, framework="numpy")
+    with pytest.raises(modelseal.UnsupportedAlgorithmError):
+        modelseal.load(tmp_path / "w.mseal", key=KEY, framework="tensorflow")

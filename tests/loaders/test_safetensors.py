@@ -93,9 +93,9 @@ def test_lazy_slice_decrypts_only_the_chunks_it_spans(
     opened: list[int] = []
     real = SealedReader._open_chunk
 
-    def spy(self: SealedReader, index: int, scratch: memoryview, out: memoryview) -> None:
+    def spy(self: SealedReader, index: int, out: memoryview) -> None:
         opened.append(index)
-        real(self, index, scratch, out)
+        real(self, index, out)
 
     monkeypatch.setattr(SealedReader, "_open_chunk", spy)
     with modelseal.open(tmp_path / "l.mseal", key=KEY) as m:

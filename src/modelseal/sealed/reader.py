@@ -1,15 +1,24 @@
 """Read ``.mseal`` containers: header only, streaming, random access, parallel.
 
-Decryption goes straight into memory the caller (or the loader) owns:
-each worker thread reads one ciphertext chunk with ``pread`` into its own
-scratch buffer and decrypts it into the destination slice, so a full load
-needs the model's size in memory once, plus one chunk per thread. No
-plaintext is handed out before the chunks it comes from have authenticated.
+Decryption goes straight into memory the caller (or the loader) owns: the
+file is mapped read-only and each worker thread decrypts its chunks from the
+mapping into the destination slice, then drops those file pages from the
+mapping (``MADV_DONTNEED``), so a full load holds the model's size in memory
+once. Measured here on 256 MiB: 105 ms steady, against 115-320 ms for
+``pread`` into a scratch buffer (one more copy, and noisier).
+
+Mapping has one consequence a ``pread`` reader would not: if another process
+truncates the file *while* it is being read, the kernel raises SIGBUS and the
+process dies (as it does for ``numpy.memmap`` or safetensors' own mmap loads).
+Size is checked at open; only a concurrent truncation can do this.
+
+No plaintext is handed out before the chunks it comes from have authenticated.
 """
 
 from __future__ import annotations
 
 import io
+import mmap
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -46,13 +55,7 @@ from modelseal.sealed.writer import default_workers
 Progress = Callable[[int], None]
 
 
-def _pread_exact(fd: int, buf: memoryview, offset: int) -> None:
-    got = 0
-    while got < len(buf):
-        n = os.preadv(fd, [buf[got:]], offset + got)
-        if n <= 0:
-            raise TruncatedError("file ends inside the payload")
-        got += n
+_PAGE = mmap.PAGESIZE
 
 
 def read_header(path: str | os.PathLike[str]) -> Header:
@@ -113,12 +116,19 @@ class SealedReader:
         self.header = header
         self._aad = chunk_aad(head, mac)
         self._payload_offset = len(head) + MAC_SIZE
-        self._fd = self._fh.fileno()
+        self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._view = memoryview(self._map)
         self._workers = workers or default_workers()
 
     # --- lifecycle -------------------------------------------------------------
 
     def close(self) -> None:
+        if hasattr(self, "_view"):
+            self._view.release()
+            try:
+                self._map.close()
+            except BufferError:
+                pass  # a caller still holds a view; the mapping closes with it
         self._fh.close()
 
     def __enter__(self) -> SealedReader:
@@ -134,13 +144,14 @@ class SealedReader:
 
     # --- chunks ----------------------------------------------------------------
 
-    def _open_chunk(self, index: int, scratch: memoryview, out: memoryview) -> None:
+    def _open_chunk(self, index: int, out: memoryview) -> None:
         """Authenticate chunk ``index`` and write its plaintext into ``out``."""
         header = self.header
         size = header.chunk_plaintext_size(index)
-        ct = scratch[: size + TAG_SIZE]
-        _pread_exact(self._fd, ct, self._payload_offset + index * (header.chunk_size + TAG_SIZE))
+        start = self._payload_offset + index * (header.chunk_size + TAG_SIZE)
+        end = start + size + TAG_SIZE
         last = index == header.chunk_count - 1
+        ct = self._view[start:end]
         try:
             self._keys.aead.decrypt_into(self._keys.nonce(index, last), ct, self._aad, out[:size])
         except DecryptionError:
@@ -148,15 +159,22 @@ class SealedReader:
                 f"chunk {index} failed authentication: the file was modified or damaged",
                 chunk_index=index,
             ) from None
-
-    def _scratch(self) -> memoryview:
-        return memoryview(bytearray(self.header.chunk_size + TAG_SIZE))
+        finally:
+            # Released explicitly: a traceback that keeps the decryptor's frame
+            # alive would otherwise keep the mapping exported and unclosable.
+            ct.release()
+            # Unmap the ciphertext pages just read so they do not count twice in
+            # RSS; they stay in the page cache. Only whole pages inside the chunk.
+            lo = -(-start // _PAGE) * _PAGE
+            hi = end // _PAGE * _PAGE
+            if hi > lo:
+                self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
     def read_chunk(self, index: int) -> bytes:
         if not 0 <= index < self.header.chunk_count:
             raise IndexError(f"chunk {index} out of range")
         out = bytearray(self.header.chunk_plaintext_size(index))
-        self._open_chunk(index, self._scratch(), memoryview(out))
+        self._open_chunk(index, memoryview(out))
         return bytes(out)
 
     # --- byte ranges -------------------------------------------------------------
@@ -182,13 +200,12 @@ class SealedReader:
         if size == 0:
             if self.header.payload_size == 0:
                 # An empty payload still has its (empty, last) chunk to authenticate.
-                self._open_chunk(0, self._scratch(), memoryview(bytearray(0)))
+                self._open_chunk(0, memoryview(bytearray(0)))
             return
         first, last = offset // c, (offset + size - 1) // c
         indices = list(range(first, last + 1))
 
         def work(chunk_ids: list[int]) -> None:
-            scratch = self._scratch()
             edge = memoryview(bytearray(c))
             for i in chunk_ids:
                 start = i * c
@@ -196,9 +213,9 @@ class SealedReader:
                 lo = max(offset, start)
                 hi = min(offset + size, start + plain_len)
                 if lo == start and hi == start + plain_len:
-                    self._open_chunk(i, scratch, dest[start - offset : hi - offset])
+                    self._open_chunk(i, dest[start - offset : hi - offset])
                 else:
-                    self._open_chunk(i, scratch, edge)
+                    self._open_chunk(i, edge)
                     dest[lo - offset : hi - offset] = edge[lo - start : hi - start]
                 if progress is not None:
                     progress(hi - lo)
@@ -248,11 +265,10 @@ class SealedReader:
 
     def iter_chunks(self) -> Iterator[bytes]:
         """Plaintext chunk by chunk, in order, in constant memory."""
-        scratch = self._scratch()
         out = bytearray(self.header.chunk_size)
         for i in range(self.header.chunk_count):
             size = self.header.chunk_plaintext_size(i)
-            self._open_chunk(i, scratch, memoryview(out))
+            self._open_chunk(i, memoryview(out))
             yield bytes(out[:size])
 
     def verify(self, *, progress: Progress | None = None) -> None:
@@ -262,10 +278,9 @@ class SealedReader:
         n = max(1, min(self._workers, len(indices)))
 
         def work(chunk_ids: list[int]) -> None:
-            scratch = self._scratch()
             sink = memoryview(bytearray(header.chunk_size))
             for i in chunk_ids:
-                self._open_chunk(i, scratch, sink)
+                self._open_chunk(i, sink)
                 if progress is not None:
                     progress(header.chunk_plaintext_size(i))
 

@@ -1,0 +1,93 @@
+"""One measured load in a fresh process (called by load_overhead.py).
+
+Prints one JSON line: load wall time (imports excluded), RSS before the load
+and peak RSS after it, from the kernel's own accounting (ru_maxrss, VmRSS).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+
+def status(field: str) -> int:
+    """VmRSS / VmHWM of this process. Not ru_maxrss: Linux carries the parent's
+    peak across fork+exec into RUSAGE_SELF, while VmHWM starts fresh at exec."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field}")
+
+
+def touch(obj: Any) -> int:
+    """Read one byte of every 4 KiB page of every tensor.
+
+    safetensors' load_file maps the file lazily: without this, a "plain load"
+    would be timed without reading the weights at all. Timed for every variant.
+    """
+    import torch
+
+    total = 0
+    values = obj.values() if isinstance(obj, dict) else [obj]
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.numel():
+            flat = v.detach().reshape(-1).view(torch.uint8)
+            total += int(flat[::4096].sum()) + int(flat[-1])
+    return total
+
+
+def main() -> None:
+    variant, path = sys.argv[1], sys.argv[2]
+    extra = sys.argv[3] if len(sys.argv) > 3 else ""
+    import numpy as np  # noqa: F401 - imports are not part of the measurement
+    import torch
+
+    import modelseal
+
+    if variant.startswith("cryptotensors"):
+        import cryptotensors  # noqa: F401
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(2)
+    base = status("VmRSS")
+    t0 = time.perf_counter()
+    if variant == "plain_safetensors_mmap":
+        result: Any = load_file(path)
+    elif variant == "plain_safetensors_read":
+        from safetensors.torch import load
+
+        with open(path, "rb") as fh:
+            result = load(fh.read())
+    elif variant == "sealed_safetensors":
+        result = modelseal.load(path, key=extra, framework="torch")
+    elif variant == "plain_torch":
+        result = torch.load(path, weights_only=True)
+    elif variant == "sealed_torch":
+        result = modelseal.load(path, key=extra, framework="torch")
+    elif variant == "sealed_slice":
+        with modelseal.open(path, key=extra) as m:
+            view = m.safetensors()
+            t0 = time.perf_counter()  # time the slice read itself, after open
+            result = view.get_slice("big.0", framework="torch")[0:1]
+    elif variant.startswith("cryptotensors"):
+        from bench._peer_cryptotensors import load_all, load_slice
+
+        if variant == "cryptotensors_safetensors":
+            result = load_all(path, extra)
+        else:
+            result, t0 = load_slice(path, extra, "big.0")
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+    checksum = touch(result)
+    wall = time.perf_counter() - t0
+    peak = status("VmHWM")
+    print(json.dumps({"variant": variant, "wall": wall, "base_rss": base, "peak_rss": peak,
+                      "checksum": checksum, "tensors": len(result) if isinstance(result, dict)
+                      else 1}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Sealed load vs plain load, in separate processes, alternating, same run.
+
+    .venv/bin/python bench/load_overhead.py [--gib 1.0] [--torch-mb 100] [--rounds 3]
+
+Builds a ~1 GiB safetensors file of random tensors and a ~100 MB torch state
+dict, seals both, then for each round loads every variant in a fresh process
+(rotating the order each round), measuring load wall time and peak RSS above
+the process's baseline. When the ``cryptotensors`` package is installed it is
+run on the same safetensors file as the peer, and each tool reads one small
+slice of one tensor. Round 0 warms the page cache and is not counted.
+Prints a table and writes bench/out/load_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out"
+MIB = 1 << 20
+
+
+def build_safetensors(path: Path, gib: float) -> int:
+    import torch
+    from safetensors.torch import save_file
+
+    rng = np.random.default_rng(0)
+    total = int(gib * (1 << 30))
+    tensors: dict[str, Any] = {}
+    # a mix of big matrices and small odd-shaped ones, as in a real checkpoint
+    big = 64 * MIB
+    i = 0
+    while total > big:
+        tensors[f"big.{i}"] = torch.from_numpy(rng.random((4096, big // 4 // 4096), np.float32))
+        total -= big
+        i += 1
+    for j in range(64):
+        n = max(1, total // 4 // 64)
+        tensors[f"small.{j}"] = torch.from_numpy(rng.random(n, np.float32) + j)
+    save_file(tensors, str(path))
+    return path.stat().st_size
+
+
+def build_torch(path: Path, mb: int) -> int:
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    per = 4 * MIB
+    sd = {f"layer{i}.weight": torch.rand(per // 4, generator=g) for i in range(mb * MIB // per)}
+    torch.save(sd, path)
+    return path.stat().st_size
+
+
+def run_worker(variant: str, path: Path, extra: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench._worker", variant, str(path), extra],
+        capture_output=True, text=True, cwd=ROOT, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{proc.stderr[-2000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--torch-mb", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-peer", action="store_true", help="skip cryptotensors")
+    ap.add_argument("--workdir", type=Path, default=OUT / "work")
+    args = ap.parse_args()
+
+    import modelseal
+
+    work: Path = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    st_path, pt_path = work / "model.safetensors", work / "model.pt"
+    st_size = build_safetensors(st_path, args.gib)
+    pt_size = build_torch(pt_path, args.torch_mb)
+    key = modelseal.ContentKey.generate()
+    key.save(work / "model.key")
+    seal_times = {}
+    for src, dst in ((st_path, work / "st.mseal"), (pt_path, work / "pt.mseal")):
+        dst.unlink(missing_ok=True)
+        t = time.perf_counter()
+        modelseal.seal(src, dst, key=key)
+        seal_times[dst.name] = time.perf_counter() - t
+
+    variants: list[tuple[str, Path, str]] = [
+        ("plain_safetensors_mmap", st_path, ""),
+        ("plain_safetensors_read", st_path, ""),
+        ("sealed_safetensors", work / "st.mseal", str(work / "model.key")),
+        ("plain_torch", pt_path, ""),
+        ("sealed_torch", work / "pt.mseal", str(work / "model.key")),
+        ("sealed_slice", work / "st.mseal", str(work / "model.key")),
+    ]
+    peer = importlib.util.find_spec("cryptotensors") is not None and not args.no_peer
+    if peer:
+        from bench._peer_cryptotensors import encrypt
+
+        ct_path = work / "model.ct.safetensors"
+        ct_key = encrypt(st_path, ct_path, work)
+        variants += [
+            ("cryptotensors_safetensors", ct_path, ct_key),
+            ("cryptotensors_slice", ct_path, ct_key),
+        ]
+
+    results: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
+    for r in range(args.rounds + 1):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        for name, path, extra in order:
+            res = run_worker(name, path, extra)
+            if r > 0:
+                results[name].append(res)
+            print(f"round {r} {name:28s} {res['wall'] * 1e3:9.1f} ms  "
+                  f"peak +{(res['peak_rss'] - res['base_rss']) / MIB:7.1f} MiB", file=sys.stderr)
+
+    def med(name: str, key: str) -> float:
+        if key == "extra_rss":
+            return statistics.median(x["peak_rss"] - x["base_rss"] for x in results[name])
+        return statistics.median(x[key] for x in results[name])
+
+    summary: dict[str, Any] = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "safetensors_bytes": st_size,
+        "torch_bytes": pt_size,
+        "rounds": args.rounds,
+        "seal_seconds": seal_times,
+        "median": {n: {"wall_s": med(n, "wall"), "extra_rss": med(n, "extra_rss")} for n in results},
+    }
+    m = summary["median"]
+    ratios = {
+        "sealed / plain safetensors (mmap) wall": m["sealed_safetensors"]["wall_s"]
+        / m["plain_safetensors_mmap"]["wall_s"],
+        "sealed / plain safetensors (read+load) wall": m["sealed_safetensors"]["wall_s"]
+        / m["plain_safetensors_read"]["wall_s"],
+        "sealed safetensors peak RSS / model size": m["sealed_safetensors"]["extra_rss"] / st_size,
+        "plain (mmap) peak RSS / model size": m["plain_safetensors_mmap"]["extra_rss"] / st_size,
+        "plain (read+load) peak RSS / model size": m["plain_safetensors_read"]["extra_rss"]
+        / st_size,
+        "sealed/plain torch.load wall": m["sealed_torch"]["wall_s"] / m["plain_torch"]["wall_s"],
+        "sealing GB/s (safetensors)": st_size / seal_times["st.mseal"] / 1e9,
+    }
+    if peer:
+        ct_seconds = json.loads(Path(ct_key).read_text())["encrypt_seconds"]
+        ratios["cryptotensors encrypt GB/s"] = st_size / ct_seconds / 1e9
+        ratios["sealed/cryptotensors wall"] = (
+            m["sealed_safetensors"]["wall_s"] / m["cryptotensors_safetensors"]["wall_s"]
+        )
+        ratios["cryptotensors peak RSS / model size"] = (
+            m["cryptotensors_safetensors"]["extra_rss"] / st_size
+        )
+        ratios["cryptotensors slice / sealed slice wall"] = (
+            m["cryptotensors_slice"]["wall_s"] / m["sealed_slice"]["wall_s"]
+        )
+    summary["ratios"] = ratios
+
+    print(f"\nsafetensors {st_size / MIB:.0f} MiB, torch {pt_size / MIB:.0f} MiB, "
+          f"{args.rounds} rounds (medians)")
+    print(f"{'variant':30s} {'wall ms':>10s} {'peak RSS above base MiB':>24s}")
+    for name in results:
+        print(f"{name:30s} {m[name]['wall_s'] * 1e3:10.1f} {m[name]['extra_rss'] / MIB:24.1f}")
+    print()
+    for k, v in ratios.items():
+        print(f"{k:45s} {v:8.3f}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "load_overhead.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

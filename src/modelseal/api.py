@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelseal.crypto import ContentKey
-from modelseal.errors import LoaderError, UnsupportedAlgorithmError
+from modelseal.errors import LoaderError, ModelsealError, UnsupportedAlgorithmError
 from modelseal.loaders import FRAMEWORKS, LazySafetensors
 from modelseal.loaders import onnx as onnx_loader
 from modelseal.loaders import paddle as paddle_loader
@@ -185,11 +185,25 @@ class SealedModel:
                     tensors[name] = value
             return tensors
         if fw == "torch" and hint in ("torch", "torchscript", "bytes"):
-            e = self._entry(entry, None)
-            buf = self._reader.read_entry(e)
-            if hint == "torchscript":
-                return torch_loader.load_torchscript(buf)
-            return torch_loader.load_checkpoint(buf, weights_only=weights_only)
+            # torch copies every record into its own storage, so it reads from a
+            # decrypting stream instead of a decrypted copy of the whole file.
+            stream = self._reader.entry_stream(self._entry(entry, None))
+            try:
+                if hint == "torchscript":
+                    obj = torch_loader.load_torchscript(stream)
+                else:
+                    obj = torch_loader.load_checkpoint(stream, weights_only=weights_only)
+                stream.verify_rest()
+            except ModelsealError:
+                if stream.failure is not None:
+                    raise stream.failure from None
+                raise
+            except Exception:
+                # torch may wrap our integrity error in its own exception type
+                if stream.failure is not None:
+                    raise stream.failure from None
+                raise
+            return obj
         if fw == "onnxruntime":
             graph = self._entry(entry, (".onnx",))
             external = {

@@ -86,3 +86,37 @@ def test_framework_that_does_not_fit_the_model(tmp_path: Path) -> None:
         modelseal.load(tmp_path / "w.mseal", key=KEY, framework="numpy")
     with pytest.raises(modelseal.UnsupportedAlgorithmError):
         modelseal.load(tmp_path / "w.mseal", key=KEY, framework="tensorflow")
+
+
+def test_tampered_checkpoint_raises_integrity_error_not_a_torch_error(tmp_path: Path) -> None:
+    torch.save({f"w{i}": torch.randn(300) for i in range(20)}, tmp_path / "t.pt")
+    modelseal.seal(tmp_path / "t.pt", tmp_path / "t.mseal", key=KEY, chunk_size=1024)
+    blob = bytearray((tmp_path / "t.mseal").read_bytes())
+    for pos in (len(blob) // 2, len(blob) - 5):
+        bad = bytearray(blob)
+        bad[pos] ^= 0x40
+        (tmp_path / "bad.mseal").write_bytes(bytes(bad))
+        with pytest.raises(modelseal.ChunkIntegrityError):
+            modelseal.load(tmp_path / "bad.mseal", key=KEY, framework="torch")
+
+
+def test_many_small_tensors_read_each_chunk_about_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelseal.sealed import SealedReader
+
+    torch.save({f"w{i}": torch.randn(50) for i in range(400)}, tmp_path / "s.pt")
+    modelseal.seal(tmp_path / "s.pt", tmp_path / "s.mseal", key=KEY, chunk_size=4096)
+    opened: list[int] = []
+    real = SealedReader._open_chunk
+
+    def spy(self: SealedReader, index: int, out: memoryview) -> None:
+        opened.append(index)
+        real(self, index, out)
+
+    monkeypatch.setattr(SealedReader, "_open_chunk", spy)
+    sd = modelseal.load(tmp_path / "s.mseal", key=KEY, framework="torch")
+    assert len(sd) == 400
+    chunks = modelseal.inspect(tmp_path / "s.mseal").chunk_count
+    assert set(opened) == set(range(chunks))  # everything authenticated
+    assert len(opened) <= 3 * chunks  # zip headers hit the one-chunk cache

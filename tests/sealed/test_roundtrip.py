@@ -119,3 +119,50 @@ def test_property_any_payload_any_range(
         for a, b in ranges:
             lo, hi = sorted((min(a, len(data)), min(b, len(data))))
             assert r.read_range(lo, hi - lo) == data[lo:hi]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    data=st.binary(min_size=1, max_size=9000),
+    reads=st.lists(st.tuples(st.integers(0, 9000), st.integers(0, 5000)), min_size=1, max_size=8),
+)
+def test_property_entry_stream_reads_like_a_file(
+    tmp_path: Path, data: bytes, reads: list[tuple[int, int]]
+) -> None:
+    import io
+
+    src, out = tmp_path / "s.bin", tmp_path / "s.mseal"
+    src.write_bytes(data)
+    seal_path(src, out, KEY, chunk_size=1024)
+    plain = io.BytesIO(data)
+    with SealedReader(out, KEY, workers=2) as r:
+        stream = r.entry_stream("s.bin")
+        for pos, size in reads:
+            stream.seek(pos)
+            plain.seek(pos)
+            assert stream.read(size) == plain.read(size)
+        stream.verify_rest()
+        stream.seek(0)
+        assert stream.read() == data
+
+
+def test_entry_stream_in_a_directory_and_unread_chunks_are_verified(tmp_path: Path) -> None:
+    src = tmp_path / "d"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(2500))
+    (src / "b.bin").write_bytes(os.urandom(5000))
+    seal_path(src, tmp_path / "d.mseal", KEY, chunk_size=1024)
+    with SealedReader(tmp_path / "d.mseal", KEY) as r:
+        stream = r.entry_stream("b.bin")
+        assert stream.read() == (src / "b.bin").read_bytes()
+    blob = bytearray((tmp_path / "d.mseal").read_bytes())
+    blob[-20] ^= 1  # inside b.bin's last chunk
+    (tmp_path / "d.mseal").write_bytes(bytes(blob))
+    from modelseal.errors import ChunkIntegrityError
+
+    with SealedReader(tmp_path / "d.mseal", KEY) as r:
+        stream = r.entry_stream("b.bin")
+        stream.read(10)  # never reaches the damaged chunk
+        with pytest.raises(ChunkIntegrityError):
+            stream.verify_rest()
+        assert stream.failure is not None

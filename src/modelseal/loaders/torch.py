@@ -24,8 +24,12 @@ def _torch() -> Any:
     return torch
 
 
+def _source(buffer: Any) -> Any:
+    return buffer if hasattr(buffer, "readinto") else MemoryReader(buffer)
+
+
 def load_checkpoint(buffer: Any, *, weights_only: bool = True) -> Any:
-    """``torch.load`` from memory; ``weights_only=True`` unless explicitly opted out.
+    """``torch.load`` from memory or a decrypting stream; ``weights_only=True`` by default.
 
     A sealed file only proves who sealed it, not that its pickle is harmless,
     so full pickle loading needs ``weights_only=False`` and always warns.
@@ -39,7 +43,7 @@ def load_checkpoint(buffer: Any, *, weights_only: bool = True) -> Any:
             stacklevel=3,
         )
     try:
-        return torch.load(MemoryReader(buffer), map_location="cpu", weights_only=weights_only)
+        return torch.load(_source(buffer), map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
         raise LoaderError(
             "the checkpoint holds objects that weights_only loading refuses; if you trust "
@@ -52,6 +56,6 @@ def load_checkpoint(buffer: Any, *, weights_only: bool = True) -> Any:
 def load_torchscript(buffer: Any) -> Any:
     torch = _torch()
     try:
-        return torch.jit.load(MemoryReader(buffer), map_location="cpu")
+        return torch.jit.load(_source(buffer), map_location="cpu")
     except (RuntimeError, ValueError) as exc:
         raise LoaderError(f"torch.jit.load failed: {str(exc).splitlines()[0]}") from None

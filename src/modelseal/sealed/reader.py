@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -119,10 +120,15 @@ class SealedReader:
         self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
         self._view = memoryview(self._map)
         self._workers = workers or default_workers()
+        self._pool: ThreadPoolExecutor | None = None
 
     # --- lifecycle -------------------------------------------------------------
 
     def close(self) -> None:
+        if getattr(self, "_pool", None) is not None:
+            assert self._pool is not None
+            self._pool.shutdown()
+            self._pool = None
         if hasattr(self, "_view"):
             self._view.release()
             try:
@@ -170,6 +176,35 @@ class SealedReader:
             if hi > lo:
                 self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
+    def _parallel(self, shares: list[list[int]], work: Callable[[list[int]], None]) -> None:
+        """Run ``work`` over interleaved shares of chunk indices on the reader's threads."""
+        shares = [share for share in shares if share]
+        if len(shares) <= 1:
+            for share in shares:
+                work(share)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        futures = [self._pool.submit(work, share) for share in shares]
+        for future in futures:
+            future.result()
+
+    def _split(self, indices: list[int]) -> list[list[int]]:
+        n = max(1, min(self._workers, len(indices)))
+        # Interleaved shares keep all threads busy to the end with equal chunks.
+        return [indices[k::n] for k in range(n)]
+
+    def open_chunks_into(self, first: int, dest: memoryview) -> None:
+        """Decrypt whole chunks ``first, first+1, ...`` into ``dest`` (chunk-aligned), in parallel."""
+        c = self.header.chunk_size
+        count = -(-len(dest) // c)
+
+        def work(ids: list[int]) -> None:
+            for i in ids:
+                self._open_chunk(i, dest[(i - first) * c : (i - first + 1) * c])
+
+        self._parallel(self._split(list(range(first, first + count))), work)
+
     def read_chunk(self, index: int) -> bytes:
         if not 0 <= index < self.header.chunk_count:
             raise IndexError(f"chunk {index} out of range")
@@ -206,7 +241,7 @@ class SealedReader:
         indices = list(range(first, last + 1))
 
         def work(chunk_ids: list[int]) -> None:
-            edge = memoryview(bytearray(c))
+            edge = np.empty(c, dtype=np.uint8).data.cast("B")
             for i in chunk_ids:
                 start = i * c
                 plain_len = self.header.chunk_plaintext_size(i)
@@ -220,15 +255,7 @@ class SealedReader:
                 if progress is not None:
                     progress(hi - lo)
 
-        n = min(self._workers, len(indices))
-        if n <= 1:
-            work(indices)
-            return
-        # Interleaved shares keep all threads busy to the end with equal chunks.
-        shares = [indices[k::n] for k in range(n)]
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            for future in [pool.submit(work, share) for share in shares]:
-                future.result()
+        self._parallel(self._split(indices), work)
 
     def read_range(self, offset: int, size: int) -> bytes:
         buf = bytearray(size)
@@ -261,6 +288,10 @@ class SealedReader:
         self.read_into(0, buf, progress=progress)
         return buf
 
+    def entry_stream(self, entry: Entry | str) -> EntryStream:
+        """A seekable file object over one entry that decrypts as it is read."""
+        return EntryStream(self, self.header.entry(entry) if isinstance(entry, str) else entry)
+
     # --- streaming and verification ----------------------------------------------
 
     def iter_chunks(self) -> Iterator[bytes]:
@@ -274,19 +305,116 @@ class SealedReader:
     def verify(self, *, progress: Progress | None = None) -> None:
         """Authenticate every chunk; keeps nothing (verify-only mode)."""
         header = self.header
-        indices = list(range(header.chunk_count))
-        n = max(1, min(self._workers, len(indices)))
 
         def work(chunk_ids: list[int]) -> None:
-            sink = memoryview(bytearray(header.chunk_size))
+            sink = np.empty(header.chunk_size, dtype=np.uint8).data.cast("B")
             for i in chunk_ids:
                 self._open_chunk(i, sink)
                 if progress is not None:
                     progress(header.chunk_plaintext_size(i))
 
-        if n == 1:
-            work(indices)
+        self._parallel(self._split(list(range(header.chunk_count))), work)
+
+
+class EntryStream(io.RawIOBase):
+    """A read-only file object over one entry, decrypting chunks on demand.
+
+    For frameworks that read a file object themselves (``torch.load`` calls
+    ``readinto`` with the destination storage): whole chunks decrypt straight
+    into the caller's buffer, partial chunks come from a one-chunk cache (zip
+    headers are 30-byte reads), so a load needs no second copy of the model.
+    Every chunk handed out is authenticated first; :meth:`verify_rest`
+    authenticates the chunks the framework never read, so a load that
+    succeeds has checked the whole entry. The first integrity failure is
+    kept in :attr:`failure`, because a framework may wrap it in its own error.
+    """
+
+    def __init__(self, reader: SealedReader, entry: Entry) -> None:
+        super().__init__()
+        self._r = reader
+        self._entry = entry
+        self._pos = 0
+        self._chunk = reader.header.chunk_size
+        self._cache = np.empty(self._chunk, dtype=np.uint8)
+        self._cache_view = self._cache.data.cast("B")
+        self._cached = -1
+        self._opened: set[int] = set()
+        self.failure: ChunkIntegrityError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._entry.size}
+        if whence not in base:
+            raise ValueError(f"invalid whence {whence}")
+        pos = base[whence] + offset
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def _open(self, index: int, out: memoryview) -> None:
+        try:
+            self._r._open_chunk(index, out)
+        except ChunkIntegrityError as exc:
+            self.failure = self.failure or exc
+            raise
+        self._opened.add(index)
+
+    def readinto(self, buffer: Any) -> int:
+        dest = memoryview(buffer).cast("B")
+        n = max(0, min(len(dest), self._entry.size - self._pos))
+        if n == 0:
+            return 0
+        c = self._chunk
+        start = self._entry.offset + self._pos
+        end = start + n
+        first, last = start // c, (end - 1) // c
+        # Whole chunks inside the range decrypt straight into the caller's buffer,
+        # in parallel; the partial chunks at the edges go through the cache, where
+        # the next small read (the following zip header) finds them.
+        whole_lo = first if start == first * c else first + 1
+        last_end = last * c + self._r.header.chunk_plaintext_size(last)
+        whole_hi = last + 1 if last_end <= end else last
+        for i in sorted({first, last}):
+            if not whole_lo <= i < whole_hi:
+                self._copy_from_cache(i, start, end, dest)
+        if whole_hi > whole_lo:
+            part = dest[whole_lo * c - start : min(end, whole_hi * c) - start]
+            try:
+                self._r.open_chunks_into(whole_lo, part)
+            except ChunkIntegrityError as exc:
+                self.failure = self.failure or exc
+                raise
+            self._opened.update(range(whole_lo, whole_hi))
+        self._pos += n
+        return n
+
+    def _copy_from_cache(self, i: int, start: int, end: int, dest: memoryview) -> None:
+        c = self._chunk
+        lo, hi = max(start, i * c), min(end, (i + 1) * c)
+        if self._cached != i:
+            self._cached = -1
+            self._open(i, self._cache_view)
+            self._cached = i
+        dest[lo - start : hi - start] = self._cache_view[lo - i * c : hi - i * c]
+
+    def verify_rest(self) -> None:
+        """Authenticate the entry's chunks that were never read."""
+        if self._entry.size == 0:
+            self._r.read_into(self._entry.offset, bytearray(0))
             return
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            for future in [pool.submit(work, indices[k::n]) for k in range(n)]:
-                future.result()
+        c = self._chunk
+        first = self._entry.offset // c
+        last = (self._entry.offset + self._entry.size - 1) // c
+        for i in range(first, last + 1):
+            if i not in self._opened:
+                self._open(i, self._cache_view)
+                self._cached = i

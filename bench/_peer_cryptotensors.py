@@ -34,8 +34,9 @@ def encrypt(src: Path, dst: Path, work: Path) -> str:
         "kty": "okp",
         "alg": "ed25519",
         "kid": "bench-sign",
-        "d": _b64(sk.private_bytes(raw, serialization.PrivateFormat.Raw,
-                                   serialization.NoEncryption())),
+        "d": _b64(
+            sk.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        ),
         "x": _b64(sk.public_key().public_bytes(raw, serialization.PublicFormat.Raw)),
     }
     cfg = cryptotensors.SerializeCryptoConfig(enc_key=enc_key, sign_key=sign_key).to_dict()

@@ -84,9 +84,18 @@ def main() -> None:
     checksum = touch(result)
     wall = time.perf_counter() - t0
     peak = status("VmHWM")
-    print(json.dumps({"variant": variant, "wall": wall, "base_rss": base, "peak_rss": peak,
-                      "checksum": checksum, "tensors": len(result) if isinstance(result, dict)
-                      else 1}))
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "wall": wall,
+                "base_rss": base,
+                "peak_rss": peak,
+                "checksum": checksum,
+                "tensors": len(result) if isinstance(result, dict) else 1,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

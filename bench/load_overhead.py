@@ -66,7 +66,10 @@ def build_torch(path: Path, mb: int) -> int:
 def run_worker(variant: str, path: Path, extra: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "bench._worker", variant, str(path), extra],
-        capture_output=True, text=True, cwd=ROOT, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{variant} failed:\n{proc.stderr[-2000:]}")
@@ -124,8 +127,11 @@ def main() -> None:
             res = run_worker(name, path, extra)
             if r > 0:
                 results[name].append(res)
-            print(f"round {r} {name:28s} {res['wall'] * 1e3:9.1f} ms  "
-                  f"peak +{(res['peak_rss'] - res['base_rss']) / MIB:7.1f} MiB", file=sys.stderr)
+            print(
+                f"round {r} {name:28s} {res['wall'] * 1e3:9.1f} ms  "
+                f"peak +{(res['peak_rss'] - res['base_rss']) / MIB:7.1f} MiB",
+                file=sys.stderr,
+            )
 
     def med(name: str, key: str) -> float:
         if key == "extra_rss":
@@ -138,7 +144,9 @@ def main() -> None:
         "torch_bytes": pt_size,
         "rounds": args.rounds,
         "seal_seconds": seal_times,
-        "median": {n: {"wall_s": med(n, "wall"), "extra_rss": med(n, "extra_rss")} for n in results},
+        "median": {
+            n: {"wall_s": med(n, "wall"), "extra_rss": med(n, "extra_rss")} for n in results
+        },
     }
     m = summary["median"]
     ratios = {
@@ -167,8 +175,10 @@ def main() -> None:
         )
     summary["ratios"] = ratios
 
-    print(f"\nsafetensors {st_size / MIB:.0f} MiB, torch {pt_size / MIB:.0f} MiB, "
-          f"{args.rounds} rounds (medians)")
+    print(
+        f"\nsafetensors {st_size / MIB:.0f} MiB, torch {pt_size / MIB:.0f} MiB, "
+        f"{args.rounds} rounds (medians)"
+    )
     print(f"{'variant':30s} {'wall ms':>10s} {'peak RSS above base MiB':>24s}")
     for name in results:
         print(f"{name:30s} {m[name]['wall_s'] * 1e3:10.1f} {m[name]['extra_rss'] / MIB:24.1f}")

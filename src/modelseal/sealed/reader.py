@@ -17,6 +17,7 @@ No plaintext is handed out before the chunks it comes from have authenticated.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import os
@@ -131,10 +132,9 @@ class SealedReader:
             self._pool = None
         if hasattr(self, "_view"):
             self._view.release()
-            try:
+            # a caller still holding a view keeps the map; it closes with that view
+            with contextlib.suppress(BufferError):
                 self._map.close()
-            except BufferError:
-                pass  # a caller still holds a view; the mapping closes with it
         self._fh.close()
 
     def __enter__(self) -> SealedReader:
@@ -195,7 +195,7 @@ class SealedReader:
         return [indices[k::n] for k in range(n)]
 
     def open_chunks_into(self, first: int, dest: memoryview) -> None:
-        """Decrypt whole chunks ``first, first+1, ...`` into ``dest`` (chunk-aligned), in parallel."""
+        """Decrypt whole chunks ``first, first+1, ...`` into chunk-aligned ``dest``, in parallel."""
         c = self.header.chunk_size
         count = -(-len(dest) // c)
 

@@ -245,12 +245,21 @@ def open(path: PathLike, *, key: KeyLike) -> SealedModel:
 def load(
     path: PathLike,
     *,
-    key: KeyLike,
+    key: KeyLike | None = None,
+    license: str | os.PathLike[str] | None = None,
+    trust: Any = None,
     framework: str | None = None,
     entry: str | None = None,
     weights_only: bool = True,
+    **guard_options: Any,
 ) -> Any:
     """Decrypt ``path`` in memory and return the framework object.
+
+    Either ``key`` (the content key itself) or ``license`` + ``trust`` (a
+    license file and the vendor's public key(s)): then a :class:`Guard`
+    verifies the license, its dates and device binding, opens the content
+    key from the license on this device, and only then decrypts.
+    ``guard_options`` (``state_dir``, ``source``...) go to the Guard.
 
     ``framework``: ``"torch"`` (state dict; the module for TorchScript),
     ``"numpy"`` (dict of arrays, safetensors), ``"onnxruntime"``
@@ -258,5 +267,16 @@ def load(
     or {relative path: bytes} for a directory). ``None`` follows the header's
     framework hint (safetensors: torch when installed, else numpy).
     """
+    if license is not None:
+        if key is not None:
+            raise TypeError("give key= or license=, not both")
+        if trust is None:
+            raise TypeError("license= needs trust= (the vendor's public key file)")
+        from modelseal.guard import Guard
+
+        guard = Guard(license, trust, **guard_options)
+        return guard.load(path, framework, entry=entry, weights_only=weights_only)
+    if key is None:
+        raise TypeError("load() needs key= or license= and trust=")
     with SealedModel(path, key) as model:
         return model.load(framework, entry=entry, weights_only=weights_only)

@@ -1,0 +1,168 @@
+"""Issuing licenses offline: from an activation request to a signed JWS."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from modelseal.crypto import ContentKey, PrivateKey, b64url, b64url_decode
+from modelseal.license import jws
+from modelseal.license.claims import (
+    LICENSE_TYP,
+    BoundComponent,
+    DeviceBinding,
+    Heartbeat,
+    LicenseClaims,
+    Limits,
+    Plan,
+)
+from modelseal.license.errors import LicenseError, LicenseFormatError
+from modelseal.license.keydelivery import ShareHolder, build
+
+if TYPE_CHECKING:
+    from modelseal.device import ActivationRequest
+
+UNLOCK_SECRET_SIZE = 32
+
+
+class WeakBindingError(LicenseError):
+    """Weak components alone (hostname, machine-id, CPU model) could meet the threshold."""
+
+    reason = "weak_binding"
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class IssuedLicense:
+    token: str
+    claims: LicenseClaims
+    warnings: tuple[str, ...] = field(default=())
+
+
+def device_id(request: ActivationRequest) -> str:
+    """A stable, non-reversible id for the requesting device (for heartbeats, unlock codes)."""
+    h = hashlib.sha256(b"modelseal/device-id/v1\x00" + request.salt.encode())
+    for comp in sorted(request.components, key=lambda c: (c.kind, c.digest)):
+        h.update(b"\x00" + comp.kind.encode() + b"\x00" + comp.digest.encode())
+    return b64url(h.digest()[:16])
+
+
+def binding_warnings(request: ActivationRequest, threshold: int) -> list[str]:
+    weak = sum(c.weight for c in request.components if c.strength == "weak")
+    strong = sum(c.weight for c in request.components if c.strength == "strong")
+    out = []
+    if weak >= threshold:
+        out.append(
+            f"weak components alone (weight {weak}: hostname, machine-id, CPU model travel "
+            f"with a disk image or are shared) meet the threshold {threshold}"
+        )
+    if strong == 0:
+        out.append("the device reports no strong components (typical of VMs and containers)")
+    return out
+
+
+def issue_license(
+    *,
+    signing_key: PrivateKey,
+    issuer: str,
+    customer: str,
+    audience: Sequence[str],
+    request: ActivationRequest | None = None,
+    content_keys: Sequence[tuple[ContentKey, str | None]] = (),
+    alg: str | None = None,
+    now: datetime | None = None,
+    not_before: datetime | None = None,
+    valid_for: timedelta | None = timedelta(days=365),
+    plan: Plan = "subscription",
+    features: Sequence[str] = (),
+    max_calls: int | None = None,
+    max_devices: int | None = None,
+    grace: timedelta | None = None,
+    heartbeat_url: str | None = None,
+    heartbeat_interval: int = 3600,
+    threshold: int | None = None,
+    allow_vm: bool = True,
+    allow_container: bool = True,
+    strict_binding: bool = False,
+    license_id: str | None = None,
+) -> IssuedLicense:
+    """Sign a license; with a request, bind it and deliver the content keys to that device."""
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    nbf = not_before or now
+    jti = license_id or f"lic_{uuid.uuid4().hex}"
+    if not audience:
+        raise LicenseFormatError("a license must name at least one model or product (aud)")
+    if content_keys and request is None:
+        raise LicenseFormatError("content keys can only be delivered to a device: give a request")
+    exp = None
+    if plan == "perpetual":
+        valid_for = None
+    elif valid_for is None:
+        raise LicenseFormatError(f"a {plan} license needs an expiry")
+    if valid_for is not None:
+        exp = int((nbf + valid_for).timestamp())
+
+    warnings: list[str] = []
+    binding = None
+    keys = None
+    if request is not None:
+        total = sum(c.weight for c in request.components)
+        k = threshold if threshold is not None else total // 2 + 1
+        if not 1 <= k <= total:
+            raise LicenseFormatError(f"threshold must be between 1 and the total weight {total}")
+        warnings = binding_warnings(request, k)
+        if strict_binding and any(w.startswith("weak components") for w in warnings):
+            raise WeakBindingError(warnings[0])
+        binding = DeviceBinding(
+            device_id=device_id(request),
+            salt=request.salt,
+            threshold=k,
+            components=tuple(
+                BoundComponent(kind=c.kind, digest=c.digest, weight=c.weight, strength=c.strength)
+                for c in request.components
+            ),
+            allow_vm=allow_vm,
+            allow_container=allow_container,
+        )
+        holders = [
+            ShareHolder(kind=c.kind, weight=c.weight, secret=b64url_decode(c.secret))
+            for c in request.components
+        ]
+        keys = build(
+            jti=jti,
+            holders=holders,
+            threshold=k,
+            content_keys=content_keys,
+            unlock_secret=os.urandom(UNLOCK_SECRET_SIZE),
+        )
+    claims = LicenseClaims(
+        iss=issuer,
+        sub=customer,
+        aud=tuple(audience),
+        jti=jti,
+        iat=int(now.timestamp()),
+        nbf=int(nbf.timestamp()),
+        exp=exp,
+        plan=plan,
+        entitlements=tuple(sorted(set(features))),
+        limits=Limits(calls=max_calls, devices=max_devices),
+        grace=int(grace.total_seconds()) if grace is not None else None,
+        heartbeat=Heartbeat(url=heartbeat_url, interval=heartbeat_interval)
+        if heartbeat_url
+        else None,
+        device=binding,
+        keys=keys,
+    )
+    chosen = alg or signing_key.default_algorithm
+    token = jws.encode(
+        claims.model_dump(mode="json", exclude_none=True),
+        signing_key,
+        alg=chosen,
+        headers={"typ": LICENSE_TYP, "kid": signing_key.key_id},
+    )
+    return IssuedLicense(token=token, claims=claims, warnings=tuple(warnings))

@@ -1,0 +1,107 @@
+"""Compact JWS for licenses, on PyJWT's JWS layer.
+
+PyJWT signs and verifies EdDSA, RS256 and PS256 itself, so standard
+libraries read our licenses. SM2 (with SM3, user id 1234567812345678) is
+registered on our own ``PyJWS`` instance under the name ``SM2``; nothing
+global is changed. Verification never lets the token choose: the caller
+passes exactly the algorithms its trusted key allows (RFC 8725 §3.1), and
+``none`` and HMAC algorithms are never registered at all.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jwt
+from jwt.algorithms import Algorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
+from jwt.exceptions import InvalidAlgorithmError, InvalidSignatureError, InvalidTokenError
+
+from modelseal.crypto import PrivateKey, PublicKey
+from modelseal.errors import InvalidSignatureError as OurInvalidSignature
+from modelseal.license.errors import (
+    AlgorithmNotAllowedError,
+    LicenseFormatError,
+    LicenseSignatureError,
+)
+
+
+class _Sm2Algorithm(Algorithm):
+    """SM2-with-SM3 over the JWS signing input, DER signature as OpenSSL writes it."""
+
+    def prepare_key(self, key: Any) -> Any:
+        if isinstance(key, PrivateKey | PublicKey) and key.kty == "sm2":
+            return key
+        raise InvalidAlgorithmError("SM2 needs an SM2 key")
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        if not isinstance(key, PrivateKey):
+            raise InvalidAlgorithmError("signing needs a private key")
+        return key.sign(msg, alg="SM2")
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        public = key.public_key() if isinstance(key, PrivateKey) else key
+        try:
+            public.verify(sig, msg, alg="SM2")
+        except OurInvalidSignature:
+            return False
+        return True
+
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> Any:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_jwk(jwk: str | dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+def _jws() -> jwt.PyJWS:
+    jws = jwt.PyJWS(algorithms=[])
+    jws.register_algorithm("EdDSA", OKPAlgorithm())
+    jws.register_algorithm("RS256", RSAAlgorithm(RSAAlgorithm.SHA256))
+    jws.register_algorithm("PS256", RSAPSSAlgorithm(RSAPSSAlgorithm.SHA256))
+    jws.register_algorithm("SM2", _Sm2Algorithm())
+    return jws
+
+
+_JWS = _jws()
+
+
+def _backend_key(key: PrivateKey | PublicKey) -> Any:
+    """The object PyJWT's own algorithms expect (cryptography keys); ours for SM2."""
+    return key if key.kty == "sm2" else key._key
+
+
+def encode(claims: dict[str, Any], key: PrivateKey, *, alg: str, headers: dict[str, Any]) -> str:
+    payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return _JWS.encode(payload, _backend_key(key), algorithm=alg, headers=headers)
+
+
+def unverified_header(token: str) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(token)
+    except InvalidTokenError as exc:
+        raise LicenseFormatError(f"not a compact JWS: {exc}") from None
+    return dict(header)
+
+
+def decode(token: str, key: PublicKey, *, alg: str) -> dict[str, Any]:
+    """Verify the signature with ``key`` and ``alg`` only; returns the payload object."""
+    if alg not in key.algorithms:
+        raise AlgorithmNotAllowedError(f"algorithm {alg!r} is not allowed for this {key.kty} key")
+    try:
+        payload = _JWS.decode(token, _backend_key(key), algorithms=[alg])
+    except InvalidSignatureError:
+        raise LicenseSignatureError("license signature does not verify") from None
+    except InvalidAlgorithmError:
+        raise AlgorithmNotAllowedError(f"token algorithm is not {alg}") from None
+    except InvalidTokenError as exc:
+        raise LicenseFormatError(f"malformed license: {exc}") from None
+    try:
+        obj = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise LicenseFormatError("license payload is not JSON") from None
+    if not isinstance(obj, dict):
+        raise LicenseFormatError("license payload is not a JSON object")
+    return obj

@@ -35,11 +35,13 @@ from typing import Any, Protocol
 from modelseal.crypto import ContentKey, PublicKey, hkdf_sha256
 from modelseal.device import DeviceFingerprint, FingerprintSource, collect
 from modelseal.errors import ModelsealError
+from modelseal.guard.clock import ClockState, Verdict, observe, offline_grace_ok, trusted_now
 from modelseal.guard.state import GuardState, StateStore
 from modelseal.license import (
     ClockRollbackError,
     License,
     LicenseError,
+    LicenseExpiredError,
     LicenseRevokedError,
     OfflineGraceExceededError,
     QuotaExceededError,
@@ -100,7 +102,9 @@ def _read_token(license: str | os.PathLike[str] | License) -> str:
     if isinstance(license, License):
         return license.token
     text = os.fspath(license)
-    if text.count(".") == 2 and "/" not in text and not Path(text).exists():
+    if text.strip().count(".") == 2 and "/" not in text and len(text) > 255:
+        return text.strip()  # a token, not a file name (names are at most 255 bytes)
+    if text.strip().count(".") == 2 and "/" not in text and not Path(text).exists():
         return text.strip()
     try:
         return Path(text).read_text(encoding="utf-8").strip()
@@ -151,7 +155,7 @@ class Guard:
         self._issuer = issuer
         self._clock = clock
         self._leeway = leeway
-        self._tolerance = rollback_tolerance.total_seconds()
+        self._tolerance = rollback_tolerance
         self._recheck_every = recheck_every.total_seconds()
         self._reserve_calls = max(1, reserve_calls)
         self._heartbeat = heartbeat
@@ -270,36 +274,79 @@ class Guard:
         assert store is not None
         audit_exists = self.audit_path.exists() and self.audit_path.stat().st_size > 0
         with store.transaction(create=not audit_exists) as st:
-            now = self._clock().timestamp()
-            self._check_clock(st, now)
+            now = self._clock()
+            trusted = self._check_clock(st, now)
             if st.revoked:
                 raise LicenseRevokedError("the license was revoked")
+            if (
+                lic.claims.exp is not None
+                and trusted.timestamp() - self._leeway.total_seconds() >= (lic.claims.exp)
+            ):
+                # the wall clock may say otherwise; the high-water mark does not lie
+                raise LicenseExpiredError("the license has expired")
             limit = lic.claims.limits.calls
             if limit is not None and st.calls_reserved >= limit and first:
                 raise QuotaExceededError(f"all {limit} licensed calls are used")
             self._check_grace(st, now)
+            if first:
+                self._check_audit_anchor(st)
+            head = self._audit_head()
+            if head is not None:
+                st.audit_head = [head[0], head[1]]
 
-    def _check_clock(self, st: GuardState, now: float) -> None:
+    def _audit_head(self) -> tuple[int, str] | None:
+        from modelseal.guard.audit import AuditLog
+
+        head = AuditLog(self.audit_path).head() if self.audit_path.exists() else None
+        return (head.seq, head.hash) if head is not None else None
+
+    def _check_audit_anchor(self, st: GuardState) -> None:
+        """The state remembers the log's last record: a cut or rewritten log shows."""
+        from modelseal.guard.audit import verify as verify_audit
+
+        if st.audit_head is None:
+            return
+        seq, digest = st.audit_head
+        report = verify_audit(self.audit_path, expected_head=(int(str(seq)), str(digest)))
+        if not report.ok and not report.torn_tail:
+            raise StateTamperedError(f"the audit log was modified: {report.error}")
+
+    def _clock_state(self, st: GuardState) -> ClockState | None:
+        if st.high_water is None:
+            return None
+        return ClockState(
+            high_water=datetime.fromtimestamp(st.high_water, UTC),
+            last_heartbeat_ok=datetime.fromtimestamp(st.last_heartbeat_ok, UTC)
+            if st.last_heartbeat_ok is not None
+            else None,
+        )
+
+    def _check_clock(self, st: GuardState, now: datetime) -> datetime:
+        """Fold ``now`` into the high-water mark; returns the trusted time."""
         if st.first_seen is None:
-            st.first_seen = now
-        rolled_back = st.high_water is not None and now < st.high_water - self._tolerance
-        unlocked = st.unlock_until is not None and now <= st.unlock_until
-        if rolled_back and not unlocked:
-            assert st.high_water is not None
-            back = st.high_water - now
-            raise ClockRollbackError(
-                f"the clock went back {back:.0f}s (tolerance {self._tolerance:.0f}s)"
-            )
-        st.high_water = max(st.high_water or now, now)
+            st.first_seen = now.timestamp()
+            # activation counts as the first heartbeat: grace starts now
+            st.last_heartbeat_ok = st.last_heartbeat_ok or now.timestamp()
+        state = self._clock_state(st) or ClockState.start(now)
+        new, verdict = observe(state, now, tolerance=self._tolerance)
+        unlocked = st.unlock_until is not None and now.timestamp() <= st.unlock_until
+        if verdict == Verdict.CLOCK_ROLLBACK and not unlocked:
+            back = (state.high_water - now).total_seconds()
+            allowed = self._tolerance.total_seconds()
+            raise ClockRollbackError(f"the clock went back {back:.0f}s (tolerance {allowed:.0f}s)")
+        st.high_water = new.high_water.timestamp()
+        return trusted_now(new, now)
 
-    def _check_grace(self, st: GuardState, now: float) -> None:
+    def _check_grace(self, st: GuardState, now: datetime) -> None:
         lic = self.license
         if lic.claims.grace is None or lic.claims.heartbeat is None:
             return
-        since = st.last_heartbeat_ok or st.first_seen or now
-        if now - since > lic.claims.grace and not (st.unlock_until and now <= st.unlock_until):
+        state = self._clock_state(st) or ClockState.start(now)
+        if st.unlock_until is not None and now.timestamp() <= st.unlock_until:
+            return
+        if not offline_grace_ok(state, now, timedelta(seconds=lic.claims.grace)):
             raise OfflineGraceExceededError(
-                f"no successful heartbeat for {now - since:.0f}s (grace {lic.claims.grace}s)"
+                f"no successful heartbeat within the offline grace of {lic.claims.grace}s"
             )
 
     def _recheck(self) -> None:
@@ -357,7 +404,7 @@ class Guard:
         assert self._store is not None
         try:
             with self._store.transaction(create=False) as st:
-                self._check_clock(st, self._clock().timestamp())
+                self._check_clock(st, self._clock())
                 remaining = limit - st.calls_reserved
                 if remaining <= 0:
                     raise QuotaExceededError(f"all {limit} licensed calls are used")

@@ -1,0 +1,29 @@
+"""Runtime enforcement of licenses: Guard, state, audit log, unlock codes."""
+
+from modelseal.guard.core import (
+    Guard,
+    HeartbeatClient,
+    HeartbeatReply,
+    HeartbeatReport,
+    NotLicensedError,
+    default_state_dir,
+)
+from modelseal.guard.integrations import (
+    LicenseASGIMiddleware,
+    LicenseWSGIMiddleware,
+    fastapi_dependency,
+    require_license,
+)
+
+__all__ = [
+    "Guard",
+    "HeartbeatClient",
+    "HeartbeatReply",
+    "HeartbeatReport",
+    "LicenseASGIMiddleware",
+    "LicenseWSGIMiddleware",
+    "NotLicensedError",
+    "default_state_dir",
+    "fastapi_dependency",
+    "require_license",
+]

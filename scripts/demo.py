@@ -110,6 +110,53 @@ def main() -> int:
         except modelseal.ModelsealError as exc:
             console.print(f"{label}: refused with {type(exc).__name__}: {exc}")
 
+    step("6. vendor: signing keys; customer: device activation request")
+    from modelseal.crypto import generate_private_key
+    from modelseal.device import collect, make_request
+    from modelseal.guard import Guard, NotLicensedError
+    from modelseal.license import TrustStore, issue_license
+
+    vendor = generate_private_key("ed25519")
+    vendor.save(WORK / "vendor.pem")
+    vendor.public_key().save(WORK / "vendor.pub")
+    device = collect()
+    console.print(f"this device: {device.strength_report().summary()}")
+    request = make_request(device, label="demo box")
+    request.save(WORK / "request.json")
+
+    step("7. vendor: issue a license bound to this device (offline)")
+    issued = issue_license(
+        signing_key=vendor, issuer="demo-vendor", customer="ACME Hospital",
+        audience=["demo/classifier"], request=request, content_keys=[(key, "demo/classifier")],
+        features=["classify"], max_calls=1000,
+    )
+    (WORK / "license.jwt").write_text(issued.token)
+    (WORK / "request.json").unlink()  # it holds per-component secrets: delete after activation
+    for warning in issued.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"license {issued.claims.jti}: {len(issued.token)} bytes, features "
+                  f"{list(issued.claims.entitlements)}, 1000 calls, content key delivered")
+
+    step("8. customer: load with the license (no key file) and run, guarded")
+    (WORK / "classifier.key").unlink()  # the customer never had it
+    guard = Guard(WORK / "license.jwt", TrustStore.load(WORK / "vendor.pub"),
+                  state_dir=WORK / "state")
+    state = guard.load(sealed, framework="torch")
+    licensed = TinyClassifier().eval()
+    licensed.load_state_dict(state)
+    guard.check("classify")
+    with torch.no_grad():
+        same = torch.equal(licensed(x), expected)
+    console.print(f"feature 'classify': allowed; outputs identical: {same}")
+    try:
+        guard.check("explain")
+        console.print("[red]feature 'explain' was allowed?!")
+        return 1
+    except NotLicensedError as exc:
+        console.print(f"feature 'explain': refused ({exc}); audit reason: {exc.reason}")
+    console.print(f"calls used: {guard.usage()}; audit log: {guard.audit_path.relative_to(ROOT)}")
+    guard.close()
+
     console.rule("[green]demo complete")
     return 0
 

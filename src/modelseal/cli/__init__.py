@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelseal.cli import keys, seal
+from modelseal.cli import audit, device, guard, keys, license, seal
 
 app = typer.Typer(
     name="modelseal",
@@ -14,6 +14,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(keys.app, name="keys")
+app.add_typer(device.app, name="device")
+app.add_typer(license.app, name="license")
+app.add_typer(guard.app, name="guard")
+app.add_typer(audit.app, name="audit")
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)

@@ -131,6 +131,11 @@ def issue(
         )
         out_path.write_text(issued.token + "\n")
         claims = issued.claims
+        record_path = out_path.with_name(out_path.name + ".vendor.json")
+        if issued.unlock_secret is not None and claims.device is not None:
+            _save_vendor_record(
+                record_path, claims.jti, claims.device.device_id, issued.unlock_secret
+            )
         if as_json:
             emit_json(
                 {
@@ -148,6 +153,70 @@ def issue(
             f"[green]issued[/] {claims.jti} for {claims.sub} -> {out_path} "
             f"(expires {expires}, {len(delivered)} model key(s) bound to the device)"
         )
+
+
+def _save_vendor_record(path: Path, license_id: str, device_id: str, secret: bytes) -> None:
+    """What the vendor keeps to issue unlock codes later (mode 0600, never shipped)."""
+    import json
+
+    from modelseal.crypto import b64url
+    from modelseal.crypto.keys import _write_private
+
+    record = {"license_id": license_id, "device_id": device_id, "unlock_secret": b64url(secret)}
+    _write_private(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+@app.command("unlock-code")
+def unlock_code(
+    record: Annotated[Path, typer.Option(help="LICENSE.vendor.json written by `license issue`")],
+    serial: Annotated[int, typer.Option(help="serial number; each code is single-use")],
+    hours: Annotated[int, typer.Option(help="hours of unlock the code grants (1-720)")] = 24,
+    valid_for: Annotated[str, typer.Option(help="how long the code may be entered")] = "4h",
+    qr: Annotated[bool, typer.Option(help="also print the code as a QR code")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Issue an emergency unlock code for one licensed device (read it over the phone).
+
+    Example: modelseal license unlock-code --record license.jwt.vendor.json --serial 1 --hours 24
+    """
+    import json
+
+    from modelseal.crypto import b64url_decode
+    from modelseal.guard.unlock import issue_unlock_code, unlock_qr
+
+    with errors_as_exit_codes():
+        try:
+            rec = json.loads(record.read_text())
+            secret = b64url_decode(rec["unlock_secret"])
+            license_id, device_id = str(rec["license_id"]), str(rec["device_id"])
+        except (OSError, ValueError, KeyError, TypeError):
+            fail(f"{record} is not a vendor record written by `license issue`", 5)
+        until = datetime.now(UTC) + parse_duration(valid_for)
+        code = issue_unlock_code(
+            secret,
+            license_id=license_id,
+            device_id=device_id,
+            valid_until=until,
+            serial=serial,
+            grant_hours=hours,
+        )
+        if as_json:
+            emit_json(
+                {
+                    "code": code,
+                    "license_id": license_id,
+                    "serial": serial,
+                    "grant_hours": hours,
+                    "valid_until": until.isoformat(),
+                }
+            )
+            return
+        out.print(
+            f"unlock code for {license_id} (serial {serial}, {hours} h, enter before "
+            f"{until:%Y-%m-%d %H:%M} UTC):\n\n    [bold]{code}[/]\n"
+        )
+        if qr:
+            out.print(unlock_qr(code), highlight=False)
 
 
 def _render_claims(claims: dict[str, Any], title: str) -> None:

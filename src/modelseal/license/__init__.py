@@ -21,7 +21,13 @@ from modelseal.license.errors import (
     WrongDeviceError,
     WrongIssuerError,
 )
-from modelseal.license.issue import IssuedLicense, WeakBindingError, device_id, issue_license
+from modelseal.license.issue import (
+    IssuedLicense,
+    WeakBindingError,
+    default_threshold,
+    device_id,
+    issue_license,
+)
 from modelseal.license.trust import TrustedKey, TrustStore
 from modelseal.license.verify import (
     License,
@@ -61,6 +67,7 @@ __all__ = [
     "WrongDeviceError",
     "WrongIssuerError",
     "check_device",
+    "default_threshold",
     "device_id",
     "issue_license",
     "matched_weight",

@@ -42,6 +42,9 @@ class IssuedLicense:
     token: str
     claims: LicenseClaims
     warnings: tuple[str, ...] = field(default=())
+    #: The emergency-unlock secret, for the vendor's records only (it is also
+    #: in the license, wrapped so that only the bound device opens it).
+    unlock_secret: bytes | None = field(default=None, repr=False)
 
 
 def device_id(request: ActivationRequest) -> str:
@@ -50,6 +53,17 @@ def device_id(request: ActivationRequest) -> str:
     for comp in sorted(request.components, key=lambda c: (c.kind, c.digest)):
         h.update(b"\x00" + comp.kind.encode() + b"\x00" + comp.digest.encode())
     return b64url(h.digest()[:16])
+
+
+def default_threshold(request: ActivationRequest) -> int:
+    """A majority of the weight, raised so weak components alone cannot meet it when possible.
+
+    Hostname, machine-id and CPU model travel with a disk image or are shared
+    by many machines, so a binding they can satisfy on their own binds little.
+    """
+    total = sum(c.weight for c in request.components)
+    weak = sum(c.weight for c in request.components if c.strength == "weak")
+    return min(total, max(total // 2 + 1, weak + 1))
 
 
 def binding_warnings(request: ActivationRequest, threshold: int) -> list[str]:
@@ -108,14 +122,17 @@ def issue_license(
         exp = int((nbf + valid_for).timestamp())
 
     warnings: list[str] = []
+    if grace is not None and not heartbeat_url:
+        warnings.append("offline grace has no effect without a heartbeat URL")
     binding = None
     keys = None
+    unlock_secret = None
     if request is not None:
         total = sum(c.weight for c in request.components)
-        k = threshold if threshold is not None else total // 2 + 1
+        k = threshold if threshold is not None else default_threshold(request)
         if not 1 <= k <= total:
             raise LicenseFormatError(f"threshold must be between 1 and the total weight {total}")
-        warnings = binding_warnings(request, k)
+        warnings += binding_warnings(request, k)
         if strict_binding and any(w.startswith("weak components") for w in warnings):
             raise WeakBindingError(warnings[0])
         binding = DeviceBinding(
@@ -133,12 +150,13 @@ def issue_license(
             ShareHolder(kind=c.kind, weight=c.weight, secret=b64url_decode(c.secret))
             for c in request.components
         ]
+        unlock_secret = os.urandom(UNLOCK_SECRET_SIZE)
         keys = build(
             jti=jti,
             holders=holders,
             threshold=k,
             content_keys=content_keys,
-            unlock_secret=os.urandom(UNLOCK_SECRET_SIZE),
+            unlock_secret=unlock_secret,
         )
     claims = LicenseClaims(
         iss=issuer,
@@ -165,4 +183,6 @@ def issue_license(
         alg=chosen,
         headers={"typ": LICENSE_TYP, "kid": signing_key.key_id},
     )
-    return IssuedLicense(token=token, claims=claims, warnings=tuple(warnings))
+    return IssuedLicense(
+        token=token, claims=claims, warnings=tuple(warnings), unlock_secret=unlock_secret
+    )

@@ -1,0 +1,135 @@
+"""Decorator, ASGI and WSGI middleware, FastAPI dependency: a generic 403 for callers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from modelseal.guard import (
+    Guard,
+    LicenseASGIMiddleware,
+    LicenseWSGIMiddleware,
+    NotLicensedError,
+    fastapi_dependency,
+    require_license,
+)
+from modelseal.guard.audit import iter_records
+from tests.guard_core.test_guard import FakeClock, _guard, _license, model, vendor  # noqa: F401
+from tests.license.conftest import NOW
+
+
+@pytest.fixture
+def guard(vendor, model, tmp_path) -> Guard:  # type: ignore[no-untyped-def]  # noqa: F811
+    _, cek = model
+    return _guard(vendor, _license(vendor, cek, features=["ocr"], max_calls=1000), tmp_path,
+                  FakeClock(NOW))
+
+
+def test_decorator_sync_and_async(guard: Guard) -> None:
+    @require_license(guard)
+    def plain(x: int) -> int:
+        return x + 1
+
+    @require_license(lambda: guard, feature="hd")
+    def premium() -> str:
+        return "4k"
+
+    @require_license(guard, feature="ocr")
+    async def ocr(text: str) -> str:
+        return text.upper()
+
+    assert plain(1) == 2
+    assert asyncio.run(ocr("abc")) == "ABC"
+    with pytest.raises(NotLicensedError):
+        premium()
+    assert guard.usage() >= 2
+
+
+def _asgi_get(app: Any, path: str) -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "http", "path": path, "method": "GET"}, receive, send))
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body
+
+
+def test_asgi_middleware(guard: Guard) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped = LicenseASGIMiddleware(app, guard, features={"/v2/models/hd": "hd", "/v2": "ocr"})
+    assert _asgi_get(wrapped, "/v2/models/ocr/infer") == (200, b"ok")
+    assert _asgi_get(wrapped, "/v2/models/hd/infer") == (403, b'{"error": "not licensed"}')
+    assert _asgi_get(wrapped, "/healthz") == (200, b"ok")
+    reasons = [r["reason"] for r in iter_records(guard.audit_path) if r["event"] == "refused"]
+    assert reasons == ["feature_missing"]
+
+
+def test_wsgi_middleware(guard: Guard) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    wrapped = LicenseWSGIMiddleware(app, guard, features={"/hd": "hd"})
+    statuses: list[str] = []
+
+    def call(path: str) -> bytes:
+        environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+        return b"".join(wrapped(environ, lambda status, headers: statuses.append(status)))
+
+    assert call("/infer") == b"ok"
+    assert call("/hd/infer") == b'{"error": "not licensed"}'
+    assert statuses == ["200 OK", "403 Forbidden"]
+
+
+def test_fastapi_dependency_and_middleware(guard: Guard) -> None:
+    api = FastAPI()
+
+    @api.get("/ocr", dependencies=[Depends(fastapi_dependency(guard, "ocr"))])
+    def ocr() -> dict[str, str]:
+        return {"text": "hello"}
+
+    @api.get("/hd", dependencies=[Depends(fastapi_dependency(guard, "hd"))])
+    def hd() -> dict[str, str]:
+        return {"text": "4k"}
+
+    client = TestClient(api)
+    assert client.get("/ocr").json() == {"text": "hello"}
+    refused = client.get("/hd")
+    assert refused.status_code == 403 and refused.json() == {"detail": "not licensed"}
+
+    guarded = FastAPI()
+    guarded.add_middleware(LicenseASGIMiddleware, guard=guard, features={"/hd": "hd"})
+
+    @guarded.get("/hd")
+    def hd2() -> dict[str, str]:
+        return {"text": "4k"}
+
+    r = TestClient(guarded).get("/hd")
+    assert r.status_code == 403 and r.json() == {"error": "not licensed"}
+
+
+def test_expiry_takes_effect_on_the_hot_path(vendor, model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    _, cek = model
+    clock = FakeClock(NOW)
+    g = _guard(vendor, _license(vendor, cek), tmp_path, clock, recheck_every=timedelta(0))
+    g.check()
+    clock.now = NOW + timedelta(days=31)
+    with pytest.raises(NotLicensedError) as info:
+        g.check()
+    assert info.value.reason == "expired"

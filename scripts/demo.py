@@ -126,21 +126,29 @@ def main() -> int:
 
     step("7. vendor: issue a license bound to this device (offline)")
     issued = issue_license(
-        signing_key=vendor, issuer="demo-vendor", customer="ACME Hospital",
-        audience=["demo/classifier"], request=request, content_keys=[(key, "demo/classifier")],
-        features=["classify"], max_calls=1000,
+        signing_key=vendor,
+        issuer="demo-vendor",
+        customer="ACME Hospital",
+        audience=["demo/classifier"],
+        request=request,
+        content_keys=[(key, "demo/classifier")],
+        features=["classify"],
+        max_calls=1000,
     )
     (WORK / "license.jwt").write_text(issued.token)
     (WORK / "request.json").unlink()  # it holds per-component secrets: delete after activation
     for warning in issued.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
-    console.print(f"license {issued.claims.jti}: {len(issued.token)} bytes, features "
-                  f"{list(issued.claims.entitlements)}, 1000 calls, content key delivered")
+    console.print(
+        f"license {issued.claims.jti}: {len(issued.token)} bytes, features "
+        f"{list(issued.claims.entitlements)}, 1000 calls, content key delivered"
+    )
 
     step("8. customer: load with the license (no key file) and run, guarded")
     (WORK / "classifier.key").unlink()  # the customer never had it
-    guard = Guard(WORK / "license.jwt", TrustStore.load(WORK / "vendor.pub"),
-                  state_dir=WORK / "state")
+    guard = Guard(
+        WORK / "license.jwt", TrustStore.load(WORK / "vendor.pub"), state_dir=WORK / "state"
+    )
     state = guard.load(sealed, framework="torch")
     licensed = TinyClassifier().eval()
     licensed.load_state_dict(state)

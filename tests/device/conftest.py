@@ -111,5 +111,3 @@ def kinds(source: LinuxSource) -> list[str]:
 
 def values(source: LinuxSource, kind: str) -> list[str]:
     return sorted(c.value for c in source.components() if c.kind == kind)
-
-

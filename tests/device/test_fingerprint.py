@@ -83,7 +83,7 @@ def test_component_validation(kwargs: dict[str, object]) -> None:
     ],
 )
 def test_environment_validation(args: tuple[object, object, object]) -> None:
-    with pytest.raises(ValueError, match="must|longer"):
+    with pytest.raises(ValueError, match=r"must|longer"):
         Environment(*args)  # type: ignore[arg-type]
 
 

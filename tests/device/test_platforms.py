@@ -63,7 +63,10 @@ REG = """
 HKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Cryptography
     MachineGuid    REG_SZ    9B5E1C6A-2F3D-4E5F-8A9B-0C1D2E3F4A5B
 """
-CIM = "uuid=4C4C4544-0042-3510-8052-B4C04F4E3232\r\nboard=.7XK2P13.\r\nvendor=QEMU\r\nmodel=Standard PC\r\n"
+CIM = (
+    "uuid=4C4C4544-0042-3510-8052-B4C04F4E3232\r\n"
+    "board=.7XK2P13.\r\nvendor=QEMU\r\nmodel=Standard PC\r\n"
+)
 
 
 def test_windows_parsers() -> None:

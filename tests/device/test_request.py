@@ -131,7 +131,7 @@ def test_created_at_converts_to_utc(fp: DeviceFingerprint) -> None:
     plus2 = datetime(2026, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
     assert make_request(fp, label="x", now=plus2).created_at == "2026-01-01T00:00:00Z"
     with pytest.raises(ValueError, match="timezone"):
-        make_request(fp, label="x", now=datetime(2026, 1, 1))  # noqa: DTZ001
+        make_request(fp, label="x", now=datetime(2026, 1, 1))
 
 
 def test_no_raw_values_and_no_secrets_in_repr(request_obj: ActivationRequest) -> None:
@@ -346,7 +346,9 @@ json_values = st.recursive(
     | st.integers(-(2**70), 2**70)
     | st.floats(allow_nan=False)
     | st.text(max_size=60),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -362,7 +364,9 @@ def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_any_single_mutation_parses_or_raises_format_error(
     request_obj: ActivationRequest, data: st.DataObject

@@ -136,7 +136,10 @@ def independent_code(
 ) -> str:
     """The spec, re-implemented from docs/guard-audit-unlock.md without the module."""
     payload = ((1 << 52) | (minute << 26) | (serial << 10) | grant).to_bytes(7, "big")
-    lp = lambda s: len(s.encode()).to_bytes(2, "big") + s.encode()  # noqa: E731
+
+    def lp(s: str) -> bytes:
+        return len(s.encode()).to_bytes(2, "big") + s.encode()
+
     mac = hmac.new(secret, b"modelseal/unlock/v1" + lp(lic) + lp(dev) + payload, "sha256")
     bits = int.from_bytes(payload + mac.digest()[:8], "big")
     symbols = [(bits >> (5 * (23 - i))) & 31 for i in range(24)]

@@ -47,9 +47,16 @@ def model(tmp_path: Path) -> tuple[Path, ContentKey]:
 
 def _license(vendor: PrivateKey, cek: ContentKey, **kw: object) -> str:
     args: dict[str, object] = dict(
-        signing_key=vendor, issuer="acme", customer="ACME", audience=["acme/ocr"],
-        request=make_request(make_device(), label="box"), content_keys=[(cek, "acme/ocr")],
-        now=NOW, valid_for=timedelta(days=30), features=["ocr"], threshold=6,
+        signing_key=vendor,
+        issuer="acme",
+        customer="ACME",
+        audience=["acme/ocr"],
+        request=make_request(make_device(), label="box"),
+        content_keys=[(cek, "acme/ocr")],
+        now=NOW,
+        valid_for=timedelta(days=30),
+        features=["ocr"],
+        threshold=6,
     )
     args.update(kw)
     return issue_license(**args).token  # type: ignore[arg-type]
@@ -93,9 +100,14 @@ def test_modelseal_load_with_license_and_trust(vendor, model, tmp_path) -> None:
     (tmp_path / "license.jwt").write_text(_license(vendor, cek, now=datetime.now(NOW.tzinfo)))
     vendor.public_key().save(tmp_path / "vendor.pub")
     dev = make_device()
-    arrays = modelseal.load(path, license=tmp_path / "license.jwt", trust=tmp_path / "vendor.pub",
-                            framework="numpy", state_dir=tmp_path / "s",
-                            source=StaticSource(list(dev.components), dev.environment))
+    arrays = modelseal.load(
+        path,
+        license=tmp_path / "license.jwt",
+        trust=tmp_path / "vendor.pub",
+        framework="numpy",
+        state_dir=tmp_path / "s",
+        source=StaticSource(list(dev.components), dev.environment),
+    )
     assert arrays["w"].shape == (12,)
 
 
@@ -109,9 +121,13 @@ def test_modelseal_load_with_license_and_trust(vendor, model, tmp_path) -> None:
     ],
 )
 def test_refusals_have_reason_codes_and_a_generic_message(
-    vendor, model, tmp_path, case, reason  # type: ignore[no-untyped-def]
+    vendor,
+    model,
+    tmp_path,
+    case,
+    reason,  # type: ignore[no-untyped-def]
 ) -> None:
-    path, cek = model
+    _, cek = model
     clock = FakeClock(NOW)
     kw: dict[str, object] = {}
     token = _license(vendor, cek, allow_vm=False)
@@ -153,8 +169,9 @@ def test_call_quota_survives_restarts(vendor, model, tmp_path) -> None:  # type:
 
 def test_quota_is_exact_across_threads(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, cek = model
-    guard = _guard(vendor, _license(vendor, cek, max_calls=500), tmp_path, FakeClock(NOW),
-                   reserve_calls=7)
+    guard = _guard(
+        vendor, _license(vendor, cek, max_calls=500), tmp_path, FakeClock(NOW), reserve_calls=7
+    )
     ok = []
 
     def worker() -> None:
@@ -181,9 +198,19 @@ def _child(args: tuple[str, str, str, int]) -> int:
     from modelseal.device import StaticSource
 
     dev = make_device()
-    guard = Guard(token, TrustStore([load_public_key(pub_pem.encode())]), state_dir=state_dir,
-                  source=StaticSource(list(dev.components), dev.environment),
-                  clock=lambda: NOW, reserve_calls=5)
+    try:
+        guard = Guard(
+            token,
+            TrustStore([load_public_key(pub_pem.encode())]),
+            state_dir=state_dir,
+            source=StaticSource(list(dev.components), dev.environment),
+            clock=lambda: NOW,
+            reserve_calls=5,
+        )
+    except NotLicensedError as exc:
+        # a late starter may find the quota already used up by the others
+        assert exc.reason == "over_quota", exc.reason
+        return 0
     done = 0
     for _ in range(calls):
         try:
@@ -223,8 +250,14 @@ def test_clock_rollback_locks_and_unlock_code_frees(vendor, model, tmp_path) -> 
     lic = guard.license
     secret = open_unlock_secret(lic, make_device())
     assert lic.claims.device is not None
-    code = issue_unlock_code(secret, license_id=lic.claims.jti, device_id=lic.claims.device.device_id,
-                             valid_until=clock.now + timedelta(hours=4), serial=1, grant_hours=24)
+    code = issue_unlock_code(
+        secret,
+        license_id=lic.claims.jti,
+        device_id=lic.claims.device.device_id,
+        valid_until=clock.now + timedelta(hours=4),
+        serial=1,
+        grant_hours=24,
+    )
     guard.unlock(code)
     guard.check()
     with pytest.raises(modelseal.ModelsealError):
@@ -304,3 +337,17 @@ def test_offline_grace_heartbeats_and_revocation(vendor, model, tmp_path) -> Non
     with pytest.raises(NotLicensedError):
         _guard(vendor, token, tmp_path, clock)
     assert json.dumps(_reasons(guard)).count("revoked") >= 1
+
+
+def test_an_edited_audit_record_refuses_the_license(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek)
+    guard = _guard(vendor, token, tmp_path, clock)
+    with pytest.raises(NotLicensedError):
+        guard.check("hd")
+    text = guard.audit_path.read_text().replace("feature_missing", "feature_granted")
+    guard.audit_path.write_text(text)
+    with pytest.raises(NotLicensedError) as info:
+        _guard(vendor, token, tmp_path, clock)
+    assert info.value.reason == "state_tampered"

@@ -28,8 +28,9 @@ from tests.license.conftest import NOW
 @pytest.fixture
 def guard(vendor, model, tmp_path) -> Guard:  # type: ignore[no-untyped-def]  # noqa: F811
     _, cek = model
-    return _guard(vendor, _license(vendor, cek, features=["ocr"], max_calls=1000), tmp_path,
-                  FakeClock(NOW))
+    return _guard(
+        vendor, _license(vendor, cek, features=["ocr"], max_calls=1000), tmp_path, FakeClock(NOW)
+    )
 
 
 def test_decorator_sync_and_async(guard: Guard) -> None:

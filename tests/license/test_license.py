@@ -40,9 +40,17 @@ from tests.license.conftest import NOW, make_device
 def _issue(key: PrivateKey, device, cek: ContentKey, **kw):  # type: ignore[no-untyped-def]
     request = make_request(device, label="test box", salt=kw.pop("salt", None))
     args = dict(
-        signing_key=key, issuer="acme-models", customer="ACME Hospital", audience=["acme/ocr"],
-        request=request, content_keys=[(cek, "acme/ocr")], now=NOW,
-        valid_for=timedelta(days=30), features=["ocr", "hd"], max_calls=1000, threshold=6,
+        signing_key=key,
+        issuer="acme-models",
+        customer="ACME Hospital",
+        audience=["acme/ocr"],
+        request=request,
+        content_keys=[(cek, "acme/ocr")],
+        now=NOW,
+        valid_for=timedelta(days=30),
+        features=["ocr", "hd"],
+        max_calls=1000,
+        threshold=6,
     )
     args.update(kw)
     return issue_license(**args)  # type: ignore[arg-type]
@@ -52,8 +60,9 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-@pytest.mark.parametrize(("kty", "alg"), [("ed25519", "EdDSA"), ("rsa", "PS256"),
-                                          ("rsa", "RS256"), ("sm2", "SM2")])
+@pytest.mark.parametrize(
+    ("kty", "alg"), [("ed25519", "EdDSA"), ("rsa", "PS256"), ("rsa", "RS256"), ("sm2", "SM2")]
+)
 def test_issue_verify_and_open_key(vendor_keys, device, cek, kty, alg) -> None:  # type: ignore[no-untyped-def]
     key = vendor_keys[kty]
     issued = _issue(key, device, cek, alg=alg, salt=b"s" * 32)
@@ -63,8 +72,14 @@ def test_issue_verify_and_open_key(vendor_keys, device, cek, kty, alg) -> None: 
     request_secrets = [c.secret for c in make_request(device, label="x", salt=b"s" * 32).components]
     dumped = json.dumps(claims)
     assert all(secret not in dumped for secret in request_secrets)
-    lic = verify_license(issued.token, TrustStore([key.public_key()]), audience="acme/ocr",
-                         issuer="acme-models", now=NOW, fingerprint=device)
+    lic = verify_license(
+        issued.token,
+        TrustStore([key.public_key()]),
+        audience="acme/ocr",
+        issuer="acme-models",
+        now=NOW,
+        fingerprint=device,
+    )
     assert lic.has_feature("hd") and not lic.has_feature("4k")
     assert open_content_key(lic, device, cek.key_id) == cek
 
@@ -75,8 +90,14 @@ def test_standard_jose_libraries_verify_our_licenses(vendor_keys, device, cek, k
     key = vendor_keys[kty]
     token = _issue(key, device, cek, alg=alg).token
     pem = key.public_key().to_pem()
-    claims = pyjwt.decode(token, pem, algorithms=[alg], audience="acme/ocr", issuer="acme-models",
-                          options={"verify_exp": False, "verify_nbf": False, "verify_iat": False})
+    claims = pyjwt.decode(
+        token,
+        pem,
+        algorithms=[alg],
+        audience="acme/ocr",
+        issuer="acme-models",
+        options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
+    )
     assert claims["sub"] == "ACME Hospital"
     jwk = import_key(pem.decode(), "OKP" if kty == "ed25519" else "RSA")
     obj = joserfc_jws.deserialize_compact(token, jwk, algorithms=[alg])
@@ -87,6 +108,7 @@ def test_every_single_claim_change_is_refused(vendor_keys, device, cek) -> None:
     key = vendor_keys["ed25519"]
     token = _issue(key, device, cek).token
     h, p, s = token.split(".")
+    assert json.loads(base64.urlsafe_b64decode(h + "=="))["typ"] == "modelseal-license+jwt"
     claims = json.loads(base64.urlsafe_b64decode(p + "=="))
     trust = TrustStore([key.public_key()])
     changed = 0
@@ -117,7 +139,7 @@ def test_every_single_claim_change_is_refused(vendor_keys, device, cek) -> None:
 def test_hostile_headers_and_algorithms(vendor_keys, device, cek) -> None:  # type: ignore[no-untyped-def]
     ed, rsa = vendor_keys["ed25519"], vendor_keys["rsa"]
     token = _issue(ed, device, cek).token
-    h, p, s = token.split(".")
+    _, p, s = token.split(".")
     trust = TrustStore([ed.public_key(), rsa.public_key()])
 
     def header(**fields: object) -> str:
@@ -136,11 +158,17 @@ def test_hostile_headers_and_algorithms(vendor_keys, device, cek) -> None:  # ty
             verify_license(f"{hdr}.{p}.{_b64(mac)}", trust, now=NOW)
     # a key of the wrong type for alg: RS256 header naming the Ed25519 key, and vice versa
     with pytest.raises(AlgorithmNotAllowedError):
-        verify_license(f"{header(alg='RS256', kid=ed.key_id, typ='modelseal-license+jwt')}.{p}.{s}",
-                       trust, now=NOW)
+        verify_license(
+            f"{header(alg='RS256', kid=ed.key_id, typ='modelseal-license+jwt')}.{p}.{s}",
+            trust,
+            now=NOW,
+        )
     with pytest.raises(AlgorithmNotAllowedError):
-        verify_license(f"{header(alg='EdDSA', kid=rsa.key_id, typ='modelseal-license+jwt')}.{p}.{s}",
-                       trust, now=NOW)
+        verify_license(
+            f"{header(alg='EdDSA', kid=rsa.key_id, typ='modelseal-license+jwt')}.{p}.{s}",
+            trust,
+            now=NOW,
+        )
     # unknown kid
     with pytest.raises(UntrustedKeyError):
         verify_license(token, TrustStore([rsa.public_key()]), now=NOW)
@@ -152,8 +180,11 @@ def test_hostile_headers_and_algorithms(vendor_keys, device, cek) -> None:  # ty
     # key material in the header is never trusted
     jwk = {"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}
     with pytest.raises(LicenseFormatError):
-        verify_license(f"{header(alg='EdDSA', kid=ed.key_id, typ='modelseal-license+jwt', jwk=jwk)}"
-                       f".{p}.{s}", trust, now=NOW)
+        verify_license(
+            f"{header(alg='EdDSA', kid=ed.key_id, typ='modelseal-license+jwt', jwk=jwk)}.{p}.{s}",
+            trust,
+            now=NOW,
+        )
     # a valid license from a key we do not trust, with the trusted key's kid
     other = generate_private_key("ed25519")
     forged = _issue(other, device, cek).token.split(".")
@@ -199,8 +230,16 @@ def test_hardware_changes_within_tolerance_and_beyond(vendor_keys, device, cek) 
     too_much = [
         {"disk.root_serial": "NEWDISK", "net.mac": "52:54:00:ff:ff:ff"},  # weight 5
         {"dmi.product_uuid": "other", "disk.root_serial": "other"},
-        {k: "other" for k in ("dmi.product_uuid", "disk.root_serial", "net.mac", "os.hostname",
-                              "os.machine_id")},
+        {
+            k: "other"
+            for k in (
+                "dmi.product_uuid",
+                "disk.root_serial",
+                "net.mac",
+                "os.hostname",
+                "os.machine_id",
+            )
+        },
     ]
     from modelseal.license import check_device
 
@@ -220,8 +259,9 @@ def test_equal_weights_n_minus_k(vendor_keys, cek) -> None:  # type: ignore[no-u
     base = {f"test.c{i}": (f"value-{i}", "strong", 1) for i in range(5)}
     dev = make_device(base=base)
     key = vendor_keys["ed25519"]
-    lic = verify_license(_issue(key, dev, cek, threshold=3).token, TrustStore([key.public_key()]),
-                         now=NOW)
+    lic = verify_license(
+        _issue(key, dev, cek, threshold=3).token, TrustStore([key.public_key()]), now=NOW
+    )
     for changed in range(6):
         moved = make_device({f"test.c{i}": "new" for i in range(changed)}, base=base)
         if changed <= 5 - 3:
@@ -237,8 +277,11 @@ def test_environment_and_weak_binding(vendor_keys, cek) -> None:  # type: ignore
     token = _issue(key, vm, cek, allow_vm=False).token
     with pytest.raises(EnvironmentRefusedError):
         verify_license(token, TrustStore([key.public_key()]), now=NOW, fingerprint=vm)
-    weak = {"os.hostname": ("h", "weak", 1), "os.machine_id": ("m", "weak", 1),
-            "net.mac": ("52:54:00:00:00:01", "strong", 2)}
+    weak = {
+        "os.hostname": ("h", "weak", 1),
+        "os.machine_id": ("m", "weak", 1),
+        "net.mac": ("52:54:00:00:00:01", "strong", 2),
+    }
     dev = make_device(base=weak)
     issued = _issue(key, dev, cek, threshold=2)
     assert any("weak components" in w for w in issued.warnings)
@@ -249,5 +292,11 @@ def test_environment_and_weak_binding(vendor_keys, cek) -> None:  # type: ignore
 
 def test_content_keys_need_a_device(vendor_keys, cek) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(LicenseFormatError):
-        issue_license(signing_key=vendor_keys["ed25519"], issuer="i", customer="c",
-                      audience=["m"], content_keys=[(cek, "m")], now=NOW)
+        issue_license(
+            signing_key=vendor_keys["ed25519"],
+            issuer="i",
+            customer="c",
+            audience=["m"],
+            content_keys=[(cek, "m")],
+            now=NOW,
+        )

@@ -121,7 +121,9 @@ def test_property_any_payload_any_range(
             assert r.read_range(lo, hi - lo) == data[lo:hi]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     data=st.binary(min_size=1, max_size=9000),
     reads=st.lists(st.tuples(st.integers(0, 9000), st.integers(0, 5000)), min_size=1, max_size=8),

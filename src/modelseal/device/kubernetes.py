@@ -19,7 +19,7 @@ import ssl
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from modelseal.device._io import read_text
 
@@ -32,13 +32,27 @@ _MAX_RESPONSE: Final = 1 << 20
 _MAX_UID: Final = 128
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib would resend the Authorization header to wherever a redirect points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def fetch_https(url: str, token: str, ca_file: Path, timeout: float) -> bytes:
-    """GET ``url`` with a bearer token, trusting only ``ca_file``."""
+    """GET ``url`` with a bearer token, trusting only ``ca_file``: no redirects, no proxy."""
+    if not url.startswith("https://"):
+        raise ValueError("the Kubernetes API is only asked over https")
     context = ssl.create_default_context(cafile=str(ca_file))
-    request = urllib.request.Request(  # noqa: S310 - the URL is always https, built below
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPSHandler(context=context),
+        _NoRedirect(),
+    )
+    request = urllib.request.Request(  # noqa: S310 - https only, checked above
         url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
+    with opener.open(request, timeout=timeout) as response:
         body: bytes = response.read(_MAX_RESPONSE + 1)
     if len(body) > _MAX_RESPONSE:
         raise ValueError("response too large")

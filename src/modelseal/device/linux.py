@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Final
 
 from modelseal.device._io import CommandRunner, clean, meaningful, read_text, run_command
-from modelseal.device.fingerprint import Component, Environment, Virtualization
+from modelseal.device.fingerprint import (
+    MAX_DETAIL_LENGTH,
+    MAX_DETAILS,
+    Component,
+    Environment,
+    Virtualization,
+)
 from modelseal.device.gpu import gpu_uuids
 from modelseal.device.kubernetes import KubeFetch, cluster_uid, fetch_https
 
@@ -73,6 +79,10 @@ _RUNTIME_MOUNTS: Final = ("/", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf"
 #: (virtio: serial; NVMe: device/serial, wwid; SCSI/SATA: device/wwid).
 _SERIAL_FILES: Final = ("device/serial", "serial", "wwid", "device/wwid")
 _MAX_BLOCK_DEPTH: Final = 8
+#: sysfs attributes and /etc files are a line long; /proc tables can be large
+#: (cpuinfo is ~1.5 KiB per core, mountinfo grows with every container).
+_ATTR_LIMIT: Final = 4096
+_TABLE_LIMIT: Final = 1 << 20
 
 
 class LinuxSource:
@@ -105,8 +115,8 @@ class LinuxSource:
     def _path(self, relative: str) -> Path:
         return self._root / relative.lstrip("/")
 
-    def _read(self, relative: str) -> str | None:
-        return clean(read_text(self._path(relative)))
+    def _read(self, relative: str, *, limit: int = _ATTR_LIMIT) -> str | None:
+        return clean(read_text(self._path(relative), limit=limit))
 
     # --- components --------------------------------------------------------
 
@@ -180,7 +190,7 @@ class LinuxSource:
         return mac
 
     def _cpu(self) -> Iterator[Component]:
-        identity = cpu_identity(self._read("proc/cpuinfo") or "")
+        identity = cpu_identity(self._read("proc/cpuinfo", limit=_TABLE_LIMIT) or "")
         if identity is not None:
             yield Component.of("cpu.id", identity)
 
@@ -196,7 +206,7 @@ class LinuxSource:
 
     def _root_block_device(self) -> Path | None:
         """The sysfs directory of the whole disk holding ``/``, or None."""
-        dev = root_mount_device(self._read("proc/self/mountinfo") or "")
+        dev = root_mount_device(self._read("proc/self/mountinfo", limit=_TABLE_LIMIT) or "")
         block: Path | None = None
         if dev is not None:
             number, source = dev
@@ -271,18 +281,18 @@ class LinuxSource:
             virtualization = "none"
         else:
             virtualization = "unknown"
-        return Environment(
-            virtualization=virtualization, details=tuple(container + vm), platform="linux"
-        )
+        # Bounded like every Environment, however much evidence a strange system offers.
+        details = tuple(d[:MAX_DETAIL_LENGTH] for d in container + vm)[:MAX_DETAILS]
+        return Environment(virtualization=virtualization, details=details, platform="linux")
 
     def _container_evidence(self) -> list[str]:
         evidence: list[str] = []
         for marker in ("/.dockerenv", "/run/.containerenv"):
             if self._path(marker).exists():
                 evidence.append(f"file:{marker}")
-        cgroup = (self._read("proc/1/cgroup") or "").lower()
+        cgroup = (self._read("proc/1/cgroup", limit=_TABLE_LIMIT) or "").lower()
         evidence.extend(f"cgroup:{w}" for w in _RUNTIME_WORDS if w in cgroup)
-        mounts = runtime_mount_text(self._read("proc/self/mountinfo") or "")
+        mounts = runtime_mount_text(self._read("proc/self/mountinfo", limit=_TABLE_LIMIT) or "")
         evidence.extend(f"mountinfo:{w}" for w in _RUNTIME_WORDS if w in mounts)
         if self._env.get("KUBERNETES_SERVICE_HOST"):
             evidence.append("env:kubernetes")
@@ -307,7 +317,7 @@ class LinuxSource:
         hypervisor = clean(read_text(self._path("sys/hypervisor/type"), limit=256))
         if hypervisor is not None:
             evidence.append(f"sys:{hypervisor.lower()}")
-        if "hypervisor" in cpu_flags(self._read("proc/cpuinfo") or ""):
+        if "hypervisor" in cpu_flags(self._read("proc/cpuinfo", limit=_TABLE_LIMIT) or ""):
             evidence.append("cpuinfo:hypervisor")
         return evidence
 

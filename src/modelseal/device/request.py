@@ -386,7 +386,7 @@ def make_request(
     """The activation request for ``fp``.
 
     ``salt`` defaults to 32 fresh random bytes, so two requests from the same
-    device are unlinkable; pass one (and ``nonce``, ``now``) only to get a
+    device share no digest; pass one (and ``nonce``, ``now``) only to get a
     reproducible request in tests.
     """
     problem = _check_label(label)

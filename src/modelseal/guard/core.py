@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from modelseal.crypto import ContentKey, PublicKey, hkdf_sha256
 from modelseal.device import DeviceFingerprint, FingerprintSource, collect
-from modelseal.errors import ModelsealError
+from modelseal.errors import IntegrityError, ModelsealError
 from modelseal.guard.clock import ClockState, Verdict, observe, offline_grace_ok, trusted_now
 from modelseal.guard.state import GuardState, StateStore
 from modelseal.license import (
@@ -244,11 +244,15 @@ class Guard:
                 self._check_state(first=True)
             except LicenseError as exc:
                 raise self._refuse(exc) from None
+            try:
+                self._log("verified", license=lic.claims.jti, customer=lic.claims.sub)
+            except IntegrityError as exc:
+                # the audit log's last record was edited: the chain cannot be extended
+                raise self._refuse(StateTamperedError(f"audit log: {exc}")) from None
             self._features = frozenset(lic.claims.entitlements)
             self._calls_limited = lic.claims.limits.calls is not None
             self._denied = None
             self._schedule_recheck()
-            self._log("verified", license=lic.claims.jti, customer=lic.claims.sub)
             return lic
 
     def _state_key(self, lic: License) -> bytes:

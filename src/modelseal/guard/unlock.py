@@ -3,7 +3,7 @@
 When the guard blocks a licensed device for a reason its operator cannot fix
 at once (a clock problem, offline beyond the grace), the vendor's support
 issues a code that grants hours of grace on that device only. A code is 25
-Crockford base32 characters, e.g. ``8G4ZS-QV4DK-4Y2PG-BCY8H-NHSPX``:
+Crockford base32 characters, e.g. ``2WH8A-R000G-C5VZ0-59NZ1-RKE8T``:
 
     payload (7 bytes) = version:4 | expiry minute:26 | serial:16 | grant hours:10
     mac (8 bytes)     = HMAC-SHA256(unlock_secret, "modelseal/unlock/v1"

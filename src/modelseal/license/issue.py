@@ -129,6 +129,8 @@ def issue_license(
     unlock_secret = None
     if request is not None:
         total = sum(c.weight for c in request.components)
+        if total > 255:
+            raise LicenseFormatError(f"total component weight {total} exceeds 255 key shares")
         k = threshold if threshold is not None else default_threshold(request)
         if not 1 <= k <= total:
             raise LicenseFormatError(f"threshold must be between 1 and the total weight {total}")

@@ -352,3 +352,37 @@ def test_an_edited_audit_record_refuses_the_license(vendor, model, tmp_path) -> 
     with pytest.raises(NotLicensedError) as info:
         _guard(vendor, token, tmp_path, clock)
     assert info.value.reason == "state_tampered"
+
+
+def test_wrong_unlock_codes_are_rate_limited(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from modelseal.guard.core import UnlockRateLimitedError
+
+    _, cek = model
+    clock = FakeClock(NOW)
+    guard = _guard(vendor, _license(vendor, cek), tmp_path, clock)
+    lic = guard.license
+    assert lic.claims.device is not None
+    wrong_secret = bytes(32)
+    for serial in range(5):
+        bad = issue_unlock_code(
+            wrong_secret,
+            license_id=lic.claims.jti,
+            device_id=lic.claims.device.device_id,
+            valid_until=NOW + timedelta(hours=1),
+            serial=serial,
+            grant_hours=1,
+        )
+        with pytest.raises(modelseal.IntegrityError):
+            guard.unlock(bad)
+    good = issue_unlock_code(
+        open_unlock_secret(lic, make_device()),
+        license_id=lic.claims.jti,
+        device_id=lic.claims.device.device_id,
+        valid_until=NOW + timedelta(hours=3),
+        serial=9,
+        grant_hours=1,
+    )
+    with pytest.raises(UnlockRateLimitedError):
+        guard.unlock(good)
+    clock.now = NOW + timedelta(hours=2)
+    guard.unlock(good)

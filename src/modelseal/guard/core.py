@@ -57,6 +57,13 @@ from modelseal.license import (
 Clock = Callable[[], datetime]
 
 
+class UnlockRateLimitedError(LicenseError):
+    """Too many wrong unlock codes in the last hour (online guessing defence)."""
+
+    reason = "unlock_rate_limited"
+    exit_code = 17
+
+
 class NotLicensedError(LicenseError):
     """What callers of a guarded model see. ``reason`` is the audit reason code."""
 
@@ -497,7 +504,7 @@ class Guard:
 
     def unlock(self, code: str) -> datetime:
         """Apply a vendor-issued emergency unlock code; always audited. Returns its end."""
-        from modelseal.guard.unlock import verify_unlock_code
+        from modelseal.guard.unlock import unlock_attempt_allowed, verify_unlock_code
 
         lic = verify_license(
             self._token,
@@ -513,24 +520,36 @@ class Guard:
             )
         secret = open_unlock_secret(lic, self.fingerprint)
         device_id = lic.claims.device.device_id if lic.claims.device else ""
+        failure: ModelsealError | None = None
         with self._store.transaction(create=not self.audit_path.exists()) as st:
             now = self._clock()
-            try:
-                grant = verify_unlock_code(
-                    secret,
-                    code,
-                    license_id=lic.claims.jti,
-                    device_id=device_id,
-                    now=now,
-                    used_serials=st.unlock_serials,
-                )
-            except ModelsealError as exc:
-                self._log("unlock_refused", reason="unlock_invalid", detail=str(exc))
-                raise
-            st.unlock_serials.append(grant.serial)
-            until = now + timedelta(hours=grant.grant_hours)
-            st.unlock_until = until.timestamp()
-            st.high_water = now.timestamp()  # the vendor vouched for this time
+            failures = [datetime.fromtimestamp(t, UTC) for t in st.unlock_failures]
+            if not unlock_attempt_allowed(failures, now):
+                failure = UnlockRateLimitedError("too many wrong unlock codes; try again later")
+            else:
+                try:
+                    grant = verify_unlock_code(
+                        secret,
+                        code,
+                        license_id=lic.claims.jti,
+                        device_id=device_id,
+                        now=now,
+                        used_serials=st.unlock_serials,
+                    )
+                except ModelsealError as exc:
+                    failure = exc
+                    # keep the last day of failures: enough for the limiter's window
+                    st.unlock_failures = [
+                        t for t in st.unlock_failures if t > now.timestamp() - 86400
+                    ] + [now.timestamp()]
+                else:
+                    st.unlock_serials.append(grant.serial)
+                    until = now + timedelta(hours=grant.grant_hours)
+                    st.unlock_until = until.timestamp()
+                    st.high_water = now.timestamp()  # the vendor vouched for this time
+        if failure is not None:
+            self._log("unlock_refused", reason="unlock_invalid", detail=str(failure))
+            raise failure
         self._log("unlock_used", reason="unlock_used", serial=grant.serial, until=until.isoformat())
         self._denied = None
         self._recheck_at = 0.0

@@ -36,6 +36,7 @@ class GuardState:
     last_heartbeat_ok: float | None = None
     first_seen: float | None = None
     unlock_serials: list[int] = field(default_factory=list)
+    unlock_failures: list[float] = field(default_factory=list)  # for rate limiting
     unlock_until: float | None = None
     audit_head: list[object] | None = None  # [seq, hash] of the last audit record
     revoked: bool = False

@@ -229,20 +229,25 @@ class Guard:
 
     # --- verification -------------------------------------------------------------
 
+    def _verify_token(self, *, with_device: bool) -> License:
+        """Signature, claims, dates (and the device binding); remembers the license."""
+        lic = verify_license(
+            self._token,
+            self._trust,
+            audience=self._audience,
+            issuer=self._issuer,
+            now=self._clock(),
+            leeway=self._leeway,
+            fingerprint=self.fingerprint if with_device else None,
+        )
+        self._license = lic
+        return lic
+
     def verify(self) -> License:
         """Full verification; raises :class:`NotLicensedError` with the reason code."""
         with self._lock:
             try:
-                lic = verify_license(
-                    self._token,
-                    self._trust,
-                    audience=self._audience,
-                    issuer=self._issuer,
-                    now=self._clock(),
-                    leeway=self._leeway,
-                    fingerprint=self.fingerprint,
-                )
-                self._license = lic
+                lic = self._verify_token(with_device=True)
                 self._store = StateStore(
                     self._state_dir / f"{lic.claims.jti}.state",
                     self._state_key(lic),
@@ -365,15 +370,7 @@ class Guard:
             if time.monotonic() < self._recheck_at:
                 return
             try:
-                lic = verify_license(
-                    self._token,
-                    self._trust,
-                    audience=self._audience,
-                    issuer=self._issuer,
-                    now=self._clock(),
-                    leeway=self._leeway,
-                )
-                self._license = lic
+                self._verify_token(with_device=False)
                 self._check_state()
             except LicenseError as exc:
                 raise self._refuse(exc) from None

@@ -57,6 +57,23 @@ ASGIApp = Callable[
 ]
 
 
+class _PathPolicy:
+    """Which feature a request path needs (longest prefix wins) and which paths are exempt."""
+
+    def __init__(
+        self, guard: Guard, features: dict[str, str] | None, exempt: Iterable[str]
+    ) -> None:
+        self.guard = guard
+        self._features = sorted((features or {}).items(), key=lambda kv: -len(kv[0]))
+        self._exempt = tuple(exempt)
+
+    def exempt(self, path: str) -> bool:
+        return path.startswith(self._exempt)
+
+    def feature(self, path: str) -> str | None:
+        return next((f for prefix, f in self._features if path.startswith(prefix)), None)
+
+
 class LicenseASGIMiddleware:
     """ASGI middleware (Starlette, FastAPI, any ASGI app): checks every HTTP request.
 
@@ -73,22 +90,15 @@ class LicenseASGIMiddleware:
         exempt: Iterable[str] = ("/healthz",),
     ) -> None:
         self.app = app
-        self.guard = guard
-        self.features = sorted((features or {}).items(), key=lambda kv: -len(kv[0]))
-        self.exempt = tuple(exempt)
-
-    def _feature(self, path: str) -> str | None:
-        for prefix, feature in self.features:
-            if path.startswith(prefix):
-                return feature
-        return None
+        self.routes = _PathPolicy(guard, features, exempt)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope.get("type") != "http" or str(scope.get("path", "")).startswith(self.exempt):
+        path = str(scope.get("path", ""))
+        if scope.get("type") != "http" or self.routes.exempt(path):
             await self.app(scope, receive, send)
             return
         try:
-            await self.guard.acheck(self._feature(str(scope.get("path", ""))))
+            await self.routes.guard.acheck(self.routes.feature(path))
         except NotLicensedError:
             await send(
                 {
@@ -117,18 +127,15 @@ class LicenseWSGIMiddleware:
         exempt: Iterable[str] = ("/healthz",),
     ) -> None:
         self.app = app
-        self.guard = guard
-        self.features = sorted((features or {}).items(), key=lambda kv: -len(kv[0]))
-        self.exempt = tuple(exempt)
+        self.routes = _PathPolicy(guard, features, exempt)
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
-        if not path.startswith(self.exempt):
-            feature = next((f for p, f in self.features if path.startswith(p)), None)
+        if not self.routes.exempt(path):
             try:
-                self.guard.check(feature)
+                self.routes.guard.check(self.routes.feature(path))
             except NotLicensedError:
                 start_response(
                     "403 Forbidden",

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from modelseal.errors import MissingDependencyError
+
 
 class MemoryReader(io.RawIOBase):
     def __init__(self, buffer: Any) -> None:
@@ -59,6 +61,17 @@ class MemoryReader(io.RawIOBase):
 
     def __len__(self) -> int:
         return len(self._view)
+
+
+def import_torch() -> Any:
+    """PyTorch, or a clear error naming the extra that installs it."""
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError(
+            "framework 'torch' needs PyTorch: pip install 'modelseal[torch]'"
+        ) from None
+    return torch
 
 
 def as_uint8(buffer: Any) -> np.ndarray[Any, np.dtype[np.uint8]]:

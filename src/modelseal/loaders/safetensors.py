@@ -19,7 +19,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from modelseal.errors import FormatError, LoaderError, MissingDependencyError
+from modelseal.errors import FormatError, LoaderError
+from modelseal.loaders._memio import import_torch as _torch
 
 MAX_HEADER: Final = 100 * 1024 * 1024
 
@@ -115,16 +116,6 @@ def to_numpy(buf: np.ndarray[Any, Any], info: TensorInfo, base: int = 0) -> np.n
             "load with framework='torch'"
         )
     return _numpy_view(buf, info, base)
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependencyError(
-            "framework 'torch' needs PyTorch: pip install 'modelseal[torch]'"
-        ) from None
-    return torch
 
 
 def to_torch(buf: np.ndarray[Any, Any], info: TensorInfo, base: int = 0) -> Any:

@@ -6,22 +6,13 @@ import pickle
 import warnings
 from typing import Any
 
-from modelseal.errors import LoaderError, MissingDependencyError
+from modelseal.errors import LoaderError
 from modelseal.loaders._memio import MemoryReader
+from modelseal.loaders._memio import import_torch as _torch
 
 
 class UnsafePickleWarning(UserWarning):
     """Full pickle loading was requested: the checkpoint can run arbitrary code."""
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise MissingDependencyError(
-            "framework 'torch' needs PyTorch: pip install 'modelseal[torch]'"
-        ) from None
-    return torch
 
 
 def _source(buffer: Any) -> Any:

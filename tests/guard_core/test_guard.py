@@ -386,3 +386,23 @@ def test_wrong_unlock_codes_are_rate_limited(vendor, model, tmp_path) -> None:  
         guard.unlock(good)
     clock.now = NOW + timedelta(hours=2)
     guard.unlock(good)
+
+
+def test_guard_from_env(vendor, model, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from modelseal.device import StaticSource
+
+    _, cek = model
+    (tmp_path / "license.jwt").write_text(_license(vendor, cek, now=datetime.now(NOW.tzinfo)))
+    vendor.public_key().save(tmp_path / "vendor.pub")
+    dev = make_device()
+    source = StaticSource(list(dev.components), dev.environment)
+    monkeypatch.delenv("MODELSEAL_LICENSE", raising=False)
+    with pytest.raises(NotLicensedError) as info:
+        Guard.from_env(source=source)
+    assert info.value.reason == "not_configured"
+    monkeypatch.setenv("MODELSEAL_LICENSE", str(tmp_path / "license.jwt"))
+    monkeypatch.setenv("MODELSEAL_TRUST", str(tmp_path / "vendor.pub"))
+    monkeypatch.setenv("MODELSEAL_STATE_DIR", str(tmp_path / "env-state"))
+    guard = Guard.from_env(source=source)
+    guard.check("ocr")
+    assert guard.audit_path.parent == tmp_path / "env-state"

@@ -300,3 +300,16 @@ def test_content_keys_need_a_device(vendor_keys, cek) -> None:  # type: ignore[n
             content_keys=[(cek, "m")],
             now=NOW,
         )
+
+
+def test_duplicate_claims_are_refused_even_when_signed(vendor_keys) -> None:  # type: ignore[no-untyped-def]
+    from modelseal.license import jws
+
+    key = vendor_keys["ed25519"]
+    header = _b64(
+        json.dumps({"alg": "EdDSA", "kid": key.key_id, "typ": "modelseal-license+jwt"}).encode()
+    )
+    payload = _b64(b'{"sub": "ACME", "sub": "EVIL"}')
+    signature = _b64(key.sign(f"{header}.{payload}".encode()))
+    with pytest.raises(LicenseFormatError, match="duplicate"):
+        jws.decode(f"{header}.{payload}.{signature}", key.public_key(), alg="EdDSA")

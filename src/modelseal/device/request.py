@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from modelseal._json import StrictJSONError, strict_loads
 from modelseal.crypto import b64url, b64url_decode
 from modelseal.device.errors import (
     InvalidLabelError,
@@ -336,13 +337,9 @@ class ActivationRequest:
         if len(data) > MAX_REQUEST_BYTES:
             raise _fail(f"larger than {MAX_REQUEST_BYTES} bytes")
         try:
-            obj = json.loads(
-                data.decode("utf-8"),
-                object_pairs_hook=_no_duplicate_keys,
-                parse_constant=_no_constants,
-            )
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise _fail(f"not valid JSON ({type(exc).__name__})") from None
+            obj = strict_loads(data)
+        except StrictJSONError as exc:
+            raise _fail(str(exc)) from None
         return cls.from_json(obj)
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -359,20 +356,6 @@ class ActivationRequest:
         with Path(path).open("rb") as f:
             data = f.read(MAX_REQUEST_BYTES + 1)
         return cls.from_bytes(data)
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            # Two parsers could pick different copies; refuse instead of guessing.
-            raise _fail(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise _fail(f"{name} is not a JSON number")
 
 
 def make_request(

@@ -38,6 +38,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
+from modelseal._json import StrictJSONError, strict_loads
 from modelseal.crypto.kdf import hkdf_sha256
 from modelseal.errors import FormatError, IntegrityError
 
@@ -165,31 +166,14 @@ def format_ts(when: datetime) -> str:
     return f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}Z"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 def parse_record(raw: bytes, *, line: int | None = None) -> dict[str, Any]:
     """Parse and shape-check one record line (without its newline); no hash check."""
     where = f"line {line}: " if line is not None else ""
     if len(raw) > MAX_LINE_SIZE:
         raise AuditFormatError(f"{where}record longer than {MAX_LINE_SIZE} bytes", line=line)
     try:
-        obj = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError):
+        obj = strict_loads(raw)
+    except StrictJSONError:
         raise AuditFormatError(f"{where}not a JSON record", line=line) from None
     if not isinstance(obj, dict):
         raise AuditFormatError(f"{where}not a JSON object", line=line)

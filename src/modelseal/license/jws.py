@@ -17,6 +17,7 @@ import jwt
 from jwt.algorithms import Algorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 from jwt.exceptions import InvalidAlgorithmError, InvalidSignatureError, InvalidTokenError
 
+from modelseal._json import StrictJSONError, strict_loads
 from modelseal.crypto import PrivateKey, PublicKey
 from modelseal.errors import InvalidSignatureError as OurInvalidSignature
 from modelseal.license.errors import (
@@ -99,9 +100,10 @@ def decode(token: str, key: PublicKey, *, alg: str) -> dict[str, Any]:
     except InvalidTokenError as exc:
         raise LicenseFormatError(f"malformed license: {exc}") from None
     try:
-        obj = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise LicenseFormatError("license payload is not JSON") from None
+        obj = strict_loads(payload)
+    except StrictJSONError as exc:
+        # duplicate claims could be read differently by another verifier
+        raise LicenseFormatError(f"license payload is not strict JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise LicenseFormatError("license payload is not a JSON object")
     return obj

@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from modelseal._json import StrictJSONError, strict_loads
 from modelseal.crypto import (
     AEAD_ALGORITHMS,
     NONCE_SIZE,
@@ -161,9 +162,9 @@ def _req(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
 def parse_header(raw: bytes) -> Header:
     """Parse and validate header bytes; raises :class:`FormatError` on any deviation."""
     try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise FormatError("header is not valid UTF-8 JSON") from None
+        obj = strict_loads(raw)
+    except StrictJSONError as exc:
+        raise FormatError(f"header is not strict UTF-8 JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise FormatError("header is not a JSON object")
     keys = set(obj)

@@ -65,18 +65,21 @@ def request_obj(fp: DeviceFingerprint) -> ActivationRequest:
 
 
 def test_fixed_vectors() -> None:
-    # Cross-checked with: openssl dgst -sha256 -mac HMAC -macopt hexkey:0001..1f
+    # Cross-checked with hashlib.scrypt + hmac (see the next test for the construction)
     assert component_digest(SALT, "dmi.product_uuid", UUID) == (
-        "8JlJOKuY0DIWe1E3UtBpOuvrDQ9z0MuCSsCftfCmfjU"
+        "sO1BzxNvdzvLii2anRWCw32dBYAjc7Yzt1OSErughB8"
     )
     assert component_secret(SALT, "dmi.product_uuid", UUID) == (
-        "ZuGEfqMrrn9Q_I94dJoVauxB8zYsncqygVd_uIQbNF4"
+        "vxCFIPIzzUcAUHkR1wLXDEGVBjLDyCA_F1d6cx_CyeE"
     )
 
 
 def test_digest_is_the_documented_hmac() -> None:
-    msg = b"modelseal/device/v1/match\0net.mac\x0000:1b:21:00:00:01"
-    expected = b64url(hmac.new(SALT, msg, hashlib.sha256).digest())
+    # hashlib's scrypt (CPython's OpenSSL binding) as an independent oracle
+    stretched = hashlib.scrypt(
+        b"net.mac\x0000:1b:21:00:00:01", salt=SALT, n=1 << 14, r=8, p=1, dklen=32
+    )
+    expected = b64url(hmac.new(stretched, b"modelseal/device/v2/match", hashlib.sha256).digest())
     assert component_digest(SALT, "net.mac", "00:1b:21:00:00:01") == expected
 
 
@@ -111,7 +114,7 @@ def test_fresh_salt_makes_requests_unlinkable(fp: DeviceFingerprint) -> None:
 
 def test_request_fields(request_obj: ActivationRequest) -> None:
     r = request_obj
-    assert r.version == 1
+    assert r.version == 2
     assert r.created_at == "2026-11-23T12:30:45Z"
     assert r.created == datetime(2026, 11, 23, 12, 30, 45, tzinfo=UTC)
     assert r.salt_bytes == SALT
@@ -297,7 +300,7 @@ def test_duplicate_component_rejected(request_obj: ActivationRequest) -> None:
         ActivationRequest.from_json(obj)
 
 
-@pytest.mark.parametrize("version", [0, 2, 99])
+@pytest.mark.parametrize("version", [0, 1, 3, 99])
 def test_unsupported_version(request_obj: ActivationRequest, version: int) -> None:
     obj = request_obj.to_json()
     obj["version"] = version

@@ -1,17 +1,27 @@
 """Activation requests: what a device sends the vendor to get a license (docs/device.md).
 
 For each component the request carries two keyed hashes under a fresh
-random salt, never the value itself:
+random salt, never the value itself. Both come from one memory-hard stretch
+of the value (version 2):
 
-- ``digest`` = HMAC-SHA256(salt, "modelseal/device/v1/match" NUL kind NUL value):
+- ``stretched`` = scrypt(kind NUL value, salt, N=2^14, r=8, p=1, 32 bytes)
+- ``digest`` = HMAC-SHA256(stretched, "modelseal/device/v2/match"):
   public; copied into the license so the device can tell which of its
   components the license names.
-- ``secret`` = HMAC-SHA256(salt, "modelseal/device/v1/key" NUL kind NUL value):
-  the vendor encrypts one key share under each; it must never be put in a
+- ``secret`` = HMAC-SHA256(stretched, "modelseal/device/v2/key"):
+  the vendor encrypts key shares under it; it must never be put in a
   license, or anyone holding the license could open the shares.
 
-The two labels separate the uses: knowing a digest says nothing about the
-secret. Because the secrets unwrap the shares, the request file itself is
+Why the stretch: the license carries the salt and the digests, and the
+shares are AEAD ciphertexts under keys derived from the secrets, so whoever
+holds a license can test guesses for a component's value offline. For
+high-entropy values (SMBIOS UUID, cluster UID, GPU UUID) that is hopeless
+anyway; for guessable ones (a MAC once its vendor prefix is known: ~2^24,
+a hostname from a dictionary) scrypt makes each guess cost ~50 ms and
+16 MiB instead of a microsecond (version 1 used plain HMAC). The two labels
+separate the uses: knowing a digest says nothing about the secret.
+
+Because the secrets unwrap the shares, the request file itself is
 sensitive (written mode 0600): whoever holds it *and* the license can open
 the content keys without the device. Send it to the vendor over a channel
 you trust and delete it once the license is issued.
@@ -24,6 +34,7 @@ well-formed requests.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -34,6 +45,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from modelseal._json import StrictJSONError, strict_loads
 from modelseal.crypto import b64url, b64url_decode
@@ -56,7 +69,7 @@ from modelseal.device.fingerprint import (
     Strength,
 )
 
-REQUEST_VERSION: Final = 1
+REQUEST_VERSION: Final = 2
 SALT_SIZE: Final = 32
 NONCE_SIZE: Final = 16
 DIGEST_SIZE: Final = 32
@@ -64,9 +77,15 @@ MAX_LABEL_LENGTH: Final = 200
 MAX_COMPONENTS: Final = 256
 MAX_REQUEST_BYTES: Final = 1 << 20
 
-_MATCH_LABEL: Final = b"modelseal/device/v1/match\0"
-_KEY_LABEL: Final = b"modelseal/device/v1/key\0"
+_MATCH_LABEL: Final = b"modelseal/device/v2/match"
+_KEY_LABEL: Final = b"modelseal/device/v2/key"
 _CREATED_AT: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
+
+#: scrypt cost: ~50 ms and 16 MiB per component on these machines (measured),
+#: paid once per component by the device and by the issuer.
+SCRYPT_N: Final = 1 << 14
+SCRYPT_R: Final = 8
+SCRYPT_P: Final = 1
 
 _REQUEST_FIELDS: Final = frozenset(
     {"version", "label", "nonce", "created_at", "salt", "environment", "components"}
@@ -75,9 +94,17 @@ _ENVIRONMENT_FIELDS: Final = frozenset({"virtualization", "details", "platform"}
 _COMPONENT_FIELDS: Final = frozenset({"kind", "strength", "weight", "digest", "secret"})
 
 
+@functools.lru_cache(maxsize=256)
+def _stretch(salt: bytes, kind: str, value: str) -> bytes:
+    """Memory-hard hash of one component under the request salt (cached per process:
+    a guard verifies the digests and opens the shares with the same values)."""
+    password = kind.encode("utf-8") + b"\0" + value.encode("utf-8")
+    kdf = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    return kdf.derive(password)
+
+
 def _mac(label: bytes, salt: bytes, kind: str, value: str) -> str:
-    message = label + kind.encode("utf-8") + b"\0" + value.encode("utf-8")
-    return b64url(hmac.new(salt, message, hashlib.sha256).digest())
+    return b64url(hmac.new(_stretch(salt, kind, value), label, hashlib.sha256).digest())
 
 
 def component_digest(salt: bytes, kind: str, value: str) -> str:

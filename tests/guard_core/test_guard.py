@@ -239,9 +239,9 @@ def test_clock_rollback_locks_and_unlock_code_frees(vendor, model, tmp_path) -> 
     clock = FakeClock(NOW)
     token = _license(vendor, cek)
     guard = _guard(vendor, token, tmp_path, clock, recheck_every=timedelta(0))
-    clock.now = NOW + timedelta(days=2)
+    clock.now = NOW + timedelta(days=3)
     guard.check()
-    clock.now = NOW + timedelta(days=1)  # a day back
+    clock.now = NOW + timedelta(days=1)  # two days back
     with pytest.raises(NotLicensedError) as info:
         guard.check()
     assert info.value.reason == "clock_rollback"
@@ -251,18 +251,27 @@ def test_clock_rollback_locks_and_unlock_code_frees(vendor, model, tmp_path) -> 
     lic = guard.license
     secret = open_unlock_secret(lic, make_device())
     assert lic.claims.device is not None
+    # the vendor's clock is right (day 3): its code is valid for 4 hours from then
     code = issue_unlock_code(
         secret,
         license_id=lic.claims.jti,
         device_id=lic.claims.device.device_id,
-        valid_until=clock.now + timedelta(hours=4),
+        valid_until=NOW + timedelta(days=3, hours=4),
         serial=1,
         grant_hours=24,
     )
     guard.unlock(code)
+    guard.check()  # runs with the clock still behind, inside the window
+    clock.now = NOW + timedelta(days=1, hours=12)
     guard.check()
+    # the window is measured on the forward-only clock: 25 h later it is spent,
+    # and the clock (day 2, 1 am) is still behind the high-water mark (day 3)
+    clock.now = NOW + timedelta(days=1, hours=25)
+    with pytest.raises(NotLicensedError) as info:
+        guard.check()
+    assert info.value.reason == "clock_rollback"
     with pytest.raises(modelseal.ModelsealError):
-        guard.unlock(code)  # single use
+        guard.unlock(code)  # single use (and expired by now)
     events = [r["event"] for r in iter_records(guard.audit_path)]
     assert "unlock_used" in events and "unlock_refused" in events
 
@@ -406,3 +415,102 @@ def test_guard_from_env(vendor, model, tmp_path, monkeypatch) -> None:  # type: 
     guard = Guard.from_env(source=source)
     guard.check("ocr")
     assert guard.audit_path.parent == tmp_path / "env-state"
+
+
+# --- regressions from the review (scripts in the PR discussion) ----------------
+
+
+def _code(lic, valid_until, serial=1, hours=24):  # type: ignore[no-untyped-def]
+    assert lic.claims.device is not None
+    return issue_unlock_code(
+        open_unlock_secret(lic, make_device()),
+        license_id=lic.claims.jti,
+        device_id=lic.claims.device.device_id,
+        valid_until=valid_until,
+        serial=serial,
+        grant_hours=hours,
+    )
+
+
+def test_an_unlock_never_extends_the_license(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cek = model
+    clock = FakeClock(NOW + timedelta(days=29))
+    token = _license(vendor, cek)  # 30 days from NOW
+    guard = _guard(vendor, token, tmp_path, clock, recheck_every=timedelta(0))
+    clock.now = NOW + timedelta(days=1)  # back four weeks
+    with pytest.raises(NotLicensedError):
+        guard.check()
+    guard.unlock(_code(guard.license, NOW + timedelta(days=29, hours=4), hours=720))
+    guard.check()
+    clock.now = NOW + timedelta(days=2, hours=1)  # 25 h of forward movement: day 30 + 1 h
+    with pytest.raises(NotLicensedError) as info:
+        guard.check()
+    assert info.value.reason == "expired"
+    # an expired code is refused on the forward-only clock, whatever the wall says
+    guard2 = _guard(
+        vendor, _license(vendor, cek, now=NOW), tmp_path / "b", FakeClock(NOW), verify=False
+    )
+    with pytest.raises(modelseal.ModelsealError):
+        guard2.unlock(_code(guard.license, NOW - timedelta(hours=1)))
+
+
+def test_restoring_an_old_state_file_is_detected(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek, max_calls=10)
+    guard = _guard(vendor, token, tmp_path, clock, reserve_calls=1)
+    state_file = tmp_path / "state" / f"{guard.license.claims.jti}.state"
+    shutil.copy(state_file, tmp_path / "saved.state")
+    for _ in range(10):
+        guard.check()
+    with pytest.raises(NotLicensedError):
+        guard.check()
+    guard.close()
+    shutil.copy(tmp_path / "saved.state", state_file)
+    with pytest.raises(NotLicensedError) as info:
+        _guard(vendor, token, tmp_path, clock)
+    assert info.value.reason == "state_tampered"
+
+
+@pytest.mark.parametrize("replacement", [b"x", b"", b"{}\n"])
+def test_a_replaced_audit_log_is_detected(vendor, model, tmp_path, replacement) -> None:  # type: ignore[no-untyped-def]
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek)
+    guard = _guard(vendor, token, tmp_path, clock)
+    with pytest.raises(NotLicensedError):
+        guard.check("hd")
+    guard.audit_path.write_bytes(replacement)
+    with pytest.raises(NotLicensedError) as info:
+        _guard(vendor, token, tmp_path, clock)
+    assert info.value.reason == "state_tampered"
+
+
+def test_a_heartbeat_with_the_clock_ahead_buys_no_grace(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek, grace=timedelta(days=1), heartbeat_url="https://cp.example/hb")
+    guard = _guard(vendor, token, tmp_path, clock, heartbeat=Plane(), recheck_every=timedelta(0))
+    clock.now = NOW + timedelta(days=25)
+    guard.heartbeat_now()
+    clock.now = NOW + timedelta(hours=1)  # back again
+    with pytest.raises(NotLicensedError):
+        _guard(vendor, token, tmp_path, clock)  # rollback: locked, not a free month
+
+
+def test_an_unlock_does_not_lift_the_call_limit(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek, max_calls=3)
+    guard = _guard(vendor, token, tmp_path, clock, reserve_calls=1)
+    for _ in range(3):
+        guard.check()
+    guard.close()
+    fresh = _guard(vendor, token, tmp_path, clock, verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        fresh.unlock(_code(guard.license, NOW + timedelta(hours=4)))
+    assert info.value.reason == "over_quota"
+    with pytest.raises(NotLicensedError):
+        fresh.check()

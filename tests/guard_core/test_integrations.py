@@ -134,3 +134,32 @@ def test_expiry_takes_effect_on_the_hot_path(vendor, model, tmp_path: Path) -> N
     with pytest.raises(NotLicensedError) as info:
         g.check()
     assert info.value.reason == "expired"
+
+
+def test_websockets_are_guarded_and_exempt_paths_match_exactly(guard: Guard) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "websocket.accept"})
+
+    wrapped = LicenseASGIMiddleware(app, guard, features={"/ws/hd": "hd"})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(wrapped({"type": "websocket", "path": "/ws/hd"}, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    sent.clear()
+    asyncio.run(wrapped({"type": "websocket", "path": "/ws/plain"}, receive, send))
+    assert sent == [{"type": "websocket.accept"}]
+
+    async def http_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    strict = LicenseASGIMiddleware(http_app, guard, features={"/": "hd"})
+    assert _asgi_get(strict, "/healthz")[0] == 200
+    assert _asgi_get(strict, "/healthz/live")[0] == 200
+    assert _asgi_get(strict, "/healthzz/x")[0] == 403

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from modelseal.crypto import ContentKey, PublicKey, hkdf_sha256
 from modelseal.device import DeviceFingerprint, FingerprintSource, collect
 from modelseal.errors import IntegrityError, ModelsealError
-from modelseal.guard.clock import ClockState, Verdict, observe, offline_grace_ok, trusted_now
+from modelseal.guard.clock import ClockState, Verdict, observe, offline_grace_ok
 from modelseal.guard.state import GuardState, StateStore
 from modelseal.license import (
     ClockRollbackError,
@@ -46,6 +46,7 @@ from modelseal.license import (
     OfflineGraceExceededError,
     QuotaExceededError,
     StateTamperedError,
+    TrustedKey,
     TrustStore,
     WrongAudienceError,
     open_content_key,
@@ -122,13 +123,13 @@ def _read_token(license: str | os.PathLike[str] | License) -> str:
 def _trust(trust: TrustStore | PublicKey | str | os.PathLike[str] | Iterable[Any]) -> TrustStore:
     if isinstance(trust, TrustStore):
         return trust
-    if isinstance(trust, PublicKey):
+    if isinstance(trust, PublicKey | TrustedKey):
         return TrustStore([trust])
     if isinstance(trust, str | os.PathLike):
         return TrustStore.load(trust)
     store = TrustStore()
     for item in trust:
-        if isinstance(item, PublicKey):
+        if isinstance(item, PublicKey | TrustedKey):
             store.add(item)
         else:
             for entry in TrustStore.load(item)._keys.values():
@@ -213,12 +214,24 @@ class Guard:
     # --- audit --------------------------------------------------------------------
 
     def _log(self, event: str, *, reason: str | None = None, **data: Any) -> None:
+        """Append to the audit log and anchor its new head in the state file.
+
+        Anchoring after every append means the log may run past the anchor by
+        at most one record (a crash between the two writes): a cut log, or an
+        older state file put back beside a newer log, shows at the next start.
+        """
+        record = self._append_audit(event, reason=reason, **data)
+        if self._store is not None and self._license is not None and self._store.exists():
+            with self._store.transaction(create=False) as st:
+                st.audit_head = [record["seq"], record["hash"]]
+
+    def _append_audit(self, event: str, *, reason: str | None = None, **data: Any) -> Any:
         from modelseal.guard.audit import AuditLog
 
         if self._audit is None or Path(self._audit.path) != self.audit_path:
             self._state_dir.mkdir(parents=True, exist_ok=True)
             self._audit = AuditLog(self.audit_path, clock=self._clock)
-        self._audit.append(event, reason=reason, data=data or None)
+        return self._audit.append(event, reason=reason, data=data or None)
 
     def _refuse(self, error: LicenseError) -> NotLicensedError:
         self._denied = error.reason
@@ -256,9 +269,12 @@ class Guard:
                 self._check_state(first=True)
             except LicenseError as exc:
                 raise self._refuse(exc) from None
+            except (OSError, ModelsealError) as exc:
+                # an unreadable state directory, a damaged audit log...: refuse, typed
+                raise self._refuse(StateTamperedError(f"guard state: {exc}")) from None
             try:
                 self._log("verified", license=lic.claims.jti, customer=lic.claims.sub)
-            except IntegrityError as exc:
+            except (OSError, IntegrityError) as exc:
                 # the audit log's last record was edited: the chain cannot be extended
                 raise self._refuse(StateTamperedError(f"audit log: {exc}")) from None
             self._features = frozenset(lic.claims.entitlements)
@@ -281,7 +297,9 @@ class Guard:
         lic = self.license
         delay = self._recheck_every
         if lic.claims.exp is not None:
-            delay = min(delay, max(0.0, lic.claims.exp - self._clock().timestamp()))
+            # at least a second: just past exp (inside the leeway) every call
+            # would otherwise re-verify and write the state file
+            delay = min(delay, max(1.0, lic.claims.exp - self._clock().timestamp()))
         self._recheck_at = time.monotonic() + delay
 
     def _check_state(self, *, first: bool = False) -> None:
@@ -290,77 +308,88 @@ class Guard:
         assert store is not None
         audit_exists = self.audit_path.exists() and self.audit_path.stat().st_size > 0
         with store.transaction(create=not audit_exists) as st:
-            now = self._clock()
-            trusted = self._check_clock(st, now)
+            if first:
+                self._check_audit_anchor(st)
+            trusted = self._check_clock(st, self._clock())
             if st.revoked:
                 raise LicenseRevokedError("the license was revoked")
-            if (
-                lic.claims.exp is not None
-                and trusted.timestamp() - self._leeway.total_seconds() >= (lic.claims.exp)
+            if lic.claims.exp is not None and trusted - self._leeway.total_seconds() >= (
+                lic.claims.exp
             ):
-                # the wall clock may say otherwise; the high-water mark does not lie
+                # the wall clock may say otherwise; the forward-only clock does not
                 raise LicenseExpiredError("the license has expired")
             limit = lic.claims.limits.calls
             if limit is not None and st.calls_reserved >= limit and first:
                 raise QuotaExceededError(f"all {limit} licensed calls are used")
-            self._check_grace(st, now)
-            if first:
-                self._check_audit_anchor(st)
-            head = self._audit_head()
-            if head is not None:
-                st.audit_head = [head[0], head[1]]
-
-    def _audit_head(self) -> tuple[int, str] | None:
-        from modelseal.guard.audit import AuditLog
-
-        head = AuditLog(self.audit_path).head() if self.audit_path.exists() else None
-        return (head.seq, head.hash) if head is not None else None
+            self._check_grace(st)
 
     def _check_audit_anchor(self, st: GuardState) -> None:
-        """The state remembers the log's last record: a cut or rewritten log shows."""
+        """The state remembers the log's last record: a cut, edited or swapped log shows."""
         from modelseal.guard.audit import verify as verify_audit
 
         if st.audit_head is None:
             return
-        seq, digest = st.audit_head
-        report = verify_audit(self.audit_path, expected_head=(int(str(seq)), str(digest)))
-        if not report.ok and not report.torn_tail:
-            raise StateTamperedError(f"the audit log was modified: {report.error}")
+        seq, digest = int(str(st.audit_head[0])), str(st.audit_head[1])
+        report = verify_audit(self.audit_path, expected_head=(seq, digest))
+        if report.problem is not None:
+            raise StateTamperedError(f"the audit log was modified: {report.problem.message}")
+        if report.head is not None and report.head[0] > seq + 1:
+            # more than the one record a crash can leave unanchored: this state
+            # file is older than the log (a saved copy put back to reset counters)
+            raise StateTamperedError("the guard state is older than its audit log")
 
-    def _clock_state(self, st: GuardState) -> ClockState | None:
-        if st.high_water is None:
-            return None
-        return ClockState(
-            high_water=datetime.fromtimestamp(st.high_water, UTC),
-            last_heartbeat_ok=datetime.fromtimestamp(st.last_heartbeat_ok, UTC)
-            if st.last_heartbeat_ok is not None
-            else None,
-        )
+    @staticmethod
+    def _advance(st: GuardState, now: datetime) -> None:
+        """Fold one wall-clock reading into the forward-only clock.
 
-    def _check_clock(self, st: GuardState, now: datetime) -> datetime:
-        """Fold ``now`` into the high-water mark; returns the trusted time."""
+        ``trusted`` starts at the first reading and then grows by every forward
+        step of the wall clock between readings; steps back add nothing. So
+        setting the clock back neither revives an expired license nor stretches
+        an unlock window or the offline grace, whatever an unlock allows.
+        """
+        ts = now.timestamp()
         if st.first_seen is None:
-            st.first_seen = now.timestamp()
+            st.first_seen = ts
+        if st.trusted is None or st.last_wall is None:
+            st.trusted = max(ts, st.high_water or ts)
+        elif ts > st.last_wall:
+            st.trusted += ts - st.last_wall
+        st.last_wall = ts
+        if st.last_heartbeat_ok is None:
             # activation counts as the first heartbeat: grace starts now
-            st.last_heartbeat_ok = st.last_heartbeat_ok or now.timestamp()
-        state = self._clock_state(st) or ClockState.start(now)
+            st.last_heartbeat_ok = st.trusted
+        if st.unlock_until is not None and st.trusted > st.unlock_until:
+            st.unlock_until = None  # a spent unlock window is gone for good
+
+    def _check_clock(self, st: GuardState, now: datetime) -> float:
+        """Advance the clocks; raise on a rollback beyond tolerance. Returns trusted time."""
+        self._advance(st, now)
+        assert st.trusted is not None
+        state = (
+            ClockState.start(now)
+            if st.high_water is None
+            else ClockState(high_water=datetime.fromtimestamp(st.high_water, UTC))
+        )
         new, verdict = observe(state, now, tolerance=self._tolerance)
-        unlocked = st.unlock_until is not None and now.timestamp() <= st.unlock_until
+        unlocked = st.unlock_until is not None
         if verdict == Verdict.CLOCK_ROLLBACK and not unlocked:
             back = (state.high_water - now).total_seconds()
             allowed = self._tolerance.total_seconds()
             raise ClockRollbackError(f"the clock went back {back:.0f}s (tolerance {allowed:.0f}s)")
-        st.high_water = new.high_water.timestamp()
-        return trusted_now(new, now)
+        st.high_water = max(st.high_water or 0.0, new.high_water.timestamp())
+        return st.trusted
 
-    def _check_grace(self, st: GuardState, now: datetime) -> None:
+    def _check_grace(self, st: GuardState) -> None:
         lic = self.license
-        if lic.claims.grace is None or lic.claims.heartbeat is None:
+        if lic.claims.grace is None or lic.claims.heartbeat is None or st.unlock_until is not None:
             return
-        state = self._clock_state(st) or ClockState.start(now)
-        if st.unlock_until is not None and now.timestamp() <= st.unlock_until:
-            return
-        if not offline_grace_ok(state, now, timedelta(seconds=lic.claims.grace)):
+        assert st.trusted is not None
+        assert st.last_heartbeat_ok is not None
+        state = ClockState(
+            high_water=datetime.fromtimestamp(st.trusted, UTC),
+            last_heartbeat_ok=datetime.fromtimestamp(st.last_heartbeat_ok, UTC),
+        )
+        if not offline_grace_ok(state, state.high_water, timedelta(seconds=lic.claims.grace)):
             raise OfflineGraceExceededError(
                 f"no successful heartbeat within the offline grace of {lic.claims.grace}s"
             )
@@ -385,7 +414,8 @@ class Guard:
         if time.monotonic() >= self._recheck_at:
             self._recheck()
         if feature is not None and feature not in self._features:
-            self._log("refused", reason="feature_missing", feature=feature)
+            with contextlib.suppress(OSError, ModelsealError):
+                self._log("refused", reason="feature_missing", feature=feature)
             raise NotLicensedError("feature_missing")
         if self._calls_limited:
             with self._lock:
@@ -418,6 +448,10 @@ class Guard:
                     raise QuotaExceededError(f"all {limit} licensed calls are used")
                 take = min(self._reserve_calls, remaining)
                 st.calls_reserved += take
+                # Logged and anchored in the same transaction: a saved copy of an
+                # older state file no longer matches the log's head (replay).
+                record = self._append_audit("reserved", calls=take, total=st.calls_reserved)
+                st.audit_head = [record["seq"], record["hash"]]
         except LicenseError as exc:
             raise self._refuse(exc) from None
         self._reserved_left = take
@@ -488,10 +522,15 @@ class Guard:
         )
         reply = self._heartbeat.send(report)
         with self._store.transaction(create=False) as st:
+            now = self._clock()
+            self._advance(st, now)
+            st.high_water = max(st.high_water or 0.0, now.timestamp())
             if reply.revoked:
                 st.revoked = True
             elif reply.ok:
-                st.last_heartbeat_ok = self._clock().timestamp()
+                # on the forward-only clock: a clock set ahead for one heartbeat
+                # and back afterwards buys no grace
+                st.last_heartbeat_ok = st.trusted
         if reply.revoked:
             self._denied = "revoked"
             self._log("revoked", reason="revoked", message=reply.message)
@@ -519,9 +558,13 @@ class Guard:
         device_id = lic.claims.device.device_id if lic.claims.device else ""
         failure: ModelsealError | None = None
         with self._store.transaction(create=not self.audit_path.exists()) as st:
-            now = self._clock()
+            self._advance(st, self._clock())
+            assert st.trusted is not None
+            # every time here is the forward-only clock: setting the clock back
+            # neither revives an expired code nor resets the rate limiter
+            trusted = datetime.fromtimestamp(st.trusted, UTC)
             failures = [datetime.fromtimestamp(t, UTC) for t in st.unlock_failures]
-            if not unlock_attempt_allowed(failures, now):
+            if not unlock_attempt_allowed(failures, trusted):
                 failure = UnlockRateLimitedError("too many wrong unlock codes; try again later")
             else:
                 try:
@@ -530,24 +573,26 @@ class Guard:
                         code,
                         license_id=lic.claims.jti,
                         device_id=device_id,
-                        now=now,
+                        now=trusted,
                         used_serials=st.unlock_serials,
                     )
                 except ModelsealError as exc:
                     failure = exc
                     # keep the last day of failures: enough for the limiter's window
                     st.unlock_failures = [
-                        t for t in st.unlock_failures if t > now.timestamp() - 86400
-                    ] + [now.timestamp()]
+                        t for t in st.unlock_failures if t > st.trusted - 86400
+                    ] + [st.trusted]
                 else:
                     st.unlock_serials.append(grant.serial)
-                    until = now + timedelta(hours=grant.grant_hours)
+                    # The window runs on the forward-only clock and lowers nothing:
+                    # it lets the guard run with a clock behind its high-water mark
+                    # (to fix a wrong clock), never past the license's expiry.
+                    until = trusted + timedelta(hours=grant.grant_hours)
                     st.unlock_until = until.timestamp()
-                    st.high_water = now.timestamp()  # the vendor vouched for this time
         if failure is not None:
             self._log("unlock_refused", reason="unlock_invalid", detail=str(failure))
             raise failure
         self._log("unlock_used", reason="unlock_used", serial=grant.serial, until=until.isoformat())
-        self._denied = None
-        self._recheck_at = 0.0
+        # a full verification: dates, quota and features all apply again
+        self.verify()
         return until

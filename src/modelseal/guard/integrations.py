@@ -13,7 +13,8 @@ import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar, cast
 
-from modelseal.guard.core import Guard, NotLicensedError
+from modelseal.errors import ModelsealError
+from modelseal.guard.core import Guard
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,7 +69,8 @@ class _PathPolicy:
         self._exempt = tuple(exempt)
 
     def exempt(self, path: str) -> bool:
-        return path.startswith(self._exempt)
+        # "/healthz" exempts "/healthz" and "/healthz/...", not "/healthzz"
+        return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self._exempt)
 
     def feature(self, path: str) -> str | None:
         return next((f for prefix, f in self._features if path.startswith(prefix)), None)
@@ -94,12 +96,17 @@ class LicenseASGIMiddleware:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = str(scope.get("path", ""))
-        if scope.get("type") != "http" or self.routes.exempt(path):
+        kind = scope.get("type")
+        if kind not in ("http", "websocket") or self.routes.exempt(path):
             await self.app(scope, receive, send)
             return
         try:
             await self.routes.guard.acheck(self.routes.feature(path))
-        except NotLicensedError:
+        except ModelsealError:
+            # any failure of the guard is a refusal; callers learn nothing more
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
             await send(
                 {
                     "type": "http.response.start",
@@ -136,7 +143,7 @@ class LicenseWSGIMiddleware:
         if not self.routes.exempt(path):
             try:
                 self.routes.guard.check(self.routes.feature(path))
-            except NotLicensedError:
+            except ModelsealError:
                 start_response(
                     "403 Forbidden",
                     [
@@ -154,7 +161,7 @@ def fastapi_dependency(guard: Guard, feature: str | None = None) -> Callable[[],
     async def dependency() -> None:
         try:
             await guard.acheck(feature)
-        except NotLicensedError:
+        except ModelsealError:
             from fastapi import HTTPException
 
             raise HTTPException(status_code=403, detail="not licensed") from None

@@ -33,6 +33,8 @@ class GuardState:
     license_id: str
     calls_reserved: int = 0  # calls handed to processes; >= calls actually made
     high_water: float | None = None  # newest wall-clock time observed (Unix seconds)
+    trusted: float | None = None  # forward-only clock: first time + every forward step seen
+    last_wall: float | None = None  # the wall clock at the last observation
     last_heartbeat_ok: float | None = None
     first_seen: float | None = None
     unlock_serials: list[int] = field(default_factory=list)

@@ -25,7 +25,7 @@ class BoundComponent(_Strict):
 
     kind: str = Field(min_length=1, max_length=64)
     digest: str = Field(min_length=1, max_length=128)
-    weight: int = Field(ge=1, le=16)
+    weight: int = Field(ge=1, le=100)  # as activation requests allow
     strength: Literal["strong", "weak"]
 
 

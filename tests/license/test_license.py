@@ -313,3 +313,18 @@ def test_duplicate_claims_are_refused_even_when_signed(vendor_keys) -> None:  # 
     signature = _b64(key.sign(f"{header}.{payload}".encode()))
     with pytest.raises(LicenseFormatError, match="duplicate"):
         jws.decode(f"{header}.{payload}.{signature}", key.public_key(), alg="EdDSA")
+
+
+def test_signed_but_loosely_typed_claims_are_refused(vendor_keys, device, cek) -> None:  # type: ignore[no-untyped-def]
+    from modelseal.license import jws
+
+    key = vendor_keys["ed25519"]
+    claims = read_unverified(_issue(key, device, cek).token)[1]
+    trust = TrustStore([key.public_key()])
+    for name, value in (("nbf", True), ("limits", {"calls": "5"}), ("iat", 1.5), ("aud", "m")):
+        forged = dict(claims, **{name: value})
+        token = jws.encode(
+            forged, key, alg="EdDSA", headers={"typ": "modelseal-license+jwt", "kid": key.key_id}
+        )
+        with pytest.raises(LicenseFormatError):
+            verify_license(token, trust, now=NOW)

@@ -114,7 +114,9 @@ def verify_license(
         raise AlgorithmNotAllowedError(f"algorithm {alg!r} is not allowed for key {kid}")
     payload = jws.decode(token, trusted.key, alg=alg)
     try:
-        claims = LicenseClaims.model_validate(payload)
+        # strict JSON-mode validation: a signed "nbf": true or "calls": "5" is
+        # refused, not coerced (another verifier might read it differently)
+        claims = LicenseClaims.model_validate_json(json.dumps(payload), strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))

@@ -168,3 +168,14 @@ def test_entry_stream_in_a_directory_and_unread_chunks_are_verified(tmp_path: Pa
         with pytest.raises(ChunkIntegrityError):
             stream.verify_rest()
         assert stream.failure is not None
+
+
+def test_framework_hints_come_from_content_not_just_names(tmp_path: Path) -> None:
+    import pickle
+
+    from modelseal.sealed import detect_framework
+
+    (tmp_path / "weights.bin").write_bytes(b"hello" * 10)
+    assert detect_framework("file", [("weights.bin", tmp_path / "weights.bin")]) == "bytes"
+    (tmp_path / "legacy.bin").write_bytes(pickle.dumps({"w": 1}, protocol=2))
+    assert detect_framework("file", [("legacy.bin", tmp_path / "legacy.bin")]) == "torch"

@@ -102,9 +102,18 @@ def detect_framework(kind: str, files: Sequence[tuple[str, Path]]) -> str:
                 return "torch"
     except (OSError, zipfile.BadZipFile):
         pass
-    if name.endswith((".pt", ".pth", ".bin", ".ckpt")):
-        return "torch"
+    if name.endswith((".pt", ".pth", ".bin", ".ckpt")) and _starts_like_pickle(path):
+        return "torch"  # a legacy (pre-zip) torch.save file
     return "bytes"
+
+
+def _starts_like_pickle(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def seal_path(

@@ -301,11 +301,12 @@ def test_audit_log_truncation_is_detected(vendor, model, tmp_path) -> None:  # t
     clock = FakeClock(NOW)
     token = _license(vendor, cek)
     guard = _guard(vendor, token, tmp_path, clock, recheck_every=timedelta(0))
-    for _ in range(3):
+    for feature in ("hd", "4k", "batch"):
         guard.check()
         with pytest.raises(NotLicensedError):
-            guard.check("hd")
-    guard.check()  # recheck anchors the head in the state
+            guard.check(feature)
+    guard.check()
+    assert len(guard.audit_path.read_bytes().splitlines()) >= 4
     lines = guard.audit_path.read_bytes().splitlines(keepends=True)
     guard.audit_path.write_bytes(b"".join(lines[:2]))
     with pytest.raises(NotLicensedError) as info:
@@ -514,3 +515,14 @@ def test_an_unlock_does_not_lift_the_call_limit(vendor, model, tmp_path) -> None
     assert info.value.reason == "over_quota"
     with pytest.raises(NotLicensedError):
         fresh.check()
+
+
+def test_repeated_feature_refusals_are_summarised_not_fsynced_each(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, cek = model
+    guard = _guard(vendor, _license(vendor, cek), tmp_path, FakeClock(NOW))
+    for _ in range(200):
+        with pytest.raises(NotLicensedError):
+            guard.check("hd")
+    refused = [r for r in iter_records(guard.audit_path) if r["event"] == "refused"]
+    assert 1 <= len(refused) <= 3
+    assert refused[0]["data"]["feature"] == "hd"

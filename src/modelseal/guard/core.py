@@ -180,6 +180,7 @@ class Guard:
         self._calls_limited = False
         self._reserved_left = 0
         self._registered_exit = False
+        self._feature_refusals: dict[str, tuple[float, int]] = {}
         if verify:
             self.verify()
 
@@ -414,14 +415,34 @@ class Guard:
         if time.monotonic() >= self._recheck_at:
             self._recheck()
         if feature is not None and feature not in self._features:
-            with contextlib.suppress(OSError, ModelsealError):
-                self._log("refused", reason="feature_missing", feature=feature)
+            self._log_feature_refusal(feature)
             raise NotLicensedError("feature_missing")
         if self._calls_limited:
             with self._lock:
                 if self._reserved_left <= 0:
                     self._reserve()
                 self._reserved_left -= 1
+
+    def _log_feature_refusal(self, feature: str) -> None:
+        """Audit refused feature calls, at most once a second per feature.
+
+        Each audit record is an append plus an fsynced state write; a caller
+        hammering an unlicensed feature must not turn into disk I/O per
+        request. The suppressed refusals are counted in the next record.
+        """
+        now = time.monotonic()
+        last, suppressed = self._feature_refusals.get(feature, (0.0, 0))
+        if now - last < 1.0:
+            self._feature_refusals[feature] = (last, suppressed + 1)
+            return
+        self._feature_refusals[feature] = (now, 0)
+        with contextlib.suppress(OSError, ModelsealError):
+            self._log(
+                "refused",
+                reason="feature_missing",
+                feature=feature,
+                also_refused_since_last_record=suppressed,
+            )
 
     async def acheck(self, feature: str | None = None) -> None:
         """``check`` for async code: the rare slow path runs in a worker thread."""

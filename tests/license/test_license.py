@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import jwt as pyjwt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from joserfc import jws as joserfc_jws
 from joserfc.jwk import import_key
 
@@ -17,6 +19,7 @@ from modelseal.license import (
     AlgorithmNotAllowedError,
     EnvironmentRefusedError,
     KeyDeliveryError,
+    LicenseError,
     LicenseExpiredError,
     LicenseFormatError,
     LicenseNotYetValidError,
@@ -328,3 +331,36 @@ def test_signed_but_loosely_typed_claims_are_refused(vendor_keys, device, cek) -
         )
         with pytest.raises(LicenseFormatError):
             verify_license(token, trust, now=NOW)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.fixed_dictionaries(
+        {},
+        optional={
+            "alg": st.sampled_from(["EdDSA", "RS256", "PS256", "SM2", "none", "HS256", ""]),
+            "kid": st.sampled_from(["KID", "other", ""]),
+            "typ": st.sampled_from(["modelseal-license+jwt", "JWT", ""]),
+            "jku": st.text(max_size=10),
+        },
+    ),
+    payload=st.one_of(st.binary(max_size=64), st.text(max_size=64).map(str.encode)),
+    signature=st.binary(max_size=80),
+    raw=st.text(max_size=60),
+)
+def test_property_garbage_tokens_fail_typed(header, payload, signature, raw) -> None:  # type: ignore[no-untyped-def]
+    key = generate_private_key("ed25519")
+    trust = TrustStore([key.public_key()])
+    h = dict(header)
+    if "kid" in h and h["kid"] == "KID":
+        h["kid"] = key.key_id
+    token = f"{_b64(json.dumps(h).encode())}.{_b64(payload)}.{_b64(signature)}"
+    # and the same garbage payload under a genuine signature of the trusted key
+    good = _b64(
+        json.dumps({"alg": "EdDSA", "kid": key.key_id, "typ": "modelseal-license+jwt"}).encode()
+    )
+    signed = f"{good}.{_b64(payload)}"
+    signed += "." + _b64(key.sign(signed.encode()))
+    for candidate in (token, raw, signed):
+        with pytest.raises(LicenseError):
+            verify_license(candidate, trust, now=NOW)

@@ -248,18 +248,8 @@ def test_clock_rollback_locks_and_unlock_code_frees(vendor, model, tmp_path) -> 
     with pytest.raises(NotLicensedError):
         _guard(vendor, token, tmp_path, clock)  # a restart does not reset it
     # the vendor issues an emergency code for this device
-    lic = guard.license
-    secret = open_unlock_secret(lic, make_device())
-    assert lic.claims.device is not None
     # the vendor's clock is right (day 3): its code is valid for 4 hours from then
-    code = issue_unlock_code(
-        secret,
-        license_id=lic.claims.jti,
-        device_id=lic.claims.device.device_id,
-        valid_until=NOW + timedelta(days=3, hours=4),
-        serial=1,
-        grant_hours=24,
-    )
+    code = _code(guard.license, NOW + timedelta(days=3, hours=4), serial=1, hours=24)
     guard.unlock(code)
     guard.check()  # runs with the clock still behind, inside the window
     clock.now = NOW + timedelta(days=1, hours=12)
@@ -371,27 +361,11 @@ def test_wrong_unlock_codes_are_rate_limited(vendor, model, tmp_path) -> None:  
     clock = FakeClock(NOW)
     guard = _guard(vendor, _license(vendor, cek), tmp_path, clock)
     lic = guard.license
-    assert lic.claims.device is not None
-    wrong_secret = bytes(32)
     for serial in range(5):
-        bad = issue_unlock_code(
-            wrong_secret,
-            license_id=lic.claims.jti,
-            device_id=lic.claims.device.device_id,
-            valid_until=NOW + timedelta(hours=1),
-            serial=serial,
-            grant_hours=1,
-        )
+        bad = _code(lic, NOW + timedelta(hours=1), serial=serial, hours=1, secret=bytes(32))
         with pytest.raises(modelseal.IntegrityError):
             guard.unlock(bad)
-    good = issue_unlock_code(
-        open_unlock_secret(lic, make_device()),
-        license_id=lic.claims.jti,
-        device_id=lic.claims.device.device_id,
-        valid_until=NOW + timedelta(hours=3),
-        serial=9,
-        grant_hours=1,
-    )
+    good = _code(lic, NOW + timedelta(hours=3), serial=9, hours=1)
     with pytest.raises(UnlockRateLimitedError):
         guard.unlock(good)
     clock.now = NOW + timedelta(hours=2)
@@ -418,13 +392,14 @@ def test_guard_from_env(vendor, model, tmp_path, monkeypatch) -> None:  # type: 
     assert guard.audit_path.parent == tmp_path / "env-state"
 
 
-# --- regressions from the review (scripts in the PR discussion) ----------------
+# --- regressions from the review -----------------------------------------------
 
 
-def _code(lic, valid_until, serial=1, hours=24):  # type: ignore[no-untyped-def]
+def _code(lic, valid_until, serial=1, hours=24, secret=None):  # type: ignore[no-untyped-def]
+    """A vendor's unlock code for the test device (or under a given secret)."""
     assert lic.claims.device is not None
     return issue_unlock_code(
-        open_unlock_secret(lic, make_device()),
+        secret if secret is not None else open_unlock_secret(lic, make_device()),
         license_id=lic.claims.jti,
         device_id=lic.claims.device.device_id,
         valid_until=valid_until,

@@ -49,11 +49,10 @@ from modelseal.license import (
     TrustedKey,
     TrustStore,
     WrongAudienceError,
-    open_content_key,
-    open_state_key,
-    open_unlock_secret,
     verify_license,
 )
+from modelseal.license.keydelivery import state_key, unwrap_content_key, unwrap_unlock_secret
+from modelseal.license.verify import license_kek
 
 Clock = Callable[[], datetime]
 
@@ -110,9 +109,9 @@ def _read_token(license: str | os.PathLike[str] | License) -> str:
     if isinstance(license, License):
         return license.token
     text = os.fspath(license)
-    if text.strip().count(".") == 2 and "/" not in text and len(text) > 255:
-        return text.strip()  # a token, not a file name (names are at most 255 bytes)
-    if text.strip().count(".") == 2 and "/" not in text and not Path(text).exists():
+    looks_like_token = text.strip().count(".") == 2 and "/" not in text
+    # file names are at most 255 bytes, and a token is never an existing path
+    if looks_like_token and (len(text) > 255 or not Path(text).exists()):
         return text.strip()
     try:
         return Path(text).read_text(encoding="utf-8").strip()
@@ -127,13 +126,11 @@ def _trust(trust: TrustStore | PublicKey | str | os.PathLike[str] | Iterable[Any
         return TrustStore([trust])
     if isinstance(trust, str | os.PathLike):
         return TrustStore.load(trust)
-    store = TrustStore()
-    for item in trust:
+    items = list(trust)
+    store = TrustStore.load(*(i for i in items if not isinstance(i, PublicKey | TrustedKey)))
+    for item in items:
         if isinstance(item, PublicKey | TrustedKey):
             store.add(item)
-        else:
-            for entry in TrustStore.load(item)._keys.values():
-                store.add(entry)
     return store
 
 
@@ -173,6 +170,7 @@ class Guard:
         self._store: StateStore | None = None
         self._audit: Any = None
         self._keys: dict[str, ContentKey] = {}
+        self._kek: tuple[str, bytes] | None = None
         # hot-path fields
         self._denied: str | None = "not_verified"
         self._recheck_at = 0.0
@@ -284,10 +282,17 @@ class Guard:
             self._schedule_recheck()
             return lic
 
+    def _license_kek(self, lic: License) -> bytes:
+        """The license KEK, rebuilt from this device's shares once per license."""
+        cached = self._kek
+        if cached is None or cached[0] != lic.claims.jti:
+            cached = self._kek = (lic.claims.jti, license_kek(lic, self.fingerprint))
+        return cached[1]
+
     def _state_key(self, lic: License) -> bytes:
         if lic.claims.keys is not None:
             # opens only where the device's components rebuild the license KEK
-            return open_state_key(lic, self.fingerprint)
+            return state_key(self._license_kek(lic), jti=lic.claims.jti)
         # An unbound license has no device secret: the state is still
         # authenticated, but a copy of the license could recompute this key.
         return hkdf_sha256(
@@ -506,7 +511,11 @@ class Guard:
         self.check()
         if key_id not in self._keys:
             try:
-                self._keys[key_id] = open_content_key(self.license, self.fingerprint, key_id)
+                lic = self.license
+                assert lic.claims.keys is not None
+                self._keys[key_id] = unwrap_content_key(
+                    lic.claims.keys, self._license_kek(lic), jti=lic.claims.jti, key_id=key_id
+                )
             except LicenseError as exc:
                 raise self._refuse(exc) from None
         return self._keys[key_id]
@@ -575,7 +584,8 @@ class Guard:
             self._store = StateStore(
                 self._state_dir / f"{lic.claims.jti}.state", self._state_key(lic), lic.claims.jti
             )
-        secret = open_unlock_secret(lic, self.fingerprint)
+        assert lic.claims.keys is not None
+        secret = unwrap_unlock_secret(lic.claims.keys, self._license_kek(lic), jti=lic.claims.jti)
         device_id = lic.claims.device.device_id if lic.claims.device else ""
         failure: ModelsealError | None = None
         with self._store.transaction(create=not self.audit_path.exists()) as st:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import numpy as np
-
 from modelseal.errors import MissingDependencyError
 
 
@@ -72,7 +70,3 @@ def import_torch() -> Any:
             "framework 'torch' needs PyTorch: pip install 'modelseal[torch]'"
         ) from None
     return torch
-
-
-def as_uint8(buffer: Any) -> np.ndarray[Any, np.dtype[np.uint8]]:
-    return np.frombuffer(buffer, dtype=np.uint8)

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from modelseal.cli import audit, device, guard, keys, license, seal
+from modelseal.cli import (
+    admin,
+    audit,
+    controlplane,
+    device,
+    device_activate,
+    guard,
+    keys,
+    license,
+    seal,
+)
 
 app = typer.Typer(
     name="modelseal",
@@ -18,6 +28,9 @@ app.add_typer(device.app, name="device")
 app.add_typer(license.app, name="license")
 app.add_typer(guard.app, name="guard")
 app.add_typer(audit.app, name="audit")
+app.add_typer(controlplane.app, name="controlplane")
+app.add_typer(admin.app, name="admin")
+device.app.command("activate")(device_activate.activate)
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)

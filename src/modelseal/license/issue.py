@@ -104,8 +104,13 @@ def issue_license(
     allow_container: bool = True,
     strict_binding: bool = False,
     license_id: str | None = None,
+    kek: bytes | None = None,
 ) -> IssuedLicense:
-    """Sign a license; with a request, bind it and deliver the content keys to that device."""
+    """Sign a license; with a request, bind it and deliver the content keys to that device.
+
+    ``kek`` lets a license server choose the license KEK (and derive the
+    device's heartbeat credential from it); by default it is fresh and random.
+    """
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     nbf = not_before or now
     jti = license_id or f"lic_{uuid.uuid4().hex}"
@@ -159,6 +164,7 @@ def issue_license(
             threshold=k,
             content_keys=content_keys,
             unlock_secret=unlock_secret,
+            kek=kek,
         )
     claims = LicenseClaims(
         iss=issuer,

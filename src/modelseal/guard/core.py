@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -51,10 +51,25 @@ from modelseal.license import (
     WrongAudienceError,
     verify_license,
 )
+from modelseal.license.heartbeat import (
+    LOCKING_CODES,
+    HeartbeatReplyError,
+    HeartbeatVerdict,
+    device_credential,
+    new_nonce,
+    verify_reply,
+)
 from modelseal.license.keydelivery import state_key, unwrap_content_key, unwrap_unlock_secret
 from modelseal.license.verify import license_kek
 
 Clock = Callable[[], datetime]
+
+#: what a locking heartbeat code becomes as the Guard's refusal reason
+_LOCK_REASONS = {
+    "REVOKED": "revoked",
+    "SUSPENDED": "suspended",
+    "FINGERPRINT_MISMATCH": "wrong_device",
+}
 
 
 class UnlockRateLimitedError(LicenseError):
@@ -73,22 +88,33 @@ class NotLicensedError(LicenseError):
 
 @dataclass(frozen=True)
 class HeartbeatReport:
+    """What the Guard reports. ``nonce`` is fresh per beat: the reply must echo it."""
+
     license_id: str
     device_id: str | None
     calls_reserved: int
     time: float
     audit_head: list[object] | None
+    nonce: str = ""
+    #: the device credential (from the license KEK): only the bound device has it
+    credential: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class HeartbeatReply:
-    ok: bool
-    revoked: bool = False
-    message: str = ""
+    """What a client hands back: the server's signed reply, *unverified*.
+
+    There is deliberately no ``ok`` flag a client could set: the Guard
+    verifies ``token`` itself (trust store, issuer, the nonce it sent,
+    license and device ids) and a reply that does not verify counts as no
+    reply at all (docs/controlplane.md, "Heartbeats").
+    """
+
+    token: str
 
 
 class HeartbeatClient(Protocol):
-    """Reports to the control plane; the HTTP client arrives with the control plane."""
+    """Carries a report to the license server and its signed reply back."""
 
     def send(self, report: HeartbeatReport) -> HeartbeatReply: ...
 
@@ -150,9 +176,15 @@ class Guard:
         recheck_every: timedelta = timedelta(seconds=30),
         reserve_calls: int = 64,
         heartbeat: HeartbeatClient | None = None,
+        auto_heartbeat: bool = True,
         verify: bool = True,
     ) -> None:
         self._token = _read_token(license)
+        self._license_path = (
+            None
+            if isinstance(license, License) or self._token == os.fspath(license).strip()
+            else Path(license)
+        )
         self._trust = _trust(trust)
         self._state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self._source = source
@@ -164,6 +196,8 @@ class Guard:
         self._recheck_every = recheck_every.total_seconds()
         self._reserve_calls = max(1, reserve_calls)
         self._heartbeat = heartbeat
+        self._auto_heartbeat = auto_heartbeat and heartbeat is None
+        self._heartbeat_thread: Any = None
         self._lock = threading.Lock()
         self._fingerprint: DeviceFingerprint | None = None
         self._license: License | None = None
@@ -266,6 +300,12 @@ class Guard:
                     lic.claims.jti,
                 )
                 self._check_state(first=True)
+            except OfflineGraceExceededError as exc:
+                # still beat: one verified reply is how this device recovers (#8, item 16)
+                error = self._refuse(exc)
+                if self._license is not None:
+                    self._start_heartbeats_if_named(self._license)
+                raise error from None
             except LicenseError as exc:
                 raise self._refuse(exc) from None
             except (OSError, ModelsealError) as exc:
@@ -280,7 +320,26 @@ class Guard:
             self._calls_limited = lic.claims.limits.calls is not None
             self._denied = None
             self._schedule_recheck()
-            return lic
+        self._start_heartbeats_if_named(lic)
+        return lic
+
+    def _start_heartbeats_if_named(self, lic: License) -> None:
+        """The license names a heartbeat URL: beat to it from a background thread."""
+        if not self._auto_heartbeat or lic.claims.heartbeat is None:
+            return
+        if self._heartbeat_thread is not None and self._heartbeat_thread.alive:
+            return
+        from modelseal.guard.heartbeat import HeartbeatThread, HttpHeartbeatClient
+
+        if self._heartbeat is None:
+            self._heartbeat = HttpHeartbeatClient(lic.claims.heartbeat.url)
+        self._heartbeat_thread = HeartbeatThread(self, lic.claims.heartbeat.interval)
+        self._heartbeat_thread.start()
+
+    def stop_heartbeats(self) -> None:
+        thread, self._heartbeat_thread = self._heartbeat_thread, None
+        if thread is not None:
+            thread.stop()
 
     def _license_kek(self, lic: License) -> bytes:
         """The license KEK, rebuilt from this device's shares once per license."""
@@ -486,7 +545,8 @@ class Guard:
             self._registered_exit = True
 
     def close(self) -> None:
-        """Give back this process's unused reserved calls."""
+        """Stop heartbeats; give back this process's unused reserved calls."""
+        self.stop_heartbeats()
         with self._lock:
             left, self._reserved_left = self._reserved_left, 0
             if left <= 0 or self._store is None:
@@ -536,37 +596,117 @@ class Guard:
 
     # --- heartbeats, revocation and emergency unlock ------------------------------
 
-    def heartbeat_now(self) -> HeartbeatReply:
-        """Report to the control plane; a success resets the offline-grace clock."""
+    def heartbeat_now(self) -> HeartbeatVerdict:
+        """Report to the license server and act on its signed reply.
+
+        Works on a Guard that is currently refusing (offline grace exceeded,
+        suspended): a verified ``VALID`` reply is how such a device recovers.
+        Only a reply that verifies under the trust store and echoes this
+        beat's nonce counts; anything else raises and changes nothing.
+        """
         if self._heartbeat is None:
             raise NotLicensedError("no_heartbeat_client")
-        lic = self.license
-        assert self._store is not None
-        current = self._store.read()
+        lic = self._license
+        store = self._store
+        if lic is None or store is None:
+            raise NotLicensedError(self._denied or "not_verified")
+        device_id = lic.claims.device.device_id if lic.claims.device else None
+        credential = (
+            device_credential(self._license_kek(lic), jti=lic.claims.jti)
+            if lic.claims.keys is not None
+            else None
+        )
+        current = store.read()
+        nonce = new_nonce()
         report = HeartbeatReport(
             license_id=lic.claims.jti,
-            device_id=lic.claims.device.device_id if lic.claims.device else None,
+            device_id=device_id,
             calls_reserved=current.calls_reserved if current else 0,
             time=self._clock().timestamp(),
             audit_head=current.audit_head if current else None,
+            nonce=nonce,
+            credential=credential,
         )
         reply = self._heartbeat.send(report)
-        with self._store.transaction(create=False) as st:
+        token = reply.token if isinstance(reply, HeartbeatReply) else None
+        try:
+            if not isinstance(token, str):
+                raise HeartbeatReplyError("the heartbeat client returned no signed reply")
+            verdict = verify_reply(
+                token,
+                self._trust,
+                license_id=lic.claims.jti,
+                device_id=device_id or "",
+                nonce=nonce,
+                issuer=lic.claims.iss,
+            )
+        except HeartbeatReplyError as exc:
+            with contextlib.suppress(OSError, ModelsealError):
+                self._log("heartbeat_refused", reason=exc.reason, detail=str(exc))
+            raise
+        with store.transaction(create=False) as st:
             now = self._clock()
             self._advance(st, now)
-            st.high_water = max(st.high_water or 0.0, now.timestamp())
-            if reply.revoked:
+            assert st.trusted is not None
+            # the signed server time: a device clock set back is caught, and
+            # the forward-only clock is never behind the server's
+            st.high_water = max(st.high_water or 0.0, now.timestamp(), float(verdict.server_time))
+            st.trusted = max(st.trusted, float(verdict.server_time))
+            if verdict.code == "REVOKED":
                 st.revoked = True
-            elif reply.ok:
+            elif verdict.ok:
                 # on the forward-only clock: a clock set ahead for one heartbeat
                 # and back afterwards buys no grace
                 st.last_heartbeat_ok = st.trusted
-        if reply.revoked:
-            self._denied = "revoked"
-            self._log("revoked", reason="revoked", message=reply.message)
-        else:
-            self._log("heartbeat", ok=reply.ok)
-        return reply
+        self._log(
+            "heartbeat", reason=None if verdict.ok else verdict.code.lower(), code=verdict.code
+        )
+        if verdict.code in LOCKING_CODES:
+            self._denied = _LOCK_REASONS[verdict.code]
+            self._log("locked", reason=self._denied, message=verdict.message)
+        elif verdict.ok:
+            if verdict.license_token is not None:
+                self._swap_license(verdict.license_token, lic)
+            if self._denied is not None:
+                with contextlib.suppress(NotLicensedError):
+                    self.verify()  # e.g. grace had run out, or a suspension was lifted
+        return verdict
+
+    def _swap_license(self, token: str, current: License) -> None:
+        """Adopt a renewed license from a verified reply, without a restart.
+
+        It must verify like any license (trust, device) and be for the same
+        license and device; it is then written over the license file, so a
+        restart starts from it too.
+        """
+        try:
+            renewed = verify_license(
+                token,
+                self._trust,
+                issuer=current.claims.iss,
+                now=self._clock(),
+                leeway=self._leeway,
+                fingerprint=self.fingerprint,
+            )
+        except LicenseError as exc:
+            with contextlib.suppress(OSError, ModelsealError):
+                self._log("renewal_refused", reason=exc.reason, detail=str(exc))
+            return
+        same_device = (renewed.claims.device and renewed.claims.device.device_id) == (
+            current.claims.device and current.claims.device.device_id
+        )
+        if renewed.claims.jti != current.claims.jti or not same_device:
+            return
+        self._token = renewed.token
+        if self._license_path is not None:
+            tmp = self._license_path.with_name(self._license_path.name + ".renewed")
+            with contextlib.suppress(OSError):
+                tmp.write_text(renewed.token + "\n")
+                tmp.replace(self._license_path)
+        with self._lock:
+            self._license = renewed
+            self._schedule_recheck()
+        self._log("renewed", license=renewed.claims.jti, exp=renewed.claims.exp)
 
     def unlock(self, code: str) -> datetime:
         """Apply a vendor-issued emergency unlock code; always audited. Returns its end."""

@@ -16,7 +16,6 @@ from modelseal.controlplane.services.vendors import Caller
 from modelseal.crypto import ContentKey, b64url_decode
 from modelseal.errors import ModelsealError
 
-
 _Row = TypeVar("_Row")
 
 

@@ -361,3 +361,29 @@ def test_oversized_bodies_are_refused_with_413(api: Api) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert resp.status_code == 413
+
+
+def test_a_write_is_committed_before_its_response_exists(api: Api, content_key: ContentKey) -> None:
+    """Regression: the session committed after the response was sent (FastAPI's default
+    teardown order), so a crash could lose an acknowledged order (found by kill -9)."""
+    from sqlalchemy import text
+
+    seen: list[int] = []
+    engine = db.make_engine(api.settings)
+    app = create_app(api.settings)
+
+    @app.middleware("http")
+    async def look(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path == "/v1/orders":
+            with engine.connect() as conn:
+                seen.append(conn.execute(text("SELECT count(*) FROM licenses")).scalar_one())
+        return response
+
+    ids = catalog(api.as_("a"), content_key)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        client.headers["Authorization"] = f"Bearer {api.tokens['a']}"
+        order(client, ids)
+    app.state.cp.engine.dispose()
+    engine.dispose()
+    assert seen == [1]

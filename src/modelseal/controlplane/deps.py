@@ -36,12 +36,18 @@ State = Annotated[AppState, Depends(state)]
 
 
 def db_session(st: State) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, else rolled back."""
+    """One transaction per request: committed when the route returns, else rolled back.
+
+    ``scope="function"`` matters: with FastAPI's default the code after
+    ``yield`` (the commit) runs after the response is sent, so a crash could
+    lose an order the client was already told about (the kill -9 test caught
+    exactly that). Here the commit finishes before the response exists.
+    """
     with st.sessions() as session, session.begin():
         yield session
 
 
-DB = Annotated[Session, Depends(db_session)]
+DB = Annotated[Session, Depends(db_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="an API token: Authorization: Bearer mst_...")
 
 

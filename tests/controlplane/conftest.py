@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -30,6 +30,11 @@ from modelseal.device.request import RequestComponent
 from modelseal.license.licensekey import activation_salt
 
 PG_URL = os.environ.get("MODELSEAL_TEST_DATABASE_URL")
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from modelseal.controlplane.settings import Settings
 
 
 def _pg_admin_url(url: str) -> str:
@@ -286,3 +291,49 @@ def order(client: Any, ids: dict[str, str], **headers: str) -> dict[str, Any]:
     )
     assert resp.status_code == 201, resp.text
     return dict(resp.json())
+
+
+@dataclass
+class Api:
+    client: TestClient
+    settings: Settings
+    tokens: dict[str, str]
+
+    def as_(self, who: str) -> TestClient:
+        self.client.headers["Authorization"] = f"Bearer {self.tokens[who]}"
+        return self.client
+
+
+def _vendor(settings: Settings, name: str) -> str:
+    from modelseal.controlplane import db
+    from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
+    from modelseal.controlplane.services.vendors import init_vendor
+
+    engine = db.make_engine(settings)
+    box = SecretBox(load_or_create_master_key(settings.master_key_path))
+    with db.transaction(db.session_factory(engine)) as session:
+        _, token = init_vendor(session, box, name=name, kty="ed25519")
+    engine.dispose()
+    return token
+
+
+@pytest.fixture
+def api(tmp_path: Path, database_url: str | None) -> Iterator[Api]:
+    """The app in process with two vendors, ``a`` (acme) and ``b`` (globex)."""
+    from fastapi.testclient import TestClient
+
+    from modelseal.controlplane import db
+    from modelseal.controlplane.app import create_app
+    from modelseal.controlplane.settings import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "cp", database_url=database_url, public_url="http://127.0.0.1:9"
+    )
+    engine = db.make_engine(settings)
+    db.migrate(engine)
+    engine.dispose()
+    tokens = {"a": _vendor(settings, "acme"), "b": _vendor(settings, "globex")}
+    app = create_app(settings)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield Api(client, settings, tokens)
+    app.state.cp.engine.dispose()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +10,6 @@ from fastapi.testclient import TestClient
 
 from modelseal.controlplane import db
 from modelseal.controlplane.app import create_app
-from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
-from modelseal.controlplane.services.vendors import init_vendor
-from modelseal.controlplane.settings import Settings
 from modelseal.crypto import ContentKey, b64url, load_public_key
 from modelseal.license import TrustStore, read_unverified, verify_license
 from modelseal.license.heartbeat import (
@@ -26,43 +20,8 @@ from modelseal.license.heartbeat import (
     verify_reply,
 )
 from modelseal.license.licensekey import activation_salt
-from tests.controlplane.conftest import catalog, fake_request, order
+from tests.controlplane.conftest import Api, catalog, fake_request, order
 from tests.license.conftest import make_device
-
-
-@dataclass
-class Api:
-    client: TestClient
-    settings: Settings
-    tokens: dict[str, str]
-
-    def as_(self, who: str) -> TestClient:
-        self.client.headers["Authorization"] = f"Bearer {self.tokens[who]}"
-        return self.client
-
-
-def _vendor(settings: Settings, name: str) -> str:
-    engine = db.make_engine(settings)
-    box = SecretBox(load_or_create_master_key(settings.master_key_path))
-    with db.transaction(db.session_factory(engine)) as session:
-        _, token = init_vendor(session, box, name=name, kty="ed25519")
-    engine.dispose()
-    return token
-
-
-@pytest.fixture
-def api(tmp_path: Path, database_url: str | None) -> Iterator[Api]:
-    settings = Settings(
-        data_dir=tmp_path / "cp", database_url=database_url, public_url="http://127.0.0.1:9"
-    )
-    engine = db.make_engine(settings)
-    db.migrate(engine)
-    engine.dispose()
-    tokens = {"a": _vendor(settings, "acme"), "b": _vendor(settings, "globex")}
-    app = create_app(settings)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
-        yield Api(client, settings, tokens)
-    app.state.cp.engine.dispose()
 
 
 def test_health_and_readiness(api: Api) -> None:

@@ -31,6 +31,11 @@ DatabaseUrl = Annotated[
 
 def _settings(**overrides: Any) -> Any:
     try:
+        import alembic  # noqa: F401
+        import fastapi  # noqa: F401
+        import sqlalchemy  # noqa: F401
+        import uvicorn  # noqa: F401
+
         from modelseal.controlplane.settings import Settings
     except ImportError as exc:
         fail(

@@ -108,9 +108,10 @@ def migrate(data_dir: DataDir = None, database_url: DatabaseUrl = None) -> None:
     Example: modelseal controlplane migrate --database-url postgresql://127.0.0.1/licensing
     """
     with errors_as_exit_codes():
+        settings = _settings(data_dir=data_dir, database_url=database_url)
         from modelseal.controlplane import db
 
-        engine = db.make_engine(_settings(data_dir=data_dir, database_url=database_url))
+        engine = db.make_engine(settings)
         revision = db.migrate(engine)
         engine.dispose()
         out.print(f"schema at revision {revision}")
@@ -137,11 +138,11 @@ def init(
             fail(f"unknown algorithm {alg!r}; choose ed25519, rsa or sm2", 2)
         if token_out.exists():
             fail(f"{token_out} exists; refusing to overwrite a token file", 2)
+        settings = _settings(data_dir=data_dir, database_url=database_url)
         from modelseal.controlplane import db
         from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
         from modelseal.controlplane.services.vendors import active_key_row, init_vendor
 
-        settings = _settings(data_dir=data_dir, database_url=database_url)
         box = SecretBox(load_or_create_master_key(settings.master_key_path))
         engine = db.make_engine(settings)
         db.migrate(engine)

@@ -31,7 +31,13 @@ def build_state(settings: Settings) -> AppState:
         engine=engine,
         sessions=sessions,
         box=box,
-        heartbeats=HeartbeatService(engine, box, sessions),
+        heartbeats=HeartbeatService(
+            engine,
+            box,
+            sessions,
+            read_engine=db.make_engine(settings, read_only=True) if settings.is_sqlite else None,
+            group_commit=settings.heartbeat_group_commit,
+        ),
     )
 
 

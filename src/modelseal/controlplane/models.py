@@ -143,6 +143,8 @@ class Device(Base):
     credential_sealed: Mapped[str] = mapped_column(Text)
     unlock_secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     token: Mapped[str] = mapped_column(Text)
+    #: the ``exp`` of ``token``: the heartbeat path compares it with the license's
+    token_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     activated_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
     last_seen: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     calls_used: Mapped[int] = mapped_column(BigInteger, default=0)

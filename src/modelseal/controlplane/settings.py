@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     public_url: str | None = None
     #: largest request body accepted, bytes (activation requests are < 64 KiB)
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    #: batch heartbeat writes (one commit per batch; replies wait for it)
+    heartbeat_group_commit: bool = True
 
     @property
     def sqlalchemy_url(self) -> str:

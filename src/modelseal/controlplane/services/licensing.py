@@ -295,7 +295,9 @@ def activate(
         box.seal(unlock, purpose="unlock_secret", row=record_id) if unlock is not None else None
     )
     components = [[c.kind, c.digest, c.weight] for c in request.components]
-    threshold = int(read_unverified(token)[1]["device"]["threshold"])
+    claims = read_unverified(token)[1]
+    threshold = int(claims["device"]["threshold"])
+    token_exp = claims.get("exp")
     if existing is not None:
         existing.device_id = device_id_
         existing.label = request.label
@@ -304,6 +306,7 @@ def activate(
         existing.credential_sealed = sealed_credential
         existing.unlock_secret_sealed = sealed_unlock
         existing.token = token
+        existing.token_exp = token_exp
         device = existing
     else:
         device = Device(
@@ -318,6 +321,7 @@ def activate(
             credential_sealed=sealed_credential,
             unlock_secret_sealed=sealed_unlock,
             token=token,
+            token_exp=token_exp,
             activated_at=now_s(),
             calls_used=0,
         )
@@ -402,4 +406,5 @@ def renewed_token(session: Session, box: SecretBox, lic: License, device: Device
         claims, key, alg=key.default_algorithm, headers={"typ": LICENSE_TYP, "kid": key.key_id}
     )
     device.token = token
+    device.token_exp = lic.expires_at
     return token

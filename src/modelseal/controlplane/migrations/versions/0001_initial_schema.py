@@ -173,6 +173,7 @@ def upgrade() -> None:
         sa.Column("credential_sealed", sa.Text(), nullable=False),
         sa.Column("unlock_secret_sealed", sa.Text(), nullable=True),
         sa.Column("token", sa.Text(), nullable=False),
+        sa.Column("token_exp", sa.BigInteger(), nullable=True),
         sa.Column("activated_at", sa.BigInteger(), nullable=False),
         sa.Column("last_seen", sa.BigInteger(), nullable=True),
         sa.Column("calls_used", sa.BigInteger(), nullable=False),

@@ -35,7 +35,6 @@ def build_state(settings: Settings) -> AppState:
             engine,
             box,
             sessions,
-            read_engine=db.make_engine(settings, read_only=True) if settings.is_sqlite else None,
             group_commit=settings.heartbeat_group_commit,
         ),
     )

@@ -27,9 +27,7 @@ from modelseal.controlplane.settings import Settings
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(settings: Settings, *, read_only: bool = False) -> Engine:
-    """``read_only`` (SQLite): deferred transactions, so readers never queue on the
-    write lock (WAL lets them read while one writer commits)."""
+def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url
     if settings.is_sqlite:
         if settings.database_url is None:
@@ -49,7 +47,7 @@ def make_engine(settings: Settings, *, read_only: bool = False) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelseal.controlplane import db
 from modelseal.controlplane.deps import AppState
@@ -20,6 +19,29 @@ from modelseal.errors import ModelsealError
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class BodyLimit:
+    """Refuse bodies over the limit by their Content-Length, before any route reads them.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs a
+    task and a stream per request, measurable on the heartbeat path.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                    response = _error(
+                        413, "too_large", f"request bodies are limited to {self.limit} bytes"
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 def build_state(settings: Settings) -> AppState:
@@ -50,14 +72,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.state.cp = app_state
     limit = app_state.settings.max_body_bytes
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return _error(413, "too_large", f"request bodies are limited to {limit} bytes")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limit=limit)
 
     @app.exception_handler(ControlPlaneError)
     async def on_cp_error(_request: Request, exc: ControlPlaneError) -> JSONResponse:

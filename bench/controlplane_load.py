@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -43,6 +44,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.controlplane.conftest import fake_request, free_port
 
 OUT = Path(__file__).with_name("out")
+
+
+def _server_cpu(pid: int) -> float:
+    """CPU seconds of the server and its worker processes (Linux /proc).
+
+    Reported per heartbeat next to the rates: on a shared machine the rate
+    depends on what else runs, the CPU cost per heartbeat much less.
+    """
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    total = 0
+    for proc_id in [pid, *map(int, children.stdout.split())]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{proc_id}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _start(
@@ -194,7 +210,12 @@ def _run(database_url: str | None, args: argparse.Namespace, group_commit: bool)
             url = f"http://127.0.0.1:{port}"
             devices = _setup(url, token_file.read_text().strip(), args.devices)
             asyncio.run(_load(url, devices[: min(16, len(devices))], 1.0))  # warm up
-            return asyncio.run(_load(url, devices, args.seconds))
+            cpu_before = _server_cpu(proc.pid)
+            result = asyncio.run(_load(url, devices, args.seconds))
+            cpu = _server_cpu(proc.pid) - cpu_before
+            result["server_cpu_ms_per_heartbeat"] = 1000 * cpu / max(1, result["heartbeats"])
+            result["load_average_1m"] = os.getloadavg()[0]
+            return result
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)

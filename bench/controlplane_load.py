@@ -262,7 +262,9 @@ def main() -> None:
         r = results[name]
         print(
             f"{results['database']:10} {name:22} {r['per_second']:8.0f}/s  "
-            f"p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}"
+            f"p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  "
+            f"server CPU {r['server_cpu_ms_per_heartbeat']:.2f} ms/heartbeat  "
+            f"load average {r['load_average_1m']:.1f}"
         )
     ratio = results["group_commit"]["per_second"] / results["commit_per_heartbeat"]["per_second"]
     results["ratio_group_over_per_heartbeat"] = ratio

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -346,3 +347,47 @@ def test_a_write_is_committed_before_its_response_exists(api: Api, content_key: 
     app.state.cp.engine.dispose()
     engine.dispose()
     assert seen == [1]
+
+
+def test_a_signed_revocation_list_locks_an_air_gapped_guard(
+    api: Api, content_key: ContentKey, tmp_path: Path
+) -> None:
+    from modelseal.device import StaticSource, make_request
+    from modelseal.guard import Guard, NotLicensedError
+    from modelseal.license.heartbeat import HeartbeatReplyError, verify_revocations
+
+    client = api.as_("a")
+    ids = catalog(client, content_key)
+    made, other = order(client, ids), order(client, ids)
+    fp = make_device()
+    req = make_request(fp, label="box", salt=activation_salt(made["license_key"]))
+    token = client.post(
+        "/v1/activate", json={"license_key": made["license_key"], "request": req.to_json()}
+    ).json()["license"]
+    trust = TrustStore([load_public_key(client.get("/v1/keys/trust").content)])
+    guard = Guard(
+        token,
+        trust,
+        state_dir=tmp_path / "s",
+        auto_heartbeat=False,
+        source=StaticSource(list(fp.components), fp.environment),
+    )
+    # a list that revokes someone else changes nothing here
+    client.post(f"/v1/licenses/{other['id']}/revoke")
+    (tmp_path / "crl1.jwt").write_text(client.get("/v1/revocations").text)
+    assert guard.import_revocations(tmp_path / "crl1.jwt") is False
+    guard.check()
+    # another vendor's list (a valid signature, by a key this Guard does not trust) is refused
+    foreign = api.as_("b").get("/v1/revocations").text
+    with pytest.raises(HeartbeatReplyError):
+        guard.import_revocations(foreign)
+    client = api.as_("a")
+    client.post(f"/v1/licenses/{made['id']}/revoke")
+    crl = client.get("/v1/revocations?days=3").text
+    rl = verify_revocations(crl, trust, issuer="acme")
+    assert {made["id"], other["id"]} <= rl.licenses
+    assert rl.next_update - rl.issued_at == 3 * 86400
+    assert guard.import_revocations(crl) is True
+    with pytest.raises(NotLicensedError) as info:
+        guard.check()
+    assert info.value.reason == "revoked"

@@ -416,6 +416,21 @@ def licenses_download(
         out.print(f"-> {out_path}")
 
 
+@licenses.command("export-revocations")
+def licenses_export_revocations(
+    ctx: typer.Context,
+    out_path: Annotated[Path, typer.Option("--out", help="file for the signed list")],
+    days: Annotated[int, typer.Option(min=1, max=365, help="valid for (next update)")] = 7,
+) -> None:
+    """Signed revocation list for air-gapped sites (the Guard imports it from a file).
+
+    Example: modelseal admin licenses export-revocations --out revocations.jwt
+    """
+    with errors_as_exit_codes():
+        out_path.write_text(_target(ctx).text(f"/v1/revocations?days={days}").strip() + "\n")
+        out.print(f"-> {out_path}")
+
+
 # --- devices -----------------------------------------------------------------------------------
 
 

@@ -672,6 +672,41 @@ class Guard:
                     self.verify()  # e.g. grace had run out, or a suspension was lifted
         return verdict
 
+    def import_revocations(self, source: str | os.PathLike[str]) -> bool:
+        """Apply a signed revocation list (a file, or the token) for sites no heartbeat reaches.
+
+        The list must be signed by a trusted key of this license's issuer.
+        Returns True when it revokes this license or device: the Guard then
+        locks for good, as after a ``REVOKED`` heartbeat.
+        """
+        from modelseal.license.heartbeat import verify_revocations
+
+        lic = self._license
+        store = self._store
+        if lic is None or store is None:
+            raise NotLicensedError(self._denied or "not_verified")
+        text = os.fspath(source).strip()
+        looks_like_token = text.count(".") == 2 and "/" not in text
+        if looks_like_token and (len(text) > 255 or not Path(text).exists()):
+            token = text
+        else:
+            try:
+                token = Path(text).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise HeartbeatReplyError(
+                    f"cannot read the revocation list {text}: {exc}"
+                ) from None
+        rl = verify_revocations(token, self._trust, issuer=lic.claims.iss)
+        device_id = lic.claims.device.device_id if lic.claims.device else None
+        if not rl.revokes(lic.claims.jti, device_id):
+            self._log("revocations_imported", issued_at=rl.issued_at, revoked=False)
+            return False
+        with store.transaction(create=False) as st:
+            st.revoked = True
+        self._denied = "revoked"
+        self._log("revoked", reason="revoked", source="revocation_list", issued_at=rl.issued_at)
+        return True
+
     def _swap_license(self, token: str, current: License) -> None:
         """Adopt a renewed license from a verified reply, without a restart.
 

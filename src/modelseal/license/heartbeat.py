@@ -270,3 +270,75 @@ def verify_reply(
         interval=interval,
         license_token=renewed,
     )
+
+
+# --- signed revocation lists (air-gapped sites) ---------------------------------------
+
+REVOCATIONS_TYP: Final = "modelseal-revocations+jwt"
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """Who is revoked, as of ``issued_at``; signed by the vendor like a license."""
+
+    issuer: str
+    issued_at: int
+    next_update: int
+    licenses: frozenset[str]
+    devices: frozenset[tuple[str, str]]  # (license id, device id)
+
+    def revokes(self, license_id: str, device_id: str | None) -> bool:
+        return license_id in self.licenses or (license_id, device_id or "") in self.devices
+
+
+def sign_revocations(rl: RevocationList, key: PrivateKey) -> str:
+    claims = {
+        "iss": rl.issuer,
+        "iat": rl.issued_at,
+        "next_update": rl.next_update,
+        "licenses": sorted(rl.licenses),
+        "devices": sorted([lic, dev] for lic, dev in rl.devices),
+    }
+    return jws.encode(
+        claims, key, alg=key.default_algorithm, headers={"typ": REVOCATIONS_TYP, "kid": key.key_id}
+    )
+
+
+def verify_revocations(token: str, trust: TrustStore, *, issuer: str) -> RevocationList:
+    """Verify a revocation list file; anything not signed by ``issuer``'s trusted key is refused."""
+    token = token.strip()
+    try:
+        header = jws.unverified_header(token)
+        if header.get("typ") != REVOCATIONS_TYP or set(header) != {"typ", "kid", "alg"}:
+            raise HeartbeatReplyError("not a modelseal revocation list")
+        trusted = trust.lookup(str(header["kid"]))
+        if header["alg"] not in trusted.algorithms:
+            raise HeartbeatReplyError("revocation list signed with a disallowed algorithm")
+        claims = jws.decode(token, trusted.key, alg=str(header["alg"]))
+    except HeartbeatReplyError:
+        raise
+    except LicenseError as exc:
+        raise HeartbeatReplyError(f"revocation list refused: {exc}") from None
+    if claims.get("iss") != issuer:
+        raise HeartbeatReplyError("revocation list from another issuer")
+    licenses, devices = claims.get("licenses"), claims.get("devices")
+    iat, next_update = claims.get("iat"), claims.get("next_update")
+    if (
+        not isinstance(licenses, list)
+        or not all(isinstance(x, str) for x in licenses)
+        or not isinstance(devices, list)
+        or not all(
+            isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) for x in d)
+            for d in devices
+        )
+        or not isinstance(iat, int)
+        or not isinstance(next_update, int)
+    ):
+        raise HeartbeatReplyError("malformed revocation list")
+    return RevocationList(
+        issuer=issuer,
+        issued_at=iat,
+        next_update=next_update,
+        licenses=frozenset(licenses),
+        devices=frozenset((d[0], d[1]) for d in devices),
+    )

@@ -106,6 +106,19 @@ def trust_set(db: DB, who: Reader) -> PlainTextResponse:
     return PlainTextResponse(vendors.trust_set_pem(db, who), media_type="application/x-pem-file")
 
 
+@router.get(
+    "/revocations",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"application/jwt": {}}, "description": "signed list (JWS)"}},
+)
+def revocations(
+    st: State, db: DB, who: Reader, days: Annotated[int, Query(ge=1, le=365)] = 7
+) -> PlainTextResponse:
+    """Revoked licenses and devices, signed, for air-gapped sites (``Guard.import_revocations``)."""
+    token = licensing.revocation_list(db, st.box, who, valid_days=days)
+    return PlainTextResponse(token, media_type="application/jwt")
+
+
 # --- catalog ---------------------------------------------------------------------------
 
 

@@ -408,3 +408,28 @@ def renewed_token(session: Session, box: SecretBox, lic: License, device: Device
     device.token = token
     device.token_exp = lic.expires_at
     return token
+
+
+def revocation_list(
+    session: Session, box: SecretBox, caller: Caller, *, valid_days: int = 7
+) -> str:
+    """Revoked licenses and deactivated devices, signed, for sites no heartbeat reaches."""
+    from modelseal.license.heartbeat import RevocationList, sign_revocations
+
+    licenses = session.execute(
+        select(License.id).where(License.vendor_id == caller.vendor_id, License.status == "revoked")
+    ).scalars()
+    devices = session.execute(
+        select(Device.license_id, Device.device_id).where(
+            Device.vendor_id == caller.vendor_id, Device.status != "active"
+        )
+    ).all()
+    now = now_s()
+    rl = RevocationList(
+        issuer=caller.vendor_name,
+        issued_at=now,
+        next_update=now + valid_days * 86400,
+        licenses=frozenset(licenses),
+        devices=frozenset((lic, dev) for lic, dev in devices),
+    )
+    return sign_revocations(rl, signing_key(box, active_key_row(session, caller.vendor_id)))

@@ -22,8 +22,10 @@ from modelseal.license.errors import (
     WrongIssuerError,
 )
 from modelseal.license.issue import (
+    AssessedComponent,
     IssuedLicense,
     WeakBindingError,
+    assess_components,
     default_threshold,
     device_id,
     issue_license,
@@ -43,6 +45,7 @@ from modelseal.license.verify import (
 __all__ = [
     "LICENSE_TYP",
     "AlgorithmNotAllowedError",
+    "AssessedComponent",
     "ClockRollbackError",
     "EnvironmentRefusedError",
     "FeatureNotLicensedError",
@@ -66,6 +69,7 @@ __all__ = [
     "WrongAudienceError",
     "WrongDeviceError",
     "WrongIssuerError",
+    "assess_components",
     "check_device",
     "default_threshold",
     "device_id",

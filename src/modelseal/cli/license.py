@@ -264,7 +264,13 @@ def inspect(
 @app.command("verify")
 def verify(
     file: Annotated[Path, typer.Argument(help="license.jwt")],
-    trust: Annotated[list[Path], typer.Option(help="vendor public key file or directory (repeat)")],
+    trust: Annotated[
+        list[Path],
+        typer.Option(
+            help="[ISSUER=]vendor public key file, directory or trust file (repeat); "
+            "ISSUER= pins the issuer the key may sign for"
+        ),
+    ],
     model: Annotated[Path | None, typer.Option(help="check the license covers this .mseal")] = None,
     device: Annotated[bool, typer.Option(help="also check the binding to this device")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

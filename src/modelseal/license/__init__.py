@@ -30,7 +30,13 @@ from modelseal.license.issue import (
     device_id,
     issue_license,
 )
-from modelseal.license.trust import TrustedKey, TrustStore
+from modelseal.license.trust import (
+    TrustedKey,
+    TrustStore,
+    load_trust_file,
+    parse_trust_entry,
+    trust_file_entry,
+)
 from modelseal.license.verify import (
     License,
     check_device,
@@ -74,10 +80,13 @@ __all__ = [
     "default_threshold",
     "device_id",
     "issue_license",
+    "load_trust_file",
     "matched_weight",
     "open_content_key",
     "open_state_key",
     "open_unlock_secret",
+    "parse_trust_entry",
     "read_unverified",
+    "trust_file_entry",
     "verify_license",
 ]

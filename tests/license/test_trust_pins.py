@@ -66,7 +66,7 @@ def test_a_pinned_key_cannot_sign_in_another_vendors_name(two_vendors) -> None: 
 
 
 def test_an_unpinned_key_cannot_claim_a_pinned_issuer(two_vendors) -> None:  # type: ignore[no-untyped-def]
-    a, b, a_pub, b_pub = two_vendors
+    _a, b, a_pub, b_pub = two_vendors
     store = TrustStore.load(f"vendor-a={a_pub}", b_pub)
     with pytest.raises(WrongIssuerError):
         verify_license(_token(b, "vendor-a"), store, now=NOW)
@@ -134,10 +134,12 @@ def test_trust_entry_syntax() -> None:
 def test_modelseal_trust_pins_through_the_guard(two_vendors, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from modelseal.guard import Guard
 
-    a, b, a_pub, b_pub = two_vendors
+    _a, b, a_pub, b_pub = two_vendors
     (tmp_path / "forged.jwt").write_text(_token(b, "vendor-a"))
     monkeypatch.setenv("MODELSEAL_LICENSE", str(tmp_path / "forged.jwt"))
-    monkeypatch.setenv("MODELSEAL_TRUST", os.pathsep.join([f"vendor-a={a_pub}", f"vendor-b={b_pub}"]))
+    monkeypatch.setenv(
+        "MODELSEAL_TRUST", os.pathsep.join([f"vendor-a={a_pub}", f"vendor-b={b_pub}"])
+    )
     monkeypatch.setenv("MODELSEAL_STATE_DIR", str(tmp_path / "state"))
     from modelseal.guard import NotLicensedError
 
@@ -147,9 +149,16 @@ def test_modelseal_trust_pins_through_the_guard(two_vendors, tmp_path: Path, mon
 
 
 def test_cli_verify_refuses_the_cross_signed_license(two_vendors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    a, b, a_pub, b_pub = two_vendors
+    _a, b, a_pub, b_pub = two_vendors
     (tmp_path / "forged.jwt").write_text(_token(b, "vendor-a"))
-    base = [sys.executable, "-m", "modelseal.cli", "license", "verify", str(tmp_path / "forged.jwt")]
+    base = [
+        sys.executable,
+        "-m",
+        "modelseal.cli",
+        "license",
+        "verify",
+        str(tmp_path / "forged.jwt"),
+    ]
     pinned = ["--trust", f"vendor-a={a_pub}", "--trust", f"vendor-b={b_pub}"]
     r = subprocess.run([*base, *pinned], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 14, r.stderr

@@ -103,7 +103,7 @@ def test_a_graph_cannot_read_a_file_of_the_working_directory(
 def test_missing_external_data_is_not_completed_from_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, w, b = _model()
+    model, _w, _b = _model()
     src = tmp_path / "bundle"
     src.mkdir()
     onnx.save_model(
@@ -120,7 +120,7 @@ def test_missing_external_data_is_not_completed_from_the_working_directory(
     (src / "notes.txt").write_text("the container is a directory")
     modelseal.seal(src, tmp_path / "m.mseal", key=KEY)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(LoaderError, match="'weights.bin' is not in the sealed container"):
+    with pytest.raises(LoaderError, match=r"'weights\.bin' is not in the sealed container"):
         modelseal.load(tmp_path / "m.mseal", key=KEY, framework="onnxruntime")
 
 

@@ -100,8 +100,7 @@ class TrustStore:
         if entry.issuer is not None:
             if iss != entry.issuer:
                 raise WrongIssuerError(
-                    f"key {entry.key.key_id} signs for {entry.issuer!r}, "
-                    f"not for {iss!r}"
+                    f"key {entry.key.key_id} signs for {entry.issuer!r}, not for {iss!r}"
                 )
         elif iss in self.pinned_issuers():
             raise WrongIssuerError(
@@ -178,9 +177,7 @@ def _load_path(path: Path, issuer: str | None) -> list[TrustedKey]:
     return out
 
 
-def load_trust_file(
-    path: str | os.PathLike[str], *, issuer: str | None = None
-) -> list[TrustedKey]:
+def load_trust_file(path: str | os.PathLike[str], *, issuer: str | None = None) -> list[TrustedKey]:
     """The pinned keys of a JSON trust file; ``issuer``, if given, must match every entry."""
     where = f"trust file {os.fspath(path)}"
     try:

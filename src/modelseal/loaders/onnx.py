@@ -112,7 +112,7 @@ def external_locations(model: bytes) -> set[str]:
 def _container_buffers(
     model: bytes, external: Mapping[str, np.ndarray[Any, Any]]
 ) -> dict[str, np.ndarray[Any, Any]]:
-    """{location as the graph spells it: buffer}, or LoaderError for a location not in ``external``."""
+    """{location as the graph spells it: buffer}; LoaderError for one not in ``external``."""
     by_norm = {posixpath.normpath(name): buf for name, buf in external.items()}
     out: dict[str, np.ndarray[Any, Any]] = {}
     for location in sorted(external_locations(model)):

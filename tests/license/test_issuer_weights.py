@@ -9,7 +9,10 @@ only the hostname.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -118,3 +121,39 @@ def test_unknown_kinds_get_the_weakest_label(vendor_keys, cek) -> None:  # type:
     assert issued.claims.device is not None
     weights = {c.kind: c.weight for c in issued.claims.device.components}
     assert weights == {"dmi.product_uuid": 3, "vendor.dongle": 4}
+
+
+def test_cli_issue_uses_the_table_and_says_the_request_was_relabelled(tmp_path: Path) -> None:
+    """The attack as it was run: edit request.json, then ``license issue --strict-binding``."""
+
+    def ms(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "modelseal.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=tmp_path,
+        )
+
+    assert ms("keys", "generate", "--out", "keys").returncode == 0
+    assert ms("device", "request", "--out", "request.json", "--label", "box").returncode == 0
+    obj = json.loads((tmp_path / "request.json").read_text())
+    kinds = [c["kind"] for c in obj["components"]]
+    if "os.hostname" not in kinds:
+        pytest.fail(f"this machine reports no hostname component: {kinds}")
+    for comp in obj["components"]:
+        if comp["kind"] == "os.hostname":
+            comp["strength"], comp["weight"] = "strong", 100
+    (tmp_path / "request.json").write_text(json.dumps(obj))
+    r = ms(
+        *("license", "issue", "--signing-key", "keys/vendor.pem", "--request", "request.json"),
+        *("--customer", "c", "--product", "acme/ocr", "--out", "l.jwt", "--json"),
+    )
+    assert r.returncode == 0, r.stderr
+    issued = json.loads(r.stdout)
+    device = issued["claims"]["device"]
+    host = [c for c in device["components"] if c["kind"] == "os.hostname"]
+    assert [(c["strength"], c["weight"]) for c in host] == [("weak", 1)]
+    assert device["threshold"] > 1
+    assert any("os.hostname (strong, weight 100)" in w for w in issued["warnings"])

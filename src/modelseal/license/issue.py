@@ -190,9 +190,24 @@ def issue_license(
         k = threshold if threshold is not None else default_threshold(components)
         if not 1 <= k <= total:
             raise LicenseFormatError(f"threshold must be between 1 and the total weight {total}")
+        relabelled = sorted(
+            {
+                f"{c.kind} ({c.strength}, weight {c.weight})"
+                for c, a in zip(request.components, components, strict=True)
+                if (c.strength, c.weight) != (a.strength, a.weight)
+            }
+        )
+        if relabelled:
+            # The device's own code writes the table's labels: a difference means an
+            # edited request or another version's table. Either way, ours are used.
+            warnings.append(
+                "the request labels differ from the issuer's table, which is used: "
+                + ", ".join(relabelled)
+            )
         warnings += binding_warnings(components, k)
-        if strict_binding and any(w.startswith("weak components") for w in warnings):
-            raise WeakBindingError(warnings[0])
+        weak_alone = [w for w in warnings if w.startswith("weak components")]
+        if strict_binding and weak_alone:
+            raise WeakBindingError(weak_alone[0])
         binding = DeviceBinding(
             device_id=device_id(request),
             salt=request.salt,

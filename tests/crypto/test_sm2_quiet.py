@@ -79,3 +79,20 @@ def test_cli_prints_one_error_line_for_a_bad_sm2_license(tmp_path: Path) -> None
     )
     assert r.returncode == 12
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_other_output_written_while_gmssl_runs_is_kept(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only GmSSL's trace is dropped; anything else written to fd 2 meanwhile reaches stderr."""
+    import os
+
+    def noisy_verify(*args: object, **kwargs: object) -> bool:
+        os.write(2, b"/project/GmSSL/src/sm2_sign.c:265:sm2_fast_verify():\n")
+        os.write(2, b"a worker thread logs this\n")
+        return False
+
+    monkeypatch.setattr(sm2.gmssl_pyx, "sm2_verify", noisy_verify)
+    with pytest.raises(InvalidSignatureError):
+        sm2.verify(b"\x00" * 64, b"m", b"s")
+    assert capfd.readouterr().err == "a worker thread logs this\n"

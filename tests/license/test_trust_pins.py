@@ -14,6 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelseal.crypto import PrivateKey, generate_private_key
 from modelseal.errors import KeyFileError
@@ -22,6 +24,7 @@ from modelseal.license import (
     TrustStore,
     WrongIssuerError,
     issue_license,
+    load_trust_file,
     parse_trust_entry,
     trust_file_entry,
     verify_license,
@@ -163,3 +166,44 @@ def test_cli_verify_refuses_the_cross_signed_license(two_vendors, tmp_path: Path
     r = subprocess.run([*base, *pinned], capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 14, r.stderr
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 3) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.one_of(
+        _json_values,
+        st.fixed_dictionaries(
+            {"modelseal_trust": st.sampled_from([1, 1, 2, True, "1"]), "keys": _json_values}
+        ),
+        st.fixed_dictionaries(
+            {
+                "modelseal_trust": st.just(1),
+                "keys": st.lists(
+                    st.dictionaries(
+                        st.sampled_from(["issuer", "public_key", "alg", "kid"]),
+                        _json_values,
+                        max_size=4,
+                    ),
+                    max_size=2,
+                ),
+            }
+        ),
+    )
+)
+def test_any_json_is_a_trust_file_or_a_key_file_error(tmp_path_factory, doc: object) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("trust") / "t.json"
+    path.write_text(json.dumps(doc))
+    try:
+        entries = load_trust_file(path)
+    except KeyFileError:
+        return
+    assert entries and all(e.issuer for e in entries)

@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import modelseal
@@ -156,3 +158,13 @@ def test_external_references_in_attributes_and_subgraphs_are_found() -> None:
     assert external_locations(model.SerializeToString()) == {"inner.bin"}
     with pytest.raises(LoaderError, match="not in the sealed container"):
         create_session(model.SerializeToString(), {})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=64), st.binary(max_size=64))
+def test_garbage_that_mentions_location_is_a_loader_error(head: bytes, tail: bytes) -> None:
+    try:
+        found = external_locations(head + b"location" + tail)
+    except LoaderError:
+        return
+    assert isinstance(found, set)

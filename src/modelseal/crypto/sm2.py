@@ -71,6 +71,27 @@ def _without_gmssl_trace(captured: bytes) -> bytes:
     return b"".join(line for line in lines if not _GMSSL_TRACE.match(line))
 
 
+_capture: tuple[int, int] | None = None  # (pid, fd): one capture file per process
+
+
+def _capture_fd() -> int:
+    """This process's capture file: an anonymous memory file where the OS has one.
+
+    Kept open and reused (creating one per verification cost a third of an
+    SM2 verification, bench/RESULTS.md); a forked child makes its own, since
+    the parent's is shared with it.
+    """
+    global _capture
+    if _capture is None or _capture[0] != os.getpid():
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("modelseal-gmssl", os.MFD_CLOEXEC)
+        else:  # pragma: no cover - non-Linux
+            with tempfile.TemporaryFile() as f:
+                fd = os.dup(f.fileno())
+        _capture = (os.getpid(), fd)
+    return _capture[1]
+
+
 @contextlib.contextmanager
 def _quiet_gmssl() -> Iterator[None]:
     """Keep GmSSL's C-level error trace off stderr (issue #8, item 15).
@@ -84,34 +105,26 @@ def _quiet_gmssl() -> Iterator[None]:
     """
     with _STDERR_LOCK:
         try:
+            capture = _capture_fd()
             saved = os.dup(2)
         except OSError:
-            yield  # no stderr at all: nothing to keep quiet
+            yield  # no stderr, or no capture file: nothing we can keep quiet
             return
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.lseek(capture, 0, os.SEEK_SET)
+        os.ftruncate(capture, 0)
+        os.dup2(capture, 2)
         try:
-            # an anonymous memory file where the OS has one; no directory entry either way
-            if hasattr(os, "memfd_create"):
-                capture = open(os.memfd_create("modelseal-gmssl", os.MFD_CLOEXEC), "w+b")  # noqa: SIM115
-            else:
-                capture = tempfile.TemporaryFile()  # noqa: SIM115
-        except OSError:
-            os.close(saved)
             yield
-            return
-        with capture:
-            with contextlib.suppress(Exception):
-                sys.stderr.flush()
-            os.dup2(capture.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                capture.seek(0)
-                rest = _without_gmssl_trace(capture.read())
-                if rest:
-                    with contextlib.suppress(OSError):
-                        os.write(2, rest)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            written = os.lseek(capture, 0, os.SEEK_CUR)
+            rest = _without_gmssl_trace(os.pread(capture, written, 0)) if written else b""
+            if rest:
+                with contextlib.suppress(OSError):
+                    os.write(2, rest)
 
 
 def verify(

@@ -207,3 +207,33 @@ def test_any_json_is_a_trust_file_or_a_key_file_error(tmp_path_factory, doc: obj
     except KeyFileError:
         return
     assert entries and all(e.issuer for e in entries)
+
+
+def test_cli_verify_of_an_unbound_perpetual_license_prints_its_claims(
+    two_vendors, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Found while testing pins: a license without a device binding crashed the table."""
+    a, _, a_pub, _ = two_vendors
+    token = issue_license(
+        signing_key=a, issuer="vendor-a", customer="ACME", audience=["p"], plan="perpetual"
+    ).token
+    (tmp_path / "l.jwt").write_text(token)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelseal.cli",
+            "license",
+            "verify",
+            str(tmp_path / "l.jwt"),
+            "--trust",
+            f"vendor-a={a_pub}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "vendor-a" in r.stdout

@@ -183,3 +183,35 @@ def test_a_fake_tree_is_not_checked_against_the_live_view(tmp_path: Path) -> Non
     (tmp_path / "etc" / "machine-id").write_text(FAKE_MACHINE_ID)
     comps = LinuxSource(tmp_path, env={}, gpus=list).components()
     assert [c.kind for c in comps] == ["os.machine_id"]
+
+
+_KUBE_SCRIPT = """
+import json, sys
+from pathlib import Path
+from modelseal.device import LinuxSource
+root = Path(sys.argv[1])
+def fetch(url, token, ca, timeout):
+    return json.dumps({"kind": "Namespace", "metadata": {"name": "kube-system",
+        "uid": "5c1b5e58-1f6e-4c1b-9e2a-0d7b7a1c2f3e"}}).encode()
+env = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+source = LinuxSource(root, env=env, kube_fetch=fetch, gpus=list, check_view=True)
+print(json.dumps(sorted({c.kind for c in source.components()})))
+"""
+
+
+@needs_unshare
+def test_no_cluster_uid_from_inside_a_user_namespace(tmp_path: Path) -> None:
+    """A namespace's owner controls the service-account CA and the API address."""
+    if HostView().in_user_namespace():
+        pytest.skip("the tests themselves run in a user namespace: no outside to compare with")
+    account = tmp_path / "root" / "var/run/secrets/kubernetes.io/serviceaccount"
+    account.mkdir(parents=True)
+    (account / "token").write_text("token")
+    (account / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    argv = [sys.executable, "-c", _KUBE_SCRIPT, str(tmp_path / "root")]
+    outside = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert outside.returncode == 0, outside.stderr
+    assert "k8s.cluster_uid" in outside.stdout
+    inside = _in_namespace(tmp_path, argv)
+    assert inside.returncode == 0, inside.stderr
+    assert "k8s.cluster_uid" not in inside.stdout

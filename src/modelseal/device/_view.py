@@ -199,3 +199,7 @@ class HostView:
         lines = [line.split() for line in text.splitlines() if line.strip()]
         if lines != [list(INITIAL_UID_MAP)]:
             self._note("userns:uid_map")
+
+    def in_user_namespace(self) -> bool:
+        self.user_namespace()
+        return "userns:uid_map" in self.evidence

@@ -269,6 +269,12 @@ class LinuxSource:
                 return
 
     def _kubernetes(self) -> Iterator[Component]:
+        if self._view is not None and self._view.in_user_namespace():
+            # The API server is found from an environment variable and trusted
+            # through a CA file; in a user namespace its owner can replace both
+            # (a mount over the service-account directory, a server of their
+            # own answering with the licensed cluster's uid).
+            return
         uid = cluster_uid(self._root, self._env, self._kube_fetch)
         if uid is not None:
             yield Component.of("k8s.cluster_uid", uid)

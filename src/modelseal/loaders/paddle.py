@@ -1,21 +1,52 @@
-"""PaddlePaddle inference predictors from decrypted memory buffers.
+"""PaddlePaddle inference predictors from decrypted memory, never from plaintext files.
 
-Measured with Paddle 3.3.1 here: ``Config.set_model_buffer`` loads the
-legacy program format (``.pdmodel`` + ``.pdiparams``) from memory and copies
-the buffers; a PIR program (``.json``, the 3.x default) handed to it
-crashes the process with a segmentation fault, because Paddle's PIR loader
-reads only from file paths. So PIR programs are refused here with a clear
-error instead of crashing; export with ``paddle.pir_utils.OldIrGuard()``
-(or ``FLAGS_enable_pir_api=0``) to get the legacy format.
+Two program formats, measured with Paddle 3.3.1 here:
+
+- **Legacy** (``.pdmodel`` + ``.pdiparams``, Paddle 2.x and
+  ``paddle.pir_utils.OldIrGuard()`` exports): ``Config.set_model_buffer``
+  takes both from memory and copies them. Buffer lengths must be exact (a
+  short params length loads silently with wrong weights).
+- **PIR** (``.json`` + ``.pdiparams``, the Paddle 3 default): handed to
+  ``set_model_buffer`` it crashes the process (segmentation fault), because
+  the PIR loader reads only paths, and it picks the format from the path's
+  suffix. So a PIR program and its parameters are decrypted into sealed
+  memfds (:mod:`modelseal.loaders.memfile`) and Paddle opens them through
+  symlinks named ``<stem>.json`` / ``<stem>.pdiparams``. Everything is
+  decrypted and authenticated before Paddle sees a path; the symlinks go
+  and the memfds close as soon as the predictor exists, since Paddle has
+  read both into its own memory by then.
+
+One consequence: ``predictor.clone()`` of a PIR predictor re-reads both
+files from the paths it was built from, which no longer exist, so it fails;
+call :func:`modelseal.load` again for another predictor. Keeping the
+plaintext around for a clone that may never come would double the
+model's memory and keep it reachable through ``/proc`` for the predictor's
+whole life.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from modelseal.errors import LoaderError, MissingDependencyError
+from modelseal.loaders.memfile import MemoryFiles
+from modelseal.sealed import Entry
+
+#: Called with the ``paddle.inference.Config`` after modelseal's defaults (CPU,
+#: Paddle's info logging off) and before the predictor is built, so every GPU
+#: and CPU setting passes through: ``config.enable_use_gpu(256, 0)``,
+#: ``config.enable_mkldnn()``, ``config.set_cpu_math_library_num_threads(4)``...
+Configure = Callable[[Any], None]
+
+#: Writes an entry's authenticated plaintext into a buffer of its size.
+ReadInto = Callable[[Entry, memoryview], None]
+
+PARAMS_SUFFIX = ".pdiparams"
 
 
 def _inference() -> Any:
@@ -33,27 +64,182 @@ def _inference() -> Any:
     return inference
 
 
-def create_predictor(
-    program: Any, params: Any, *, program_name: str = "model.pdmodel", threads: int | None = None
-) -> Any:
-    """A predictor whose program and parameters come from memory, never from files."""
-    if program_name.lower().endswith(".json"):
+def is_pir(program_name: str) -> bool:
+    """PIR programs are JSON; the legacy format is a protobuf ``.pdmodel``."""
+    return program_name.lower().endswith(".json")
+
+
+@dataclass(frozen=True)
+class PaddleProgram:
+    """One inference program in a sealed directory and the parameters beside it."""
+
+    program: Entry
+    params: Entry | None
+
+    @property
+    def stem(self) -> str:
+        return posixpath.splitext(self.program.path)[0]
+
+    @property
+    def pir(self) -> bool:
+        return is_pir(self.program.path)
+
+
+def find_programs(entries: Sequence[Entry]) -> list[PaddleProgram]:
+    """Every program: ``X.pdmodel``, and ``X.json`` when ``X.pdiparams`` is beside it.
+
+    A ``.json`` without parameters beside it is some other file (PaddleX
+    exports ship configuration JSON next to the model), not a program.
+    """
+    by_path = {e.path: e for e in entries}
+    programs = []
+    for e in entries:
+        stem, suffix = posixpath.splitext(e.path)
+        params = by_path.get(stem + PARAMS_SUFFIX)
+        if suffix.lower() == ".pdmodel" or (suffix.lower() == ".json" and params is not None):
+            programs.append(PaddleProgram(e, params))
+    return programs
+
+
+def select_program(entries: Sequence[Entry], entry: str | None) -> PaddleProgram:
+    """The program ``entry`` names: its program or params file, its stem, or its folder.
+
+    Several programs in one container (a PaddleOCR-style ``det/``, ``cls/``,
+    ``rec/``) load one at a time: ``entry="det"`` or
+    ``entry="det/inference.json"``.
+    """
+    programs = find_programs(entries)
+    listing = ", ".join(p.program.path for p in programs)
+    if not programs:
         raise LoaderError(
-            f"{program_name} is a PIR program, which PaddlePaddle cannot load from memory; "
-            "re-export the model in the legacy format (paddle.jit.save inside "
-            "paddle.pir_utils.OldIrGuard(), giving .pdmodel + .pdiparams) and seal that"
+            "no PaddlePaddle program in this container "
+            "(a .pdmodel, or a .json beside a .pdiparams of the same name)"
         )
+    if entry is None:
+        if len(programs) == 1:
+            return programs[0]
+        raise LoaderError(f"several PaddlePaddle programs; pick one with entry=...: {listing}")
+    folder = entry.rstrip("/") + "/"
+    matches = [
+        p
+        for p in programs
+        if entry in (p.program.path, p.stem)
+        or (p.params is not None and entry == p.params.path)
+        or p.program.path.startswith(folder)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise LoaderError(f"no PaddlePaddle program at {entry!r}; programs: {listing}")
+    names = ", ".join(p.program.path for p in matches)
+    raise LoaderError(f"{entry!r} matches several programs ({names}); name the program file")
+
+
+def load_predictor(
+    entries: Sequence[Entry],
+    read_into: ReadInto,
+    *,
+    entry: str | None = None,
+    threads: int | None = None,
+    configure: Configure | None = None,
+) -> Any:
+    """A predictor for the program ``entry`` names, decrypted with ``read_into``.
+
+    PIR programs decrypt straight into sealed memfds (no intermediate
+    buffer); legacy programs into buffers Paddle copies.
+    """
+    chosen = select_program(entries, entry)
+    if chosen.params is None:
+        raise LoaderError(f"no {chosen.stem}{PARAMS_SUFFIX} beside {chosen.program.path}")
+    program, params = chosen.program, chosen.params
+    inference = _inference()  # a missing Paddle is reported before anything is decrypted
+    if not chosen.pir:
+        prog_buf, params_buf = bytearray(program.size), bytearray(params.size)
+        read_into(program, memoryview(prog_buf))
+        read_into(params, memoryview(params_buf))
+        return _legacy_predictor(inference, prog_buf, params_buf, threads, configure)
+    with MemoryFiles() as files:
+        for e in (program, params):
+            files.add(posixpath.basename(e.path), e.size, _filler(read_into, e))
+        return _pir_predictor(
+            inference,
+            files,
+            posixpath.basename(program.path),
+            posixpath.basename(params.path),
+            threads,
+            configure,
+        )
+
+
+def _filler(read_into: ReadInto, e: Entry) -> Callable[[memoryview], None]:
+    def fill(view: memoryview) -> None:
+        read_into(e, view)
+
+    return fill
+
+
+def create_predictor(
+    program: Any,
+    params: Any,
+    *,
+    program_name: str = "model.pdmodel",
+    threads: int | None = None,
+    configure: Configure | None = None,
+) -> Any:
+    """A predictor from a program and its parameters held in memory.
+
+    ``program_name`` tells the format: ``*.json`` is PIR, anything else legacy.
+    """
     inference = _inference()
+    if not is_pir(program_name):
+        return _legacy_predictor(inference, program, params, threads, configure)
+    prog_file = posixpath.basename(program_name.replace("\\", "/"))
+    params_file = posixpath.splitext(prog_file)[0] + PARAMS_SUFFIX
+    with MemoryFiles() as files:
+        files.add_bytes(prog_file, program)
+        files.add_bytes(params_file, params)
+        return _pir_predictor(inference, files, prog_file, params_file, threads, configure)
+
+
+def _legacy_predictor(
+    inference: Any, program: Any, params: Any, threads: int | None, configure: Configure | None
+) -> Any:
     config = inference.Config()
     # set_model_buffer takes bytes (not memoryview) with exact lengths: a short
     # params length loads silently with wrong weights, so lengths come from len().
     prog = bytes(memoryview(program).cast("B"))
     par = bytes(memoryview(params).cast("B"))
     config.set_model_buffer(prog, len(prog), par, len(par))
+    del prog, par  # Paddle copied them
+    return _build(inference, config, threads, configure)
+
+
+def _pir_predictor(
+    inference: Any,
+    files: MemoryFiles,
+    prog_file: str,
+    params_file: str,
+    threads: int | None,
+    configure: Configure | None,
+) -> Any:
+    # Paddle reads both files while it builds the predictor and not after
+    # (tests/loaders/test_paddle.py runs a predictor whose memfds are closed),
+    # so the links and the memfds live exactly as long as this call.
+    with files.linked() as folder:
+        try:
+            config = inference.Config(str(folder / prog_file), str(folder / params_file))
+        except Exception as exc:  # paddle raises untyped errors
+            raise LoaderError(f"PaddlePaddle rejected the program: {exc}") from None
+        return _build(inference, config, threads, configure)
+
+
+def _build(inference: Any, config: Any, threads: int | None, configure: Configure | None) -> Any:
     config.disable_gpu()
     config.disable_glog_info()
     if threads:
         config.set_cpu_math_library_num_threads(threads)
+    if configure is not None:
+        configure(config)
     try:
         return inference.create_predictor(config)
     except Exception as exc:  # paddle raises untyped errors (ValueError, RuntimeError, ...)

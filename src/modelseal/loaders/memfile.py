@@ -1,0 +1,220 @@
+"""In-memory files for frameworks that will only open a path.
+
+Some loaders accept nothing but file names (PaddlePaddle's PIR program
+loader is the case that needs this: it reads ``model.json`` and
+``model.pdiparams`` from paths and crashes on in-memory buffers). For them,
+each decrypted file becomes an anonymous memory file (``memfd_create``)
+that is never linked into any file system, and the framework is handed a
+path to it: a symlink named like the original file (the suffix is what
+tells the framework the format) pointing at ``/proc/<pid>/fd/<n>``.
+
+What this exposes and for how long (docs/threat-model.md, "In-memory
+files"):
+
+- The memfd exists from :meth:`MemoryFiles.add` until :meth:`MemoryFiles.close`
+  (the end of the ``with`` block). While it is open, a process running as
+  the same user (or root) can open ``/proc/<pid>/fd/<n>`` and read it, as
+  it could read the process's memory; nobody else can.
+- The symlinks exist only inside :meth:`MemoryFiles.linked`, in a fresh
+  0700 directory of their own; they hold a ``/proc`` path, no model bytes,
+  and are removed when the block ends, even on error.
+- Each memfd is ``MFD_CLOEXEC`` (a child process inherits nothing) and is
+  sealed against writing, growing and shrinking before any path to it
+  exists, so the bytes the framework parses are exactly the authenticated
+  plaintext: another same-user process that opens the path for writing
+  cannot swap them between decryption and parsing.
+- Its pages are shared memory: like the rest of the process's memory they
+  can reach a swap device, and nowhere else on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import mmap
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from modelseal.errors import LoaderError
+
+# Not in Python 3.11's os module. Since Linux 6.3 it marks the memfd
+# non-executable for good (and silences the kernel's vm.memfd_noexec
+# warning); older kernels reject it with EINVAL and we retry without it.
+_MFD_NOEXEC_SEAL = 0x0008
+
+_SEALS = (
+    getattr(fcntl, "F_SEAL_SHRINK", 0)
+    | getattr(fcntl, "F_SEAL_GROW", 0)
+    | getattr(fcntl, "F_SEAL_WRITE", 0)
+    | getattr(fcntl, "F_SEAL_SEAL", 0)
+)
+
+Fill = Callable[[memoryview], None]
+
+
+def supported() -> bool:
+    """True where in-memory files work: Linux with memfd_create and sealing."""
+    return (
+        hasattr(os, "memfd_create")
+        and hasattr(os, "MFD_ALLOW_SEALING")
+        and hasattr(fcntl, "F_ADD_SEALS")
+        and os.path.isdir(f"/proc/{os.getpid()}/fd")
+    )
+
+
+def _check_name(name: str) -> None:
+    # The name becomes a symlink's name inside our private directory: anything
+    # that is not one plain path component could point the link elsewhere.
+    if (
+        not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or len(name.encode("utf-8", "surrogatepass")) > 200
+    ):
+        raise ValueError(f"in-memory file name must be one plain file name, got {name!r}")
+
+
+def _memfd_create(name: str) -> int:
+    flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
+    try:
+        return os.memfd_create(f"modelseal:{name}", flags | _MFD_NOEXEC_SEAL)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    return os.memfd_create(f"modelseal:{name}", flags)
+
+
+class MemoryFiles:
+    """Named, sealed, in-memory files, reachable by path only inside :meth:`linked`.
+
+    >>> with MemoryFiles() as files:
+    ...     files.add_bytes("model.json", program)
+    ...     files.add("model.pdiparams", size, lambda view: decrypt_into(view))
+    ...     with files.linked() as folder:
+    ...         predictor = framework.load(folder / "model.json", folder / "model.pdiparams")
+    ... # every memfd is closed here; the symlinks went when ``linked`` ended
+
+    Raises :class:`LoaderError` where the platform has no memfd (not Linux,
+    or ``/proc`` not mounted): there is no way to give such a framework a
+    path without writing plaintext to a file system.
+    """
+
+    def __init__(self) -> None:
+        if not supported():
+            raise LoaderError(
+                "this loader needs in-memory files (Linux memfd_create and /proc), "
+                "which this platform does not have"
+            )
+        self._fds: dict[str, int] = {}
+        self._closed = False
+
+    # --- contents --------------------------------------------------------------
+
+    def add(self, name: str, size: int, fill: Fill) -> None:
+        """A file of ``size`` bytes that ``fill`` writes through a writable view.
+
+        ``fill`` writes straight into the memfd's pages (decrypt there, not into
+        a buffer that is then copied), and must not keep the view. Seals go on
+        after it returns; if it raises, the file is discarded.
+        """
+        _check_name(name)
+        if self._closed:
+            raise ValueError("MemoryFiles is closed")
+        if name in self._fds:
+            raise ValueError(f"in-memory file {name!r} added twice")
+        if size < 0:
+            raise ValueError("size must not be negative")
+        fd = _memfd_create(name)
+        try:
+            if size:
+                os.ftruncate(fd, size)
+                # F_SEAL_WRITE is refused while a writable shared mapping exists,
+                # so the mapping is gone before the seals go on.
+                with mmap.mmap(fd, size, flags=mmap.MAP_SHARED) as mapping:
+                    view = memoryview(mapping)
+                    try:
+                        fill(view)
+                    finally:
+                        view.release()
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fds[name] = fd
+
+    def add_bytes(self, name: str, data: Any) -> None:
+        """A file holding a copy of ``data`` (any buffer)."""
+        src = memoryview(data).cast("B")
+
+        def fill(view: memoryview) -> None:
+            view[:] = src
+
+        self.add(name, len(src), fill)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._fds)
+
+    def fd(self, name: str) -> int:
+        """The open descriptor of ``name`` (read-only use; it is sealed)."""
+        return self._fds[name]
+
+    # --- paths -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def linked(self) -> Iterator[Path]:
+        """A private directory where each file appears under its name.
+
+        The directory is created 0700 by :func:`tempfile.mkdtemp` (so under
+        ``TMPDIR``), holds one symlink per file to ``/proc/<pid>/fd/<n>``, and
+        is removed with its links when the block ends. Open the paths inside
+        the block; a descriptor opened there stays valid after it.
+        """
+        if self._closed or not self._fds:
+            raise ValueError("no open in-memory files to link")
+        folder = Path(tempfile.mkdtemp(prefix="modelseal-mem-"))
+        try:
+            pid = os.getpid()
+            for name, fd in self._fds.items():
+                os.symlink(f"/proc/{pid}/fd/{fd}", folder / name)
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # --- lifetime --------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close every memfd; the kernel frees the pages once nobody holds them."""
+        fds, self._fds = self._fds, {}
+        self._closed = True
+        for fd in fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> MemoryFiles:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A forgotten close must not leak plaintext-holding descriptors.
+        if getattr(self, "_fds", None):
+            self.close()

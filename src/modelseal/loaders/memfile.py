@@ -85,11 +85,14 @@ def _check_name(name: str) -> None:
 def _memfd_create(name: str) -> int:
     flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
     try:
-        return os.memfd_create(f"modelseal:{name}", flags | _MFD_NOEXEC_SEAL)
-    except OSError as exc:
-        if exc.errno != errno.EINVAL:
-            raise
-    return os.memfd_create(f"modelseal:{name}", flags)
+        try:
+            return os.memfd_create(f"modelseal:{name}", flags | _MFD_NOEXEC_SEAL)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        return os.memfd_create(f"modelseal:{name}", flags)
+    except OSError as exc:  # EMFILE, ENOMEM: the process's limits, not the model
+        raise LoaderError(f"could not create an in-memory file: {exc.strerror}") from None
 
 
 class MemoryFiles:
@@ -135,15 +138,23 @@ class MemoryFiles:
         fd = _memfd_create(name)
         try:
             if size:
-                os.ftruncate(fd, size)
-                # F_SEAL_WRITE is refused while a writable shared mapping exists,
-                # so the mapping is gone before the seals go on.
-                with mmap.mmap(fd, size, flags=mmap.MAP_SHARED) as mapping:
-                    view = memoryview(mapping)
-                    try:
-                        fill(view)
-                    finally:
-                        view.release()
+                try:
+                    os.ftruncate(fd, size)
+                    mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
+                except OSError as exc:
+                    raise LoaderError(
+                        f"could not allocate {size} bytes of memory for {name}: {exc.strerror}"
+                    ) from None
+                view = memoryview(mapping)
+                try:
+                    fill(view)
+                finally:
+                    view.release()
+                # Not in a ``with``/``finally``: when ``fill`` raises, frames in
+                # the traceback still hold views of the mapping, so closing it
+                # would fail; it unmaps when they are freed. On success it must
+                # close here: F_SEAL_WRITE is refused while it is mapped writable.
+                mapping.close()
             fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
         except BaseException:
             os.close(fd)

@@ -278,6 +278,4 @@ def load(
     if key is None:
         raise TypeError("load() needs key= or license= and trust=")
     with SealedModel(path, key) as model:
-        return model.load(
-            framework, entry=entry, weights_only=weights_only, configure=configure
-        )
+        return model.load(framework, entry=entry, weights_only=weights_only, configure=configure)

@@ -244,7 +244,7 @@ def test_entry_names_a_program_by_file_stem_or_folder(entry: str, program: str) 
 
 
 def test_ambiguous_or_missing_programs_are_loader_errors() -> None:
-    with pytest.raises(LoaderError, match="several PaddlePaddle programs.*det/inference.json"):
+    with pytest.raises(LoaderError, match=r"several PaddlePaddle programs.*det/inference\.json"):
         select_program(OCR, None)
     with pytest.raises(LoaderError, match="no PaddlePaddle program at 'ocr'"):
         select_program(OCR, "ocr")

@@ -95,6 +95,26 @@ def _memfd_create(name: str) -> int:
         raise LoaderError(f"could not create an in-memory file: {exc.strerror}") from None
 
 
+def _private_folder() -> Path:
+    # Not tempfile.gettempdir(): on first use it probes each candidate by
+    # creating and writing a file there, and loading must open no file for
+    # writing (tests/test_no_plaintext_on_disk.py). mkdtemp(dir=...) does not.
+    candidates = [
+        tempfile.tempdir,
+        os.environ.get("TMPDIR"),
+        os.environ.get("TEMP"),
+        os.environ.get("TMP"),
+        "/tmp",  # noqa: S108 (mkdtemp: random name, created 0700 or not at all)
+        "/var/tmp",  # noqa: S108
+    ]
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        try:
+            return Path(tempfile.mkdtemp(prefix="modelseal-mem-", dir=candidate))
+        except OSError:
+            continue
+    raise LoaderError("no writable temporary folder for the in-memory files' links")
+
+
 class MemoryFiles:
     """Named, sealed, in-memory files, reachable by path only inside :meth:`linked`.
 
@@ -184,14 +204,14 @@ class MemoryFiles:
     def linked(self) -> Iterator[Path]:
         """A private directory where each file appears under its name.
 
-        The directory is created 0700 by :func:`tempfile.mkdtemp` (so under
-        ``TMPDIR``), holds one symlink per file to ``/proc/<pid>/fd/<n>``, and
+        The directory is created 0700 by :func:`tempfile.mkdtemp` under
+        ``TMPDIR`` (else ``/tmp``), holds one symlink per file to ``/proc/<pid>/fd/<n>``, and
         is removed with its links when the block ends. Open the paths inside
         the block; a descriptor opened there stays valid after it.
         """
         if self._closed or not self._fds:
             raise ValueError("no open in-memory files to link")
-        folder = Path(tempfile.mkdtemp(prefix="modelseal-mem-"))
+        folder = _private_folder()
         try:
             pid = os.getpid()
             for name, fd in self._fds.items():

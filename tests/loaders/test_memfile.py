@@ -197,3 +197,16 @@ def test_any_contents_round_trip(contents: dict[str, bytes]) -> None:
             files.add_bytes(name, data)
         with files.linked() as folder:
             assert {p.name: p.read_bytes() for p in folder.iterdir()} == contents
+
+
+def test_links_fall_back_from_an_unusable_tmpdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+    monkeypatch.setenv("TEMP", str(tmp_path / "tmp"))
+    with MemoryFiles() as files:
+        files.add_bytes("m.json", b"{}")
+        with files.linked() as folder:
+            assert folder.parent == tmp_path / "tmp"
+            assert (folder / "m.json").read_bytes() == b"{}"
+    assert not (tmp_path / "missing").exists()

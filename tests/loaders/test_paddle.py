@@ -95,6 +95,24 @@ SCRIPT = textwrap.dedent(
     diffs = {}
     legacy = modelseal.load(os.path.join(work, "legacy.mseal"), key=key)
     diffs["legacy"] = float(np.abs(run(legacy) - expected["main"]).max())
+    result["legacy_memfds_closed"] = memfds() == base_fds
+    # a legacy predictor's clone shares the loaded program: it needs no files
+    diffs["legacy_clone"] = float(np.abs(run(legacy.clone()) - expected["main"]).max())
+
+    # without memfd (macOS, Windows): legacy through set_model_buffer, PIR refused
+    from modelseal.loaders import memfile
+    supported = memfile.supported
+    memfile.supported = lambda: False
+    try:
+        fallback = modelseal.load(os.path.join(work, "legacy.mseal"), key=key)
+        diffs["legacy_buffers"] = float(np.abs(run(fallback) - expected["main"]).max())
+        try:
+            modelseal.load(os.path.join(work, "pir.mseal"), key=key)
+            result["pir_without_memfd"] = "loaded"
+        except modelseal.LoaderError as exc:
+            result["pir_without_memfd"] = str(exc)
+    finally:
+        memfile.supported = supported
 
     seen = []
     def configure(config):
@@ -173,7 +191,18 @@ def test_paddle_legacy_pir_and_multi_program_from_memory(tmp_path: Path) -> None
     assert result["hints"] == ["paddle", "paddle", "paddle"]
     for name, diff in result["diffs"].items():
         assert diff < 1e-6, (name, diff)
-    assert set(result["diffs"]) == {"legacy", "pir", "pir_vs_unsealed", "det", "cls", "rec"}
+    assert set(result["diffs"]) == {
+        "legacy",
+        "legacy_clone",
+        "legacy_buffers",
+        "pir",
+        "pir_vs_unsealed",
+        "det",
+        "cls",
+        "rec",
+    }
+    assert result["legacy_memfds_closed"] is True
+    assert "memfd_create" in result["pir_without_memfd"]
 
     # While the predictor is built: two sealed memfds, reached through a symlink
     # in a private 0700 folder under TMPDIR; configure= sees modelseal's CPU

@@ -2,26 +2,32 @@
 
 Two program formats, measured with Paddle 3.3.1 here:
 
+- **PIR** (``.json`` + ``.pdiparams``, the Paddle 3 default): its loader
+  reads only paths and picks the format from the path's suffix; handed to
+  ``Config.set_model_buffer`` a PIR program crashes the process
+  (segmentation fault).
 - **Legacy** (``.pdmodel`` + ``.pdiparams``, Paddle 2.x and
-  ``paddle.pir_utils.OldIrGuard()`` exports): ``Config.set_model_buffer``
-  takes both from memory and copies them. Buffer lengths must be exact (a
-  short params length loads silently with wrong weights).
-- **PIR** (``.json`` + ``.pdiparams``, the Paddle 3 default): handed to
-  ``set_model_buffer`` it crashes the process (segmentation fault), because
-  the PIR loader reads only paths, and it picks the format from the path's
-  suffix. So a PIR program and its parameters are decrypted into sealed
-  memfds (:mod:`modelseal.loaders.memfile`) and Paddle opens them through
-  symlinks named ``<stem>.json`` / ``<stem>.pdiparams``. Everything is
-  decrypted and authenticated before Paddle sees a path; the symlinks go
-  and the memfds close as soon as the predictor exists, since Paddle has
-  read both into its own memory by then.
+  ``paddle.pir_utils.OldIrGuard()`` exports): ``set_model_buffer`` works,
+  but builds a predictor ten times slower and with ten times the model's
+  size in peak memory than loading the same files from paths
+  (bench/RESULTS.md, "Paddle predictors").
+
+So both formats are decrypted straight into sealed memfds
+(:mod:`modelseal.loaders.memfile`) and Paddle opens them through symlinks
+named like the sealed files (``inference.json``, ``inference.pdiparams``).
+Everything is decrypted and authenticated before Paddle sees a path; the
+symlinks go and the memfds close as soon as the predictor exists, since
+Paddle has read both into its own memory by then. Where there is no memfd
+(macOS, Windows), legacy programs fall back to ``set_model_buffer`` and PIR
+programs are refused with a :class:`LoaderError`.
 
 One consequence: ``predictor.clone()`` of a PIR predictor re-reads both
 files from the paths it was built from, which no longer exist, so it fails;
-call :func:`modelseal.load` again for another predictor. Keeping the
-plaintext around for a clone that may never come would double the
-model's memory and keep it reachable through ``/proc`` for the predictor's
-whole life.
+call :func:`modelseal.load` again for another predictor. (A legacy
+predictor's clone shares the loaded program and works.) Keeping the
+plaintext around for a clone that may never come would add the model's
+size to memory and keep it reachable through ``/proc`` for the
+predictor's whole life.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelseal.errors import LoaderError, MissingDependencyError
+from modelseal.loaders import memfile
 from modelseal.loaders.memfile import MemoryFiles
 from modelseal.sealed import Entry
 
@@ -145,30 +152,32 @@ def load_predictor(
 ) -> Any:
     """A predictor for the program ``entry`` names, decrypted with ``read_into``.
 
-    PIR programs decrypt straight into sealed memfds (no intermediate
-    buffer); legacy programs into buffers Paddle copies.
+    The program and parameters decrypt straight into sealed memfds (no
+    intermediate buffer); without memfd, legacy programs go through buffers.
     """
     chosen = select_program(entries, entry)
     if chosen.params is None:
         raise LoaderError(f"no {chosen.stem}{PARAMS_SUFFIX} beside {chosen.program.path}")
     program, params = chosen.program, chosen.params
     inference = _inference()  # a missing Paddle is reported before anything is decrypted
-    if not chosen.pir:
-        prog_buf, params_buf = bytearray(program.size), bytearray(params.size)
-        read_into(program, memoryview(prog_buf))
-        read_into(params, memoryview(params_buf))
-        return _legacy_predictor(inference, prog_buf, params_buf, threads, configure)
-    with MemoryFiles() as files:
-        for e in (program, params):
-            files.add(posixpath.basename(e.path), e.size, _filler(read_into, e))
-        return _pir_predictor(
-            inference,
-            files,
-            posixpath.basename(program.path),
-            posixpath.basename(params.path),
-            threads,
-            configure,
-        )
+    if memfile.supported():
+        with MemoryFiles() as files:
+            for e in (program, params):
+                files.add(posixpath.basename(e.path), e.size, _filler(read_into, e))
+            return _predictor_from_files(
+                inference,
+                files,
+                posixpath.basename(program.path),
+                posixpath.basename(params.path),
+                threads,
+                configure,
+            )
+    if chosen.pir:
+        MemoryFiles()  # raises the LoaderError that explains why PIR needs memfd
+    prog_buf, params_buf = bytearray(program.size), bytearray(params.size)
+    read_into(program, memoryview(prog_buf))
+    read_into(params, memoryview(params_buf))
+    return _predictor_from_buffers(inference, prog_buf, params_buf, threads, configure)
 
 
 def _filler(read_into: ReadInto, e: Entry) -> Callable[[memoryview], None]:
@@ -189,19 +198,20 @@ def create_predictor(
     """A predictor from a program and its parameters held in memory.
 
     ``program_name`` tells the format: ``*.json`` is PIR, anything else legacy.
+    The buffers are copied into sealed memfds for the duration of the call.
     """
     inference = _inference()
-    if not is_pir(program_name):
-        return _legacy_predictor(inference, program, params, threads, configure)
+    if not memfile.supported() and not is_pir(program_name):
+        return _predictor_from_buffers(inference, program, params, threads, configure)
     prog_file = posixpath.basename(program_name.replace("\\", "/"))
     params_file = posixpath.splitext(prog_file)[0] + PARAMS_SUFFIX
     with MemoryFiles() as files:
         files.add_bytes(prog_file, program)
         files.add_bytes(params_file, params)
-        return _pir_predictor(inference, files, prog_file, params_file, threads, configure)
+        return _predictor_from_files(inference, files, prog_file, params_file, threads, configure)
 
 
-def _legacy_predictor(
+def _predictor_from_buffers(
     inference: Any, program: Any, params: Any, threads: int | None, configure: Configure | None
 ) -> Any:
     config = inference.Config()
@@ -214,7 +224,7 @@ def _legacy_predictor(
     return _build(inference, config, threads, configure)
 
 
-def _pir_predictor(
+def _predictor_from_files(
     inference: Any,
     files: MemoryFiles,
     prog_file: str,
@@ -223,7 +233,7 @@ def _pir_predictor(
     configure: Configure | None,
 ) -> Any:
     # Paddle reads both files while it builds the predictor and not after
-    # (tests/loaders/test_paddle.py runs a predictor whose memfds are closed),
+    # (tests/loaders/test_paddle.py runs predictors whose memfds are closed),
     # so the links and the memfds live exactly as long as this call.
     with files.linked() as folder:
         try:

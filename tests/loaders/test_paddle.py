@@ -14,6 +14,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import modelseal
 from modelseal.errors import LoaderError
@@ -136,6 +138,12 @@ SCRIPT = textwrap.dedent(
     result["after_tmp"] = os.listdir(tmp)
     diffs["pir"] = float(np.abs(run(pir) - expected["main"]).max())
     diffs["pir_vs_unsealed"] = float(np.abs(run(pir) - unsealed).max())
+    # the public buffer API takes PIR programs too
+    files = modelseal.load(os.path.join(work, "pir.mseal"), key=key, framework="bytes")
+    pir_program = files["model.json"]
+    from modelseal.loaders import create_predictor
+    direct = create_predictor(pir_program, files["model.pdiparams"], program_name="model.json")
+    diffs["pir_from_buffers"] = float(np.abs(run(direct) - expected["main"]).max())
 
     ocr = os.path.join(work, "ocr.mseal")
     try:
@@ -159,6 +167,25 @@ SCRIPT = textwrap.dedent(
     except modelseal.IntegrityError as exc:
         result["tampered"] = type(exc).__name__
     result["tampered_memfds"] = memfds() == base_fds
+
+    # authenticated but malformed programs: Paddle's own errors, typed
+    malformed = {}
+    for name, files in (
+        ("not_json", {"m.json": b"not json", "m.pdiparams": bytes(64)}),
+        ("bad_params", {"m.json": pir_program, "m.pdiparams": bytes([7]) * 1000}),
+    ):
+        os.makedirs(os.path.join(work, name))
+        for fname, data in files.items():
+            with open(os.path.join(work, name, fname), "wb") as fh:
+                fh.write(data)
+        modelseal.seal(os.path.join(work, name), os.path.join(work, name + ".mseal"), key=key)
+        try:
+            modelseal.load(os.path.join(work, name + ".mseal"), key=key)
+            malformed[name] = "loaded"
+        except modelseal.LoaderError as exc:
+            malformed[name] = str(exc)
+    result["malformed"] = malformed
+    result["malformed_memfds"] = memfds() == base_fds
     result["tampered_tmp"] = os.listdir(tmp)
     result["diffs"] = diffs
     print(json.dumps(result))
@@ -197,6 +224,7 @@ def test_paddle_legacy_pir_and_multi_program_from_memory(tmp_path: Path) -> None
         "legacy_buffers",
         "pir",
         "pir_vs_unsealed",
+        "pir_from_buffers",
         "det",
         "cls",
         "rec",
@@ -224,6 +252,12 @@ def test_paddle_legacy_pir_and_multi_program_from_memory(tmp_path: Path) -> None
     assert "det/inference.json" in result["ocr_no_entry"]
     assert result["tampered"] == "ChunkIntegrityError"
     assert result["tampered_memfds"] is True
+    malformed = result["malformed"]
+    assert malformed["not_json"].startswith("PaddlePaddle could not create a predictor: ")
+    assert "parse error" in malformed["not_json"]
+    assert malformed["bad_params"].startswith("PaddlePaddle could not create a predictor: ")
+    assert all("\n" not in m for m in malformed.values())
+    assert result["malformed_memfds"] is True
     assert result["tampered_tmp"] == []
 
 
@@ -317,3 +351,36 @@ def test_a_container_without_a_program_is_a_loader_error(tmp_path: Path) -> None
     assert modelseal.inspect(tmp_path / "d.mseal").framework == "paddle"
     with pytest.raises(LoaderError, match="no PaddlePaddle program"):
         modelseal.load(tmp_path / "d.mseal", key=key)
+
+
+_names = st.lists(
+    st.builds(
+        lambda d, stem, suffix: f"{d}{stem}{suffix}",
+        st.sampled_from(["", "det/", "rec/", "a/b/"]),
+        st.sampled_from(["inference", "model", "m"]),
+        st.sampled_from([".json", ".pdmodel", ".pdiparams", ".yml", ".pdiparams.info"]),
+    ),
+    unique=True,
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    paths=_names,
+    entry=st.one_of(st.none(), st.text(max_size=20), _names.map(lambda n: n[0] if n else "")),
+)
+def test_selection_returns_a_program_of_the_container_or_a_loader_error(
+    paths: list[str], entry: str | None
+) -> None:
+    entries = _entries(*paths)
+    try:
+        chosen = select_program(entries, entry)
+    except LoaderError:
+        return
+    assert chosen.program in entries
+    assert chosen.program.path.endswith((".json", ".pdmodel"))
+    if chosen.params is not None:
+        assert chosen.params in entries and chosen.params.path == chosen.stem + ".pdiparams"
+    if chosen.pir:
+        assert chosen.params is not None

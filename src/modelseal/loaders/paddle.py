@@ -239,7 +239,7 @@ def _predictor_from_files(
         try:
             config = inference.Config(str(folder / prog_file), str(folder / params_file))
         except Exception as exc:  # paddle raises untyped errors
-            raise LoaderError(f"PaddlePaddle rejected the program: {exc}") from None
+            raise LoaderError(f"PaddlePaddle rejected the program: {_first_line(exc)}") from None
         return _build(inference, config, threads, configure)
 
 
@@ -253,4 +253,12 @@ def _build(inference: Any, config: Any, threads: int | None, configure: Configur
     try:
         return inference.create_predictor(config)
     except Exception as exc:  # paddle raises untyped errors (ValueError, RuntimeError, ...)
-        raise LoaderError(f"PaddlePaddle could not create a predictor: {exc}") from None
+        raise LoaderError(
+            f"PaddlePaddle could not create a predictor: {_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    # Paddle appends C++ source locations and hints on further lines.
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

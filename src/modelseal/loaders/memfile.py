@@ -1,8 +1,9 @@
 """In-memory files for frameworks that will only open a path.
 
-Some loaders accept nothing but file names (PaddlePaddle's PIR program
-loader is the case that needs this: it reads ``model.json`` and
-``model.pdiparams`` from paths and crashes on in-memory buffers). For them,
+Some loaders accept nothing but file names, or are far better at them
+(PaddlePaddle: its PIR loader reads ``model.json`` and ``model.pdiparams``
+only from paths and crashes on in-memory buffers; its legacy in-memory
+API costs ten times the model's size in memory). For them,
 each decrypted file becomes an anonymous memory file (``memfd_create``)
 that is never linked into any file system, and the framework is handed a
 path to it: a symlink named like the original file (the suffix is what

@@ -4,7 +4,6 @@ only inside ``linked()``, gone when closed."""
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
 import subprocess
@@ -21,6 +20,7 @@ from modelseal.loaders import memfile
 from modelseal.loaders.memfile import MemoryFiles
 
 pytestmark = pytest.mark.skipif(not memfile.supported(), reason="needs Linux memfd_create")
+fcntl = pytest.importorskip("fcntl")
 
 ALL_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
@@ -167,6 +167,14 @@ def test_empty_file_and_misuse() -> None:
 def test_unsupported_platform_is_a_loader_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(os, "memfd_create")
     with pytest.raises(LoaderError, match="memfd_create"):
+        MemoryFiles()
+
+
+@pytest.mark.parametrize("platform", ["darwin", "win32"])
+def test_other_platforms_are_unsupported(monkeypatch: pytest.MonkeyPatch, platform: str) -> None:
+    monkeypatch.setattr("sys.platform", platform)
+    assert not memfile.supported()
+    with pytest.raises(LoaderError, match="this platform does not have"):
         MemoryFiles()
 
 

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import mmap
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,24 +49,28 @@ from modelseal.errors import LoaderError
 # warning); older kernels reject it with EINVAL and we retry without it.
 _MFD_NOEXEC_SEAL = 0x0008
 
-_SEALS = (
-    getattr(fcntl, "F_SEAL_SHRINK", 0)
-    | getattr(fcntl, "F_SEAL_GROW", 0)
-    | getattr(fcntl, "F_SEAL_WRITE", 0)
-    | getattr(fcntl, "F_SEAL_SEAL", 0)
-)
-
 Fill = Callable[[memoryview], None]
 
 
 def supported() -> bool:
-    """True where in-memory files work: Linux with memfd_create and sealing."""
+    """True where in-memory files work: Linux with memfd_create, sealing and /proc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import fcntl  # not on Windows: imported only here, so `import modelseal` works there
+
     return (
         hasattr(os, "memfd_create")
         and hasattr(os, "MFD_ALLOW_SEALING")
         and hasattr(fcntl, "F_ADD_SEALS")
         and os.path.isdir(f"/proc/{os.getpid()}/fd")
     )
+
+
+def _seal(fd: int) -> None:
+    import fcntl
+
+    seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
 
 
 def _check_name(name: str) -> None:
@@ -176,7 +180,7 @@ class MemoryFiles:
                 # would fail; it unmaps when they are freed. On success it must
                 # close here: F_SEAL_WRITE is refused while it is mapped writable.
                 mapping.close()
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+            _seal(fd)
         except BaseException:
             os.close(fd)
             raise

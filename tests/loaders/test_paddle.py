@@ -231,6 +231,7 @@ def test_paddle_legacy_pir_and_multi_program_from_memory(tmp_path: Path) -> None
     }
     assert result["legacy_memfds_closed"] is True
     assert "memfd_create" in result["pir_without_memfd"]
+    assert "OldIrGuard" in result["pir_without_memfd"]
 
     # While the predictor is built: two sealed memfds, reached through a symlink
     # in a private 0700 folder under TMPDIR; configure= sees modelseal's CPU

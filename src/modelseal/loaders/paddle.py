@@ -173,11 +173,20 @@ def load_predictor(
                 configure,
             )
     if chosen.pir:
-        MemoryFiles()  # raises the LoaderError that explains why PIR needs memfd
+        raise _pir_needs_memfd(program.path)
     prog_buf, params_buf = bytearray(program.size), bytearray(params.size)
     read_into(program, memoryview(prog_buf))
     read_into(params, memoryview(params_buf))
     return _predictor_from_buffers(inference, prog_buf, params_buf, threads, configure)
+
+
+def _pir_needs_memfd(name: str) -> LoaderError:
+    return LoaderError(
+        f"{name} is a PIR program, which PaddlePaddle reads only from a path; modelseal "
+        "gives it one in memory with memfd_create and /proc (Linux), which this platform "
+        "does not have. Seal a legacy export instead (paddle.jit.save inside "
+        "paddle.pir_utils.OldIrGuard(), giving .pdmodel + .pdiparams)"
+    )
 
 
 def _filler(read_into: ReadInto, e: Entry) -> Callable[[memoryview], None]:
@@ -201,7 +210,9 @@ def create_predictor(
     The buffers are copied into sealed memfds for the duration of the call.
     """
     inference = _inference()
-    if not memfile.supported() and not is_pir(program_name):
+    if not memfile.supported():
+        if is_pir(program_name):
+            raise _pir_needs_memfd(program_name)
         return _predictor_from_buffers(inference, program, params, threads, configure)
     prog_file = posixpath.basename(program_name.replace("\\", "/"))
     params_file = posixpath.splitext(prog_file)[0] + PARAMS_SUFFIX

@@ -121,7 +121,10 @@ def _quiet_gmssl() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             written = os.lseek(capture, 0, os.SEEK_CUR)
-            rest = _without_gmssl_trace(os.pread(capture, written, 0)) if written else b""
+            rest = b""
+            if written:
+                os.lseek(capture, 0, os.SEEK_SET)
+                rest = _without_gmssl_trace(os.read(capture, written))
             if rest:
                 with contextlib.suppress(OSError):
                     os.write(2, rest)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -48,9 +49,12 @@ _STATFS_BUFFER: Final = 256  # struct statfs is 120 bytes on 64-bit Linux; f_typ
 
 
 def _libc() -> ctypes.CDLL | None:
+    """The C library already loaded in this process (Linux only: ``fstatfs``)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         return ctypes.CDLL(None, use_errno=True)
-    except OSError:
+    except (OSError, TypeError):
         return None
 
 

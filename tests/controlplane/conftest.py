@@ -203,24 +203,27 @@ def fake_request(
     *,
     seed: int | None = None,
     label: str = "box",
-    weights: tuple[int, ...] = (3, 2, 1),
+    kinds: tuple[str, ...] = ("dmi.product_uuid", "disk.root_serial", "os.hostname"),
 ) -> ActivationRequest:
     """A well-formed request for ``license_key`` from a made-up device (no scrypt: fast).
 
     The server never sees component values, only digests and secrets, so
-    random ones are indistinguishable from a real device's.
+    random ones are indistinguishable from a real device's. Weights are the
+    issuer's table's (weights 3 + 2 + 1 by default).
     """
+    from modelseal.device.fingerprint import COMPONENT_KINDS
+
     rng = np.random.default_rng(seed)
     comps = sorted(
         (
             RequestComponent(
-                kind=f"test.c{i}",
-                strength="strong" if w > 1 else "weak",
-                weight=w,
+                kind=kind,
+                strength=COMPONENT_KINDS[kind].strength,
+                weight=COMPONENT_KINDS[kind].weight,
                 digest=b64url(rng.bytes(32)),
                 secret=b64url(rng.bytes(32)),
             )
-            for i, w in enumerate(weights)
+            for kind in kinds
         ),
         key=lambda c: (c.kind, c.digest),
     )

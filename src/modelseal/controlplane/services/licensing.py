@@ -294,8 +294,9 @@ def activate(
     sealed_unlock = (
         box.seal(unlock, purpose="unlock_secret", row=record_id) if unlock is not None else None
     )
-    components = [[c.kind, c.digest, c.weight] for c in request.components]
     claims = read_unverified(token)[1]
+    # the weights the issuer assigned (its table of kinds), never the request's labels
+    components = [[c["kind"], c["digest"], c["weight"]] for c in claims["device"]["components"]]
     threshold = int(claims["device"]["threshold"])
     token_exp = claims.get("exp")
     if existing is not None:

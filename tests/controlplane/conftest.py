@@ -242,6 +242,17 @@ def request_json(req: ActivationRequest) -> dict[str, Any]:
     return req.to_json()
 
 
+def trust_of(client: Any, tmp_path: Path) -> Any:
+    """The vendor's trust set as the server exports it (a trust file), loaded."""
+    from modelseal.license import TrustStore
+
+    path = tmp_path / f"trust-{secrets.token_hex(4)}.json"
+    resp = client.get("/v1/keys/trust")
+    assert resp.status_code == 200, resp.text
+    path.write_bytes(resp.content)
+    return TrustStore.load(path)
+
+
 def catalog(
     client: Any,
     key: ContentKey,

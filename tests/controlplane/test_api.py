@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from modelseal.controlplane import db
 from modelseal.controlplane.app import create_app
-from modelseal.crypto import ContentKey, b64url, load_public_key
-from modelseal.license import TrustStore, read_unverified, verify_license
+from modelseal.crypto import ContentKey, b64url
+from modelseal.license import read_unverified, verify_license
 from modelseal.license.heartbeat import (
     HeartbeatRequest,
     authorization_header,
@@ -21,7 +21,7 @@ from modelseal.license.heartbeat import (
     verify_reply,
 )
 from modelseal.license.licensekey import activation_salt
-from tests.controlplane.conftest import Api, catalog, fake_request, order
+from tests.controlplane.conftest import Api, catalog, fake_request, order, trust_of
 from tests.license.conftest import make_device
 
 
@@ -84,7 +84,9 @@ def test_model_registration_checks_the_content_key(api: Api, content_key: Conten
     assert "content_key" not in ok.json()
 
 
-def test_order_activation_and_the_license_it_yields(api: Api, content_key: ContentKey) -> None:
+def test_order_activation_and_the_license_it_yields(
+    api: Api, content_key: ContentKey, tmp_path: Path
+) -> None:
     client = api.as_("a")
     ids = catalog(client, content_key)
     made = order(client, ids)
@@ -98,7 +100,7 @@ def test_order_activation_and_the_license_it_yields(api: Api, content_key: Conte
     assert resp.status_code == 201, resp.text
     body = resp.json()
     assert body["reactivated"] is False
-    trust = TrustStore([load_public_key(client.get("/v1/keys/trust").content)])
+    trust = trust_of(client, tmp_path)
     lic = verify_license(body["license"], trust, audience="acme/ocr", issuer="acme")
     assert lic.claims.jti == made["id"]
     assert lic.claims.heartbeat is not None
@@ -195,7 +197,7 @@ def _heartbeat(
 
 
 def test_heartbeats_are_signed_bound_and_need_the_device_credential(
-    api: Api, content_key: ContentKey
+    api: Api, content_key: ContentKey, tmp_path: Path
 ) -> None:
     from modelseal.license.verify import license_kek
 
@@ -211,7 +213,7 @@ def test_heartbeats_are_signed_bound_and_need_the_device_credential(
     token = client.post("/v1/activate", json={"license_key": key, "request": req.to_json()}).json()[
         "license"
     ]
-    trust = TrustStore([load_public_key(client.get("/v1/keys/trust").content)])
+    trust = trust_of(client, tmp_path)
     lic = verify_license(token, trust, fingerprint=fp)
     credential = device_credential(license_kek(lic, fp), jti=lic.claims.jti)
 
@@ -256,7 +258,9 @@ def test_heartbeats_are_signed_bound_and_need_the_device_credential(
     assert verdict.code == "REVOKED"
 
 
-def test_key_rotation_keeps_old_licenses_verifiable(api: Api, content_key: ContentKey) -> None:
+def test_key_rotation_keeps_old_licenses_verifiable(
+    api: Api, content_key: ContentKey, tmp_path: Path
+) -> None:
     client = api.as_("a")
     ids = catalog(client, content_key)
     key = order(client, ids)["license_key"]
@@ -269,16 +273,18 @@ def test_key_rotation_keeps_old_licenses_verifiable(api: Api, content_key: Conte
     new = client.post(
         "/v1/activate", json={"license_key": key2, "request": fake_request(key2, seed=2).to_json()}
     )
-    pem = client.get("/v1/keys/trust").text
-    assert pem.count("BEGIN PUBLIC KEY") == 2
-    blocks = [
-        b + "-----END PUBLIC KEY-----\n"
-        for b in pem.split("-----END PUBLIC KEY-----\n")
-        if b.strip()
-    ]
-    trust = TrustStore([load_public_key(b.encode()) for b in blocks])
+    assert client.get("/v1/keys/trust?format=pem").text.count("BEGIN PUBLIC KEY") == 2
+    trust = trust_of(client, tmp_path)  # one trust file, both keys, pinned to "acme"
+    assert len(trust) == 2
     for resp in (old, new):
-        verify_license(resp.json()["license"], trust)
+        verify_license(resp.json()["license"], trust, issuer="acme")
+    # the pin: a key of this vendor cannot sign in another vendor's name
+    forged = read_unverified(new.json()["license"])[1] | {"iss": "globex"}
+    from modelseal.license.errors import LicenseError
+
+    assert forged["iss"] == "globex"
+    with pytest.raises(LicenseError):
+        verify_license(new.json()["license"], trust, issuer="globex")
     assert read_unverified(new.json()["license"])[0]["kid"] == rotated.json()["kid"]
 
 
@@ -364,7 +370,7 @@ def test_a_signed_revocation_list_locks_an_air_gapped_guard(
     token = client.post(
         "/v1/activate", json={"license_key": made["license_key"], "request": req.to_json()}
     ).json()["license"]
-    trust = TrustStore([load_public_key(client.get("/v1/keys/trust").content)])
+    trust = trust_of(client, tmp_path)
     guard = Guard(
         token,
         trust,

@@ -86,7 +86,7 @@ def test_order_to_guarded_load_to_revocation(
         )
     )
     license_key = made["license_key"]
-    trust = tmp_path / "vendor.pub"
+    trust = tmp_path / "vendor.json"
     admin("keys", "export-trust", "--out", str(trust))
 
     # the device: the real fingerprint of this machine, no key file anywhere
@@ -163,14 +163,13 @@ def test_a_copied_license_neither_loads_nor_heartbeats(
     server: Server, sealed_model: tuple[Path, ContentKey, Path], tmp_path: Path
 ) -> None:
     from modelseal._http import ServerAuthError
-    from modelseal.crypto import load_public_key
     from modelseal.device import StaticSource, make_request
     from modelseal.guard import Guard, NotLicensedError
     from modelseal.guard.core import HeartbeatReport
     from modelseal.guard.heartbeat import HttpHeartbeatClient
-    from modelseal.license import TrustStore, read_unverified
+    from modelseal.license import read_unverified
     from modelseal.license.licensekey import activation_salt
-    from tests.controlplane.conftest import catalog, order
+    from tests.controlplane.conftest import catalog, order, trust_of
     from tests.license.conftest import make_device
 
     model, content_key, _ = sealed_model
@@ -181,7 +180,7 @@ def test_a_copied_license_neither_loads_nor_heartbeats(
         token = client.post(
             "/v1/activate", json={"license_key": key, "request": request.to_json()}
         ).json()["license"]
-        trust = TrustStore([load_public_key(client.get("/v1/keys/trust").content)])
+        trust = trust_of(client, tmp_path)
     other = make_device(
         {
             "dmi.product_uuid": "11111111-2222-3333-4444-555555555555",

@@ -479,11 +479,27 @@ def keys_rotate(
 @keys.command("export-trust")
 def keys_export_trust(
     ctx: typer.Context,
-    out_path: Annotated[Path, typer.Option("--out", help="PEM file for Guard / license verify")],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="vendor.json (trust file) or vendor.pub (one key)")
+    ],
 ) -> None:
-    """Example: modelseal admin keys export-trust --out vendor.pub"""
+    """The vendor's public keys for ``Guard(..., trust)`` and ``license verify --trust``.
+
+    A ``.json`` file is a trust file: every key (rotation), each pinned to the
+    vendor. Any other name gets a PEM public key, which holds one key only.
+
+    Example: modelseal admin keys export-trust --out vendor.json
+    """
     with errors_as_exit_codes():
-        out_path.write_text(_target(ctx).text("/v1/keys/trust"))
+        target = _target(ctx)
+        if out_path.suffix == ".json":
+            out_path.write_text(target.text("/v1/keys/trust?format=json") + "\n")
+        else:
+            pem = target.text("/v1/keys/trust?format=pem")
+            count = pem.count("BEGIN PUBLIC KEY")
+            if count != 1:
+                fail(f"the vendor has {count} keys; a PEM file holds one: use --out NAME.json", 2)
+            out_path.write_text(pem)
         out.print(f"-> {out_path}")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from modelseal.controlplane import schemas as s
 from modelseal.controlplane.deps import DB, Issuer, Owner, Reader, State
@@ -98,12 +98,23 @@ def rotate_key(
 
 @router.get(
     "/keys/trust",
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"application/x-pem-file": {}}, "description": "PEM"}},
+    responses={
+        200: {
+            "content": {"application/json": {}, "application/x-pem-file": {}},
+            "description": "a JSON trust file (default) or PEM blocks (format=pem)",
+        }
+    },
 )
-def trust_set(db: DB, who: Reader) -> PlainTextResponse:
-    """Every public key of the vendor as one PEM file (``license verify --trust`` reads it)."""
-    return PlainTextResponse(vendors.trust_set_pem(db, who), media_type="application/x-pem-file")
+def trust_set(
+    db: DB, who: Reader, format: Annotated[str, Query(pattern="^(json|pem)$")] = "json"
+) -> Response:
+    """Every public key of the vendor: a trust file pinning each to this vendor (default),
+    or PEM blocks (``format=pem``)."""
+    if format == "pem":
+        return PlainTextResponse(
+            vendors.trust_set_pem(db, who), media_type="application/x-pem-file"
+        )
+    return JSONResponse(vendors.trust_file(db, who))
 
 
 @router.get(

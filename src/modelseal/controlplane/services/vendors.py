@@ -143,9 +143,26 @@ def rotate_key(session: Session, box: SecretBox, caller: Caller, kty: str | None
 
 
 def trust_set_pem(session: Session, caller: Caller) -> str:
-    """Every public key of the vendor, newest first, as one PEM file."""
+    """Every public key of the vendor, newest first, as concatenated PEM blocks."""
     keys = list_keys(session, caller)
     return "".join(k.public_pem for k in sorted(keys, key=lambda k: -k.created_at))
+
+
+def trust_file(session: Session, caller: Caller) -> dict[str, object]:
+    """Every public key of the vendor, each pinned to its name and algorithm, as a
+    trust file (docs/license.md): what ``Guard(..., trust)`` and
+    ``license verify --trust`` read, rotation included."""
+    from modelseal.crypto import load_public_key
+    from modelseal.license.trust import TRUST_FILE_VERSION, trust_file_entry
+
+    keys = sorted(list_keys(session, caller), key=lambda k: -k.created_at)
+    return {
+        "modelseal_trust": TRUST_FILE_VERSION,
+        "keys": [
+            trust_file_entry(load_public_key(k.public_pem.encode()), caller.vendor_name, k.alg)
+            for k in keys
+        ],
+    }
 
 
 def vendor_count(session: Session) -> int:

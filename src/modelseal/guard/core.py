@@ -53,6 +53,7 @@ from modelseal.license import (
 )
 from modelseal.license.keydelivery import state_key, unwrap_content_key, unwrap_unlock_secret
 from modelseal.license.verify import license_kek
+from modelseal.loaders.dispatch import SealedModel
 
 Clock = Callable[[], datetime]
 
@@ -520,18 +521,20 @@ class Guard:
                 raise self._refuse(exc) from None
         return self._keys[key_id]
 
-    def load(
-        self, path: str | os.PathLike[str], framework: str | None = None, **kwargs: Any
-    ) -> Any:
-        """Check the license, open the model's key on this device, load from memory."""
-        from modelseal import api
+    def open(self, path: str | os.PathLike[str]) -> SealedModel:
+        """Check the license and open the model with the key it delivers to this device."""
         from modelseal.sealed import read_header
 
         header = read_header(path)
         if header.model_id is not None and header.model_id not in self.license.claims.aud:
             raise self._refuse(WrongAudienceError(f"model {header.model_id!r} is not licensed"))
-        key = self.content_key(header.key_id)
-        with api.SealedModel(path, key) as model:
+        return SealedModel(path, self.content_key(header.key_id))
+
+    def load(
+        self, path: str | os.PathLike[str], framework: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Check the license, open the model's key on this device, load from memory."""
+        with self.open(path) as model:
             return model.load(framework, **kwargs)
 
     # --- heartbeats, revocation and emergency unlock ------------------------------

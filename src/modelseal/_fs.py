@@ -119,7 +119,7 @@ def temp_beside(path: PathLike, *, mode: int = 0o644) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def write_file(
+def stage_file(
     path: PathLike,
     data: bytes,
     *,
@@ -127,10 +127,11 @@ def write_file(
     overwrite: bool = False,
     inputs: Iterable[PathLike | None] = (),
 ) -> Path:
-    """Write ``data`` to ``path`` atomically, under the rules of this module.
+    """Write ``data`` durably to a temporary file beside ``path``; returns it.
 
-    ``mode`` applies from the first byte (0600 for secrets: there is never a
-    moment when others can read them).
+    :func:`publish` gives it its name later. Staging first proves the folder
+    exists and is writable, and puts the bytes on disk, before anything that
+    depends on them (the container a new key opens) is written.
     """
     out = check_output(path, overwrite=overwrite, inputs=inputs)
     fd, tmp = temp_beside(out, mode=mode)
@@ -148,18 +149,30 @@ def write_file(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    publish(tmp, out, overwrite=overwrite)
-    return out
+    return tmp
+
+
+def write_file(
+    path: PathLike,
+    data: bytes,
+    *,
+    mode: int = 0o644,
+    overwrite: bool = False,
+    inputs: Iterable[PathLike | None] = (),
+) -> Path:
+    """Write ``data`` to ``path`` atomically, under the rules of this module.
+
+    ``mode`` applies from the first byte (0600 for secrets: there is never a
+    moment when others can read them).
+    """
+    tmp = stage_file(path, data, mode=mode, overwrite=overwrite, inputs=inputs)
+    publish(tmp, path, overwrite=overwrite)
+    return Path(path)
 
 
 @contextlib.contextmanager
 def removed_on_failure(*paths: Path) -> Iterator[None]:
-    """Delete ``paths`` (outputs this call created) if the block fails.
-
-    For pairs of outputs where one is useless without the other: a content
-    key written before the container it opens, a vendor record written
-    before its license.
-    """
+    """Delete ``paths`` (staged temporary files) if the block fails."""
     try:
         yield
     except BaseException:
@@ -174,6 +187,7 @@ __all__ = [
     "os_error",
     "publish",
     "removed_on_failure",
+    "stage_file",
     "temp_beside",
     "write_file",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelseal._fs import check_output, removed_on_failure
+from modelseal._fs import check_output, publish, removed_on_failure, stage_file
 from modelseal.crypto import ContentKey
 from modelseal.errors import InvalidArgumentError
 from modelseal.loaders.dispatch import KeyLike, SealedModel, content_key, default_framework
@@ -54,11 +54,13 @@ def seal(
     if key_out is not None:
         check_output(key_out, overwrite=overwrite, inputs=[*inputs, out])
     content = ContentKey.generate() if key is None else content_key(key)
-    written: list[Path] = []
+    staged: list[Path] = []
     if key_out is not None:
-        content.save(key_out, overwrite=overwrite)
-        written.append(Path(key_out))
-    with removed_on_failure(*written):
+        # The key is on disk (a staged temporary file, fsynced) before the
+        # container exists: a missing folder or a read-only location fails
+        # here, and a crash later leaves the key recoverable beside key_out.
+        staged.append(stage_file(key_out, content.to_jwk_bytes(), mode=0o600, overwrite=overwrite))
+    with removed_on_failure(*staged):
         seal_path(
             src,
             out,
@@ -70,6 +72,14 @@ def seal(
             progress=progress,
             overwrite=overwrite,
         )
+    if key_out is not None:
+        try:
+            publish(staged[0], key_out, overwrite=overwrite)
+        except BaseException:
+            # someone took key_out while we sealed: a container without its
+            # key must not stay behind
+            Path(out).unlink(missing_ok=True)
+            raise
     return content
 
 

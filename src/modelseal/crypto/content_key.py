@@ -61,8 +61,11 @@ class ContentKey:
         """
         from modelseal._fs import write_file
 
-        data = (json.dumps(self.to_jwk(), indent=2) + "\n").encode()
-        write_file(path, data, mode=0o600, overwrite=overwrite)
+        write_file(path, self.to_jwk_bytes(), mode=0o600, overwrite=overwrite)
+
+    def to_jwk_bytes(self) -> bytes:
+        """The key file's bytes (what :meth:`save` writes)."""
+        return (json.dumps(self.to_jwk(), indent=2) + "\n").encode()
 
     @classmethod
     def from_jwk(cls, jwk: object) -> ContentKey:

@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from modelseal.crypto import ContentKey, PrivateKey, b64url, b64url_decode
+from modelseal.errors import InvalidArgumentError, UnsupportedAlgorithmError
 from modelseal.license import jws
 from modelseal.license.claims import (
     LICENSE_TYP,
     BoundComponent,
     DeviceBinding,
-    Heartbeat,
     LicenseClaims,
-    Limits,
     Plan,
 )
 from modelseal.license.errors import LicenseError, LicenseFormatError
@@ -28,6 +29,38 @@ if TYPE_CHECKING:
     from modelseal.device import ActivationRequest
 
 UNLOCK_SECRET_SIZE = 32
+
+
+class IssueArgumentError(LicenseFormatError, InvalidArgumentError):
+    """A value given to :func:`issue_license` is out of range or contradicts another.
+
+    Refused before anything is signed, so no license exists that the device
+    would later choke on. A usage error (exit 2) and a ``ValueError``.
+    """
+
+    reason = "invalid_argument"
+    exit_code = 2
+
+
+def _field_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "license"
+        parts.append(f"{_FIELD_NAMES.get(loc, loc)}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+#: Claim names as the issuer knows them (CLI options / keyword arguments).
+_FIELD_NAMES = {
+    "sub": "customer",
+    "iss": "issuer",
+    "limits.calls": "max_calls",
+    "limits.devices": "max_devices",
+    "heartbeat.interval": "heartbeat_interval",
+    "heartbeat.url": "heartbeat_url",
+    "exp": "validity",
+    "nbf": "not_before",
+}
 
 
 class WeakBindingError(LicenseError):
@@ -80,6 +113,10 @@ def binding_warnings(request: ActivationRequest, threshold: int) -> list[str]:
     return out
 
 
+def _claims(**fields: object) -> LicenseClaims:
+    return LicenseClaims.model_validate(fields)
+
+
 def issue_license(
     *,
     signing_key: PrivateKey,
@@ -110,16 +147,29 @@ def issue_license(
     nbf = not_before or now
     jti = license_id or f"lic_{uuid.uuid4().hex}"
     if not audience:
-        raise LicenseFormatError("a license must name at least one model or product (aud)")
+        raise IssueArgumentError("a license must name at least one model or product (aud)")
     if content_keys and request is None:
-        raise LicenseFormatError("content keys can only be delivered to a device: give a request")
+        raise IssueArgumentError("content keys can only be delivered to a device: give a request")
+    chosen = alg or signing_key.default_algorithm
+    if chosen not in signing_key.algorithms:
+        raise UnsupportedAlgorithmError(
+            f"a {signing_key.kty} key cannot sign {chosen}; it signs "
+            f"{', '.join(signing_key.algorithms)}"
+        )
     exp = None
     if plan == "perpetual":
         valid_for = None
     elif valid_for is None:
-        raise LicenseFormatError(f"a {plan} license needs an expiry")
+        raise IssueArgumentError(f"a {plan} license needs an expiry")
     if valid_for is not None:
-        exp = int((nbf + valid_for).timestamp())
+        if valid_for.total_seconds() <= 0:
+            raise IssueArgumentError("the validity must be positive")
+        try:
+            exp = int((nbf + valid_for).timestamp())
+        except (OverflowError, ValueError):
+            raise IssueArgumentError("the validity ends after the year 9999") from None
+    if grace is not None and grace.total_seconds() < 0:
+        raise IssueArgumentError("the offline grace cannot be negative")
 
     warnings: list[str] = []
     if grace is not None and not heartbeat_url:
@@ -133,7 +183,10 @@ def issue_license(
             raise LicenseFormatError(f"total component weight {total} exceeds 255 key shares")
         k = threshold if threshold is not None else default_threshold(request)
         if not 1 <= k <= total:
-            raise LicenseFormatError(f"threshold must be between 1 and the total weight {total}")
+            raise IssueArgumentError(
+                f"threshold {k} is outside 1..{total}, the total weight of this device's "
+                "components: the license could never open there"
+            )
         warnings += binding_warnings(request, k)
         if strict_binding and any(w.startswith("weak components") for w in warnings):
             raise WeakBindingError(warnings[0])
@@ -160,25 +213,27 @@ def issue_license(
             content_keys=content_keys,
             unlock_secret=unlock_secret,
         )
-    claims = LicenseClaims(
-        iss=issuer,
-        sub=customer,
-        aud=tuple(audience),
-        jti=jti,
-        iat=int(now.timestamp()),
-        nbf=int(nbf.timestamp()),
-        exp=exp,
-        plan=plan,
-        entitlements=tuple(sorted(set(features))),
-        limits=Limits(calls=max_calls, devices=max_devices),
-        grace=int(grace.total_seconds()) if grace is not None else None,
-        heartbeat=Heartbeat(url=heartbeat_url, interval=heartbeat_interval)
-        if heartbeat_url
-        else None,
-        device=binding,
-        keys=keys,
-    )
-    chosen = alg or signing_key.default_algorithm
+    try:
+        claims = _claims(
+            iss=issuer,
+            sub=customer,
+            aud=tuple(audience),
+            jti=jti,
+            iat=int(now.timestamp()),
+            nbf=int(nbf.timestamp()),
+            exp=exp,
+            plan=plan,
+            entitlements=tuple(sorted(set(features))),
+            limits={"calls": max_calls, "devices": max_devices},
+            grace=int(grace.total_seconds()) if grace is not None else None,
+            heartbeat={"url": heartbeat_url, "interval": heartbeat_interval}
+            if heartbeat_url
+            else None,
+            device=binding,
+            keys=keys,
+        )
+    except ValidationError as exc:
+        raise IssueArgumentError(f"invalid license: {_field_errors(exc)}") from None
     token = jws.encode(
         claims.model_dump(mode="json", exclude_none=True),
         signing_key,

@@ -74,7 +74,7 @@ def _classes(name: str) -> tuple[type[BaseException], ...]:
 _USAGE = _classes("UsageError")
 _CLICK = _classes("ClickException")
 _ABORT = _classes("Abort")
-_EXIT = (typer.Exit, *_classes("Exit"))
+_EXIT: tuple[type[BaseException], ...] = (typer.Exit, *_classes("Exit"))
 
 
 def _console(stream: Any, *, stderr: bool = False) -> Console:
@@ -116,6 +116,7 @@ _EXTRA_REASONS = {
 
 
 def _subclasses(cls: type) -> Iterator[type]:
+    sub: type
     for sub in cls.__subclasses__():
         yield sub
         yield from _subclasses(sub)
@@ -217,12 +218,13 @@ def message_for(exc: BaseException) -> str:
 
 def error_json(exc: BaseException, code: int) -> dict[str, Any]:
     data: dict[str, Any] = {"exit_code": code, "message": message_for(exc)}
-    if isinstance(exc, ModelsealError):
+    if isinstance(exc, ModelsealError) and not isinstance(exc, CommandError):
         data["type"] = type(exc).__name__
-        reason = getattr(exc, "reason", None)
-        if isinstance(reason, str):
-            data["reason"] = reason
-    return {"ok": False, "error": data}
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        data["reason"] = reason
+    extra = exc.details if isinstance(exc, CommandError) else {}
+    return {**extra, "ok": False, "error": data}
 
 
 def report(exc: BaseException) -> int:
@@ -245,11 +247,20 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def fail(message: str, code: int) -> NoReturn:
-    """Stop a command with one error line and ``code`` (for checks done in the CLI)."""
-    exc = ModelsealError(message)
-    exc.exit_code = code
-    raise exc
+class CommandError(ModelsealError):
+    """A failure a command reports itself, with its code and extra ``--json`` fields."""
+
+    def __init__(self, message: str, code: int, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.exit_code = code
+        self.details = details
+        if isinstance(details.get("reason"), str):
+            self.reason = details["reason"]
+
+
+def fail(message: str, code: int, **details: Any) -> NoReturn:
+    """Stop a command with one error line and ``code``; ``details`` join its JSON."""
+    raise CommandError(message, code, details)
 
 
 @contextmanager

@@ -58,9 +58,7 @@ def seal(
     out_path: Annotated[Path, typer.Option("--out", "-o", help="the .mseal file to write")],
     content_key: Annotated[
         Path | None,
-        typer.Option(
-            "--content-key", "--key-file", help="existing content key (JWK) to seal with"
-        ),
+        typer.Option("--content-key", "--key-file", help="existing content key (JWK) to seal with"),
     ] = None,
     new_key_out: Annotated[
         Path | None,

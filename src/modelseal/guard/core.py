@@ -498,6 +498,10 @@ class Guard:
             except (OSError, ModelsealError):
                 pass
 
+    def state(self) -> GuardState | None:
+        """The guard's state as last written (read-only; for ``guard status``)."""
+        return self._store.read() if self._store is not None else None
+
     def usage(self) -> int:
         """Calls used so far on this device (reserved by all processes, minus ours unused)."""
         assert self._store is not None

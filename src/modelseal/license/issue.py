@@ -172,6 +172,8 @@ def issue_license(
         raise IssueArgumentError("the offline grace cannot be negative")
 
     warnings: list[str] = []
+    if exp is not None and exp <= int(now.timestamp()):
+        warnings.append("the license has already expired: it will not open anywhere")
     if grace is not None and not heartbeat_url:
         warnings.append("offline grace has no effect without a heartbeat URL")
     binding = None
@@ -188,6 +190,17 @@ def issue_license(
                 "components: the license could never open there"
             )
         warnings += binding_warnings(request, k)
+        env = request.environment.virtualization
+        if env == "vm" and not allow_vm:
+            warnings.append(
+                "the request comes from a virtual machine and the license refuses VMs: "
+                "it will not open on the requesting device"
+            )
+        if env == "container" and not allow_container:
+            warnings.append(
+                "the request comes from a container and the license refuses containers: "
+                "it will not open on the requesting device"
+            )
         if strict_binding and any(w.startswith("weak components") for w in warnings):
             raise WeakBindingError(warnings[0])
         binding = DeviceBinding(

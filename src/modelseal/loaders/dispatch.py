@@ -39,7 +39,6 @@ KeyLike = ContentKey | str | os.PathLike[str]
 PathLike = str | os.PathLike[str]
 
 
-
 def content_key(key: KeyLike) -> ContentKey:
     """A :class:`ContentKey`, loading it from a JWK file when given a path."""
     if isinstance(key, ContentKey):

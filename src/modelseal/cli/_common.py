@@ -30,7 +30,6 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -44,6 +43,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from modelseal._entry import _Interrupted, _on_sigint
 from modelseal.errors import FormatError, InvalidArgumentError, ModelsealError
 
 
@@ -90,8 +90,22 @@ out = _console(sys.stdout)
 #: Set by :func:`main` when ``--json`` is on the command line.
 json_mode = False
 
+
+
+def _json_flag(value: bool) -> bool:
+    # also set when a command runs without main() (Typer's CliRunner)
+    global json_mode
+    json_mode = bool(value)
+    return value
+
+
 JsonOpt = Annotated[
-    bool, typer.Option("--json", help="one JSON document on stdout, on success and on failure")
+    bool,
+    typer.Option(
+        "--json",
+        callback=_json_flag,
+        help="one JSON document on stdout, on success and on failure",
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="replace existing output files")]
 
@@ -375,14 +389,6 @@ def progress_bar(description: str, total: int, *, enabled: bool) -> Iterator[Cal
 
 
 # --- the entry point ---------------------------------------------------------------
-
-
-class _Interrupted(BaseException):
-    """Ctrl-C, raised by our SIGINT handler so that no library swallows it as an error."""
-
-
-def _on_sigint(_signum: int, _frame: FrameType | None) -> None:
-    raise _Interrupted
 
 
 def main(app_factory: Callable[[], Any], argv: list[str] | None = None) -> NoReturn:

@@ -89,7 +89,7 @@ def verify(
             err = report.error()
             if err is not None:
                 # the same shape as every other failure, plus the report
-                fail(str(err), err.exit_code, report=report.to_json())
+                fail(str(err), err.exit_code, **report.to_json())
             emit_json(report.to_json())
             return
         report.raise_for_problem()

@@ -16,9 +16,11 @@ from modelseal.cli._common import (
     exit_code_for,
     fail,
     out,
+    read_text_input,
     trust_paths,
 )
 from modelseal.errors import InvalidArgumentError
+from modelseal.license.errors import LicenseFormatError
 
 if TYPE_CHECKING:
     from modelseal.guard import Guard
@@ -59,6 +61,9 @@ def _guard(license: Path | None, trust: list[Path] | None, state_dir: Path | Non
 
     if license is None:
         raise InvalidArgumentError("give --license or set MODELSEAL_LICENSE")
+    # a missing file is exit 3 and a binary one a malformed license (10), as
+    # for `license verify`; the Guard alone reports both as "unreadable"
+    read_text_input(license, what="license", error=LicenseFormatError)
     return Guard(license, trust_paths(trust), state_dir=state_dir, verify=False)
 
 

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from modelseal.cli._common import ForceOpt, JsonOpt, emit_json, errors_as_exit_codes, no_stdio, out
+from modelseal.cli._common import (
+    ForceOpt,
+    JsonOpt,
+    console,
+    emit_json,
+    errors_as_exit_codes,
+    no_stdio,
+    out,
+)
 from modelseal.crypto import generate_private_key
 from modelseal.errors import InvalidArgumentError
 
@@ -37,6 +45,9 @@ def generate(
     ] = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
+    legacy_out: Annotated[
+        Path | None, typer.Option("--out", hidden=True, help="old name of --out-dir")
+    ] = None,
 ) -> None:
     """Generate a signing key pair: NAME.pem (PKCS#8, mode 0600) and NAME.pub (SPKI).
 
@@ -45,6 +56,10 @@ def generate(
     from modelseal._fs import check_output
 
     with errors_as_exit_codes():
+        if legacy_out is not None:
+            # --out is a file everywhere else; a folder here was a trap
+            console.print("[yellow]warning:[/] --out is deprecated here; use --out-dir")
+            out_dir = legacy_out
         no_stdio(out_dir, "--out-dir", "a key pair is two files")
         if not name or "/" in name or name in (".", ".."):
             raise InvalidArgumentError(f"--name {name!r} must be a plain file name stem")

@@ -124,9 +124,8 @@ def test_torchscript_never_runs_unless_asked_for_by_name(
         with pytest.raises(modelseal.CodeExecutionRefusedError, match="torchscript"):
             modelseal.load(sealed, key=KEY, **kwargs)
         assert not target.exists(), kwargs
-    with modelseal.open(sealed, key=KEY) as m:
-        with pytest.raises(modelseal.CodeExecutionRefusedError):
-            m.load("torch")
+    with modelseal.open(sealed, key=KEY) as m, pytest.raises(modelseal.CodeExecutionRefusedError):
+        m.load("torch")
     assert not target.exists()
     # the test's archive does what it claims: asked for by name, its code runs
     with pytest.warns(modelseal.UnsafeCodeWarning):

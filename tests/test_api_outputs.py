@@ -87,7 +87,7 @@ def test_load_argument_errors_are_modelseal_errors(tmp_path: Path) -> None:
     for kwargs in ({}, {"license": "l.jwt"}, {"license": "l.jwt", "key": "k", "trust": "t"}):
         with pytest.raises(modelseal.ModelsealError):
             modelseal.load(tmp_path / "m.mseal", **kwargs)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="key=|license="):  # as plain Python expects
+        with pytest.raises(ValueError, match=r"key=|license="):  # as plain Python expects
             modelseal.load(tmp_path / "m.mseal", **kwargs)  # type: ignore[arg-type]
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import modelseal
 from modelseal import cli
@@ -599,3 +601,29 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path: Path) -> None
     assert time.monotonic() - started < 30
     assert r.returncode == 130, (r.returncode, r.stderr)
     assert r.stderr.strip() == "error: interrupted"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=30))
+def test_durations_parse_or_fail_typed(text: str) -> None:
+    from modelseal.cli.license import MAX_CODE_VALIDITY, parse_duration
+    from modelseal.errors import InvalidArgumentError
+
+    bounds = {"minimum": timedelta(minutes=1), "maximum": MAX_CODE_VALIDITY}
+    try:
+        value = parse_duration(text, option="--valid-for", **bounds)
+    except InvalidArgumentError as exc:
+        message = str(exc)
+        value = None
+    if value is None:
+        assert message.startswith("--valid-for")
+    else:
+        assert timedelta(minutes=1) <= value <= MAX_CODE_VALIDITY
+
+
+def test_unbound_license_to_stdout(ms: Runner, world: World, cwd: Path) -> None:
+    args = ("license", "issue", "--signing-key", world.vendor, "--customer", "ACME")
+    r = ms(*args, "--product", "acme/m", "--out", "-")
+    assert r.code == 0, r.err
+    assert r.out.count(".") == 2 and list(cwd.iterdir()) == []
+    one_line_error(ms(*args, "--product", "acme/m", "--out", "-", "--json"), USAGE)

@@ -177,6 +177,8 @@ def issue(
 
     with errors_as_exit_codes():
         record_path = None if is_stdio(out_path) else _record_path(out_path)
+        if is_stdio(out_path) and as_json:
+            raise InvalidArgumentError("--json and --out - would both write to stdout")
         if is_stdio(out_path) and request is not None:
             raise InvalidArgumentError(
                 "--out - cannot carry the vendor record a bound license needs; give a file"

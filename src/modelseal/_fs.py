@@ -10,9 +10,10 @@ rules hold everywhere, in the CLI and the Python API alike:
 - an output that is one of the inputs is refused even with ``overwrite``
   (``seal --out model.key --key-file model.key`` once replaced the key with
   the container it opened);
-- the bytes go to a temporary file in the target's folder, are flushed to
-  disk, and only then appear under the final name, so a crash, a full disk
-  or Ctrl-C never leaves a half-written file that looks complete; without
+- the bytes go to a temporary file in the target's folder and only then
+  appear under the final name, so a crash, a full disk or Ctrl-C never
+  leaves a half-written file that looks complete (:func:`write_file` and
+  :func:`stage_file`, used for keys and records, also fsync first); without
   ``overwrite`` the final step is a hard link, which fails atomically if
   another process created the name in the meantime;
 - an OS failure names the user's path, never the temporary file, and is an

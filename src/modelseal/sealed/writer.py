@@ -177,8 +177,10 @@ def seal_path(
         with io.FileIO(fd, "wb", closefd=True) as dst:
             dst.write(head)
             dst.write(mac)
+            # No fsync: a container can be sealed again from its source, and
+            # flushing gigabytes would measure the disk, not sealing. Keys and
+            # vendor records, which cannot be recreated, are fsynced (_fs).
             _write_payload(dst, sources, header, keys.aead, keys.nonce, aad, workers, progress)
-            os.fsync(dst.fileno())
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         # name the user's output, not the temporary file (an input's own

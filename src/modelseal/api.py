@@ -111,6 +111,7 @@ def load(
     framework: str | None = None,
     entry: str | None = None,
     weights_only: bool = True,
+    configure: Callable[[Any], None] | None = None,
     **guard_options: Any,
 ) -> Any:
     """Decrypt ``path`` in memory and return the framework object.
@@ -130,6 +131,11 @@ def load(
     framework hint (safetensors: torch when installed, else numpy), except
     that a TorchScript hint is refused with ``CodeExecutionRefusedError``.
 
+    ``entry`` picks one model in a container of several (Paddle: a program's
+    file, stem or folder, e.g. ``"det"``). ``configure`` is called with the
+    framework's configuration before the model object is built (Paddle: the
+    ``paddle.inference.Config``, for GPU, MKLDNN, threads, TensorRT...).
+
     Wrong arguments raise :class:`InvalidArgumentError` (a ``ModelsealError``
     and a ``ValueError``), like every other failure here.
     """
@@ -141,11 +147,13 @@ def load(
         from modelseal.guard import Guard
 
         guard = Guard(license, trust, **guard_options)
-        return guard.load(path, framework, entry=entry, weights_only=weights_only)
+        return guard.load(
+            path, framework, entry=entry, weights_only=weights_only, configure=configure
+        )
     if key is None:
         raise InvalidArgumentError("load() needs key= or license= and trust=")
     with SealedModel(path, key) as model:
-        return model.load(framework, entry=entry, weights_only=weights_only)
+        return model.load(framework, entry=entry, weights_only=weights_only, configure=configure)
 
 
 __all__ = ["SealedModel", "default_framework", "inspect", "load", "open", "seal", "verify"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from modelseal.crypto import ContentKey
 from modelseal.errors import (
     CodeExecutionRefusedError,
+    InvalidArgumentError,
     LoaderError,
     ModelsealError,
     UnsupportedAlgorithmError,
@@ -131,6 +133,7 @@ class SealedModel:
         *,
         entry: str | None = None,
         weights_only: bool = True,
+        configure: Callable[[Any], None] | None = None,
     ) -> Any:
         """The framework object; see :func:`modelseal.load`."""
         header = self.header
@@ -139,6 +142,8 @@ class SealedModel:
             raise UnsupportedAlgorithmError(
                 f"unknown framework {fw!r}; choose one of {', '.join(FRAMEWORKS)}"
             )
+        if configure is not None and fw != "paddle":
+            raise InvalidArgumentError(f"configure= applies to framework 'paddle', not {fw!r}")
         if fw == "bytes":
             if header.kind == "file" and entry is None:
                 return self._reader.read_all().tobytes()
@@ -203,20 +208,8 @@ class SealedModel:
             rel = {p[len(prefix) :]: b for p, b in external.items() if p.startswith(prefix)}
             return onnx_loader.create_session(model, rel)
         if fw == "paddle":
-            params = self._entry(entry, (".pdiparams",))
-            stem = params.path[: -len(".pdiparams")]
-            program = next(
-                (e for e in self.entries if e.path in (stem + ".pdmodel", stem + ".json")), None
-            )
-            if program is None:
-                raise LoaderError(f"no {stem}.pdmodel (or .json) beside {params.path}")
-            if program.path.endswith(".json"):
-                # Refuse before decrypting anything: see loaders/paddle.py.
-                return paddle_loader.create_predictor(b"", b"", program_name=program.path)
-            return paddle_loader.create_predictor(
-                self._reader.read_entry(program),
-                self._reader.read_entry(params),
-                program_name=program.path,
+            return paddle_loader.load_predictor(
+                self.entries, self._reader.read_entry_into, entry=entry, configure=configure
             )
         raise LoaderError(f"a sealed {hint!r} model cannot be loaded as {fw!r}")
 

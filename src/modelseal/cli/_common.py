@@ -273,8 +273,12 @@ class CommandError(ModelsealError):
 
 
 def fail(message: str, code: int, **details: Any) -> NoReturn:
-    """Stop a command with one error line and ``code``; ``details`` join its JSON."""
-    raise CommandError(message, code, details)
+    """Stop a command with one error line and ``code``; ``details`` join its JSON.
+
+    Reports at once (like any error reaching :func:`report`), so it works
+    inside or outside ``errors_as_exit_codes`` and in option callbacks.
+    """
+    raise typer.Exit(report(CommandError(message, code, details)))
 
 
 @contextmanager

@@ -91,7 +91,6 @@ out = _console(sys.stdout)
 json_mode = False
 
 
-
 def _json_flag(value: bool) -> bool:
     # also set when a command runs without main() (Typer's CliRunner)
     global json_mode

@@ -123,7 +123,7 @@ def request(
         str | None,
         typer.Option(
             help="a name for this device the vendor will see, e.g. 'lab-gpu-01' "
-            "[default: the hostname]"
+            "(default: the hostname)"
         ),
     ] = None,
     out_path: Annotated[

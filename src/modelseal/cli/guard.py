@@ -32,21 +32,22 @@ LicenseOpt = Annotated[
     typer.Option(
         "--license",
         envvar="MODELSEAL_LICENSE",
-        help="license.jwt [env: MODELSEAL_LICENSE]",
+        help="license.jwt (default: $MODELSEAL_LICENSE)",
         show_envvar=False,
     ),
 ]
 TrustOpt = Annotated[
     list[Path] | None,
     typer.Option(
-        help="vendor public key file or directory (repeat) [env: MODELSEAL_TRUST, ':'-separated]"
+        help="vendor public key file or directory "
+        "(repeat; default: $MODELSEAL_TRUST, ':'-separated)"
     ),
 ]
 StateOpt = Annotated[
     Path | None,
     typer.Option(
-        help="state directory [default: $MODELSEAL_STATE_DIR, else "
-        "$XDG_STATE_HOME/modelseal or ~/.local/state/modelseal]"
+        help="state directory (default: $MODELSEAL_STATE_DIR, else "
+        "$XDG_STATE_HOME/modelseal or ~/.local/state/modelseal)"
     ),
 ]
 

@@ -141,9 +141,9 @@ def issue(
         int | None,
         typer.Option(
             min=1,
-            help="weight of matching components needed on the device [default: a majority "
+            help="weight of matching components needed on the device (default: a majority "
             "of the request's total weight, raised above the weak components' weight when "
-            "the strong ones allow]",
+            "the strong ones allow)",
         ),
     ] = None,
     strict_binding: Annotated[
@@ -153,7 +153,7 @@ def issue(
     allow_container: Annotated[bool, typer.Option(help="allow containers")] = True,
     jws_alg: Annotated[
         JwsAlg | None,
-        typer.Option(help="signature algorithm [default: the key's: EdDSA, PS256 or SM2]"),
+        typer.Option(help="signature algorithm (default: the key's: EdDSA, PS256 or SM2)"),
     ] = None,
     passphrase_env: Annotated[
         str | None, typer.Option(help="env var with the key passphrase")
@@ -479,7 +479,7 @@ def verify(
     trust: Annotated[
         list[Path] | None,
         typer.Option(
-            help="vendor public key file or directory (repeat) [default: MODELSEAL_TRUST]"
+            help="vendor public key file or directory (repeat; default: $MODELSEAL_TRUST)"
         ),
     ] = None,
     model: Annotated[Path | None, typer.Option(help="check the license covers this .mseal")] = None,

@@ -491,6 +491,20 @@ def test_guard_reads_modelseal_license_and_trust(
     assert r.code == 0, r.err
     monkeypatch.delenv("MODELSEAL_LICENSE")
     one_line_error(ms("guard", "status", "--state-dir", tmp_path / "s"), USAGE)
+    # and the help says so (rich markup once swallowed "[env: ...]" from help texts)
+    monkeypatch.setenv("COLUMNS", "400")
+    text = ms("guard", "status", "-h").out
+    assert "$MODELSEAL_LICENSE" in text and "$MODELSEAL_TRUST" in text
+
+
+def test_help_shows_the_default_threshold(ms: Runner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option, whatever the terminal
+    lines = [
+        ln
+        for ln in ms("license", "issue", "-h").out.splitlines()
+        if "--threshold" in ln and "int" in ln
+    ]
+    assert len(lines) == 1 and "(default: a majority" in lines[0], lines
 
 
 def test_unlock_codes_reused_or_expired_exit_19(ms: Runner, world: World, tmp_path: Path) -> None:

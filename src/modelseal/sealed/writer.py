@@ -193,7 +193,7 @@ def seal_path(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    publish(tmp, out_path, overwrite=overwrite)
+    publish(tmp, out_path, overwrite=overwrite, durable=False)
     return header
 
 

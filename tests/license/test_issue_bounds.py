@@ -89,3 +89,23 @@ def test_an_oversized_claim_signed_anyway_is_refused_on_the_device(
             trust=tmp_path / "v.pub",
             state_dir=tmp_path / "state",
         )
+
+
+@pytest.mark.parametrize(
+    ("virtualization", "option"), [("vm", "allow_vm"), ("container", "allow_container")]
+)
+def test_a_license_refusing_the_requests_own_environment_warns(
+    vendor: PrivateKey, virtualization: str, option: str
+) -> None:
+    from modelseal.device import make_request
+    from tests.license.conftest import make_device
+
+    request = make_request(make_device(virtualization=virtualization), label="vm-host")
+    issued = _issue(vendor, request=request, **{option: False})
+    assert any("will not open on the requesting device" in w for w in issued.warnings)
+    assert not any("requesting device" in w for w in _issue(vendor, request=request).warnings)
+
+
+def test_an_already_expired_license_warns(vendor: PrivateKey) -> None:
+    issued = _issue(vendor, not_before=NOW - timedelta(days=10), valid_for=timedelta(days=1))
+    assert any("already expired" in w for w in issued.warnings)

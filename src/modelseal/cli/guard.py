@@ -39,7 +39,7 @@ LicenseOpt = Annotated[
 TrustOpt = Annotated[
     list[Path] | None,
     typer.Option(
-        help="vendor public key file or directory "
+        help="vendor public key file, directory or trust file; ISSUER=FILE pins the issuer "
         "(repeat; default: $MODELSEAL_TRUST, ':'-separated)"
     ),
 ]

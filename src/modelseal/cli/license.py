@@ -479,7 +479,8 @@ def verify(
     trust: Annotated[
         list[Path] | None,
         typer.Option(
-            help="vendor public key file or directory (repeat; default: $MODELSEAL_TRUST)"
+            help="vendor public key file, directory or trust file; ISSUER=FILE pins the "
+            "issuer the key may sign for (repeat; default: $MODELSEAL_TRUST)"
         ),
     ] = None,
     model: Annotated[Path | None, typer.Option(help="check the license covers this .mseal")] = None,

@@ -641,3 +641,34 @@ def test_unbound_license_to_stdout(ms: Runner, world: World, cwd: Path) -> None:
     assert r.code == 0, r.err
     assert r.out.count(".") == 2 and list(cwd.iterdir()) == []
     one_line_error(ms(*args, "--product", "acme/m", "--out", "-", "--json"), USAGE)
+
+
+def test_every_error_class_has_a_documented_exit_code() -> None:
+    """docs/cli.md's table and the error classes agree (the trial found codes
+    the table did not list)."""
+    import importlib
+    import re
+
+    from modelseal.errors import ModelsealError
+
+    # every module that defines error classes, so __subclasses__ sees them all
+    for name in ("modelseal.guard.core", "modelseal.guard.unlock", "modelseal.license"):
+        importlib.import_module(name)
+
+    doc = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    documented = {int(m) for m in re.findall(r"^\| (\d+) \|", doc, flags=re.M)}
+
+    def subclasses(cls: type) -> list[type]:
+        return [s for c in cls.__subclasses__() for s in (c, *subclasses(c))]
+
+    for cls in subclasses(ModelsealError):
+        if cls.__module__.startswith("modelseal.cli"):
+            continue  # CommandError carries the code it is given
+        try:
+            exc = cls("x")
+        except TypeError:
+            continue  # needs other arguments; its base's code is checked
+        assert _common.exit_code_for(exc) in documented, cls
+    for reason, code in _common.reason_exit_codes().items():
+        assert code in documented, reason
+    assert {0, 1, 2, 3, 8, 19, 130} <= documented

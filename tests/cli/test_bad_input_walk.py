@@ -652,7 +652,13 @@ def test_every_error_class_has_a_documented_exit_code() -> None:
     from modelseal.errors import ModelsealError
 
     # every module that defines error classes, so __subclasses__ sees them all
-    for name in ("modelseal.guard.core", "modelseal.guard.unlock", "modelseal.license"):
+    modules = (
+        "modelseal.guard.core",
+        "modelseal.guard.unlock",
+        "modelseal.license",
+        "modelseal.device",
+    )
+    for name in modules:
         importlib.import_module(name)
 
     doc = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
@@ -668,7 +674,10 @@ def test_every_error_class_has_a_documented_exit_code() -> None:
             exc = cls("x")
         except TypeError:
             continue  # needs other arguments; its base's code is checked
-        assert _common.exit_code_for(exc) in documented, cls
+        code = _common.exit_code_for(exc)
+        assert code in documented, cls
+        # exit 1 means "a bug": no error raised on purpose may use it
+        assert code != 1 or cls.__name__ == "DeviceError", cls
     for reason, code in _common.reason_exit_codes().items():
         assert code in documented, reason
     assert {0, 1, 2, 3, 8, 19, 130} <= documented

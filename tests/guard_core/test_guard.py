@@ -21,6 +21,7 @@ from modelseal.guard.audit import verify as verify_audit
 from modelseal.guard.core import HeartbeatReply, HeartbeatReport
 from modelseal.guard.unlock import issue_unlock_code
 from modelseal.license import TrustStore, issue_license, open_unlock_secret
+from modelseal.license.verify import read_unverified
 from tests.license.conftest import NOW, make_device
 
 
@@ -63,7 +64,9 @@ def _license(vendor: PrivateKey, cek: ContentKey, **kw: object) -> str:
 
 
 def _guard(vendor: PrivateKey, token: str, tmp_path: Path, clock: FakeClock, **kw: object) -> Guard:
-    args: dict[str, object] = dict(state_dir=tmp_path / "state", source=None, clock=clock)
+    args: dict[str, object] = dict(
+        state_dir=tmp_path / "state", source=None, clock=clock, audience="acme/ocr"
+    )
     args.update(kw)
     src = kw.get("device", make_device())
     args.pop("device", None)
@@ -143,7 +146,15 @@ def test_refusals_have_reason_codes_and_a_generic_message(
         _guard(vendor, token, tmp_path, clock, **kw)
     assert str(info.value) == "not licensed"
     assert info.value.reason == reason
-    records = list(iter_records(tmp_path / "state" / "unverified.audit.jsonl"))
+    if case == "wrong_device":
+        # no state of this license opens here: nothing to anchor in
+        records = list(iter_records(tmp_path / "state" / "unverified.audit.jsonl"))
+    else:
+        # a genuine license on its bound device: the refusal is in its own,
+        # anchored log (deleting it locks the license, see the item 6 tests)
+        jti = read_unverified(token)[1]["jti"]
+        records = list(iter_records(tmp_path / "state" / f"{jti}.audit.jsonl"))
+        assert not (tmp_path / "state" / "unverified.audit.jsonl").exists()
     assert records[-1]["reason"] == reason
 
 
@@ -205,6 +216,7 @@ def _child(args: tuple[str, str, str, int]) -> int:
             state_dir=state_dir,
             source=StaticSource(list(dev.components), dev.environment),
             clock=lambda: NOW,
+            audience="acme/ocr",
             reserve_calls=5,
         )
     except NotLicensedError as exc:
@@ -387,7 +399,7 @@ def test_guard_from_env(vendor, model, tmp_path, monkeypatch) -> None:  # type: 
     monkeypatch.setenv("MODELSEAL_LICENSE", str(tmp_path / "license.jwt"))
     monkeypatch.setenv("MODELSEAL_TRUST", str(tmp_path / "vendor.pub"))
     monkeypatch.setenv("MODELSEAL_STATE_DIR", str(tmp_path / "env-state"))
-    guard = Guard.from_env(source=source)
+    guard = Guard.from_env(source=source, audience="acme/ocr")
     guard.check("ocr")
     assert guard.audit_path.parent == tmp_path / "env-state"
 

@@ -561,3 +561,130 @@ def test_a_license_for_another_product_is_refused(vendor: PrivateKey, tmp_path: 
             clock=lambda: NOW,
         )
     assert info.value.reason == "wrong_audience"
+
+
+# --- item 5: the ASGI middleware holds when the app is mounted ----------------------
+
+
+def _mounted_app(guard: Guard) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from modelseal.guard import LicenseASGIMiddleware
+
+    async def ok(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    inner = Starlette(routes=[Route(p, ok) for p in ("/hd", "/ocr", "/healthz")])
+    gated = LicenseASGIMiddleware(inner, guard, features={"/hd": "hd", "/ocr": "ocr"})
+    return Starlette(routes=[Mount("/api", app=gated)])
+
+
+def test_a_mounted_app_keeps_its_feature_gates(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from modelseal.guard import LicenseASGIMiddleware
+
+    _, cek = model
+    guard = _guard(vendor, _license(vendor, cek, features=["ocr"]), tmp_path, FakeClock(NOW))
+    client = TestClient(_mounted_app(guard))
+    assert client.get("/api/hd").status_code == 403  # the review got 200 here
+    assert client.get("/api/ocr").status_code == 200
+    assert client.get("/api/healthz").status_code == 200
+    # a root_path set by the server (behind a proxy that strips a prefix)
+    api = FastAPI()
+    api.add_middleware(LicenseASGIMiddleware, guard=guard, features={"/hd": "hd"})
+
+    @api.get("/hd")
+    def hd() -> str:
+        return "4k"
+
+    assert TestClient(api, root_path="/svc").get("/hd").status_code == 403
+
+
+def test_ambiguous_paths_fail_closed() -> None:
+    from modelseal.guard.integrations import _PathPolicy, app_paths
+
+    assert app_paths("/api/hd", "/api") == ["/hd", "/api/hd"]
+    assert app_paths("/hd", "/api") == ["/hd"]  # a server that strips root_path itself
+    assert app_paths("/api", "/api/") == ["/", "/api"]
+    assert app_paths("/apis/hd", "/api") == ["/apis/hd"]
+    policy = _PathPolicy(None, {"/hd": "hd", "/api/x": "x"}, ["/healthz"])  # type: ignore[arg-type]
+    # "/api/x/hd" may be the app's "/x/hd" or, on an old server, "/api/x/hd":
+    # both readings' features are required
+    assert policy.decide(app_paths("/api/x/hd", "/api")) == (False, ["x"])
+    assert policy.decide(app_paths("/api/hd", "/api")) == (False, ["hd"])
+    assert policy.decide(app_paths("/api/healthz", "/api")) == (True, [])
+    strict = _PathPolicy(None, {"/": "hd"}, ["/healthz"])  # type: ignore[arg-type]
+    assert strict.decide(app_paths("/api/healthz", "/api")) == (False, ["hd"])
+
+
+_SERVER_APP = textwrap.dedent(
+    """
+    import os
+    from modelseal.crypto import load_public_key
+    from modelseal.device import StaticSource
+    from modelseal.guard import Guard
+    from modelseal.license import TrustStore
+    from tests.guard_core.test_red_team import _mounted_app
+    from tests.license.conftest import NOW, make_device
+
+    dev = make_device()
+    guard = Guard(
+        os.environ["T_TOKEN"], TrustStore([load_public_key(os.environ["T_PUB"].encode())]),
+        state_dir=os.environ["T_STATE"], audience="acme/ocr", clock=lambda: NOW,
+        source=StaticSource(list(dev.components), dev.environment),
+    )
+    app = _mounted_app(guard)
+    """
+)
+
+
+def test_a_mounted_app_behind_a_root_path_in_a_real_server(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    _, cek = model
+    (tmp_path / "served_app.py").write_text(_SERVER_APP)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(SRC), str(ROOT)]),
+        "T_TOKEN": _license(vendor, cek, features=["ocr"]),
+        "T_PUB": vendor.public_key().to_pem().decode(),
+        "T_STATE": str(tmp_path / "state"),
+    }
+    server = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "served_app:app", "--host", "127.0.0.1"),
+            *("--port", str(port), "--root-path", "/svc", "--log-level", "warning"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):  # bounded: up to 20 s for the server to come up
+            try:
+                httpx.get(f"{base}/api/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert httpx.get(f"{base}/api/hd").status_code == 403
+        assert httpx.get(f"{base}/api/ocr").status_code == 200
+        assert httpx.get(f"{base}/api/healthz").status_code == 200
+    finally:
+        server.kill()
+        server.wait(timeout=10)

@@ -64,7 +64,7 @@ from modelseal.license import (
     WrongDeviceError,
     verify_license,
 )
-from modelseal.license.keydelivery import state_key, unwrap_content_key, unwrap_unlock_secret
+from modelseal.license.keydelivery import state_key, unwrap_content_key
 from modelseal.license.verify import license_kek, read_unverified
 
 Clock = Callable[[], datetime]
@@ -775,12 +775,16 @@ class Guard:
         return reply
 
     def unlock(self, code: str) -> datetime:
-        """Apply a vendor-issued emergency unlock code; always audited. Returns its end."""
-        from modelseal.guard.unlock import unlock_attempt_allowed, verify_unlock_code
+        """Apply a vendor-issued emergency unlock code; always audited. Returns its end.
 
+        The code is checked against the hashes the license carries: nothing on
+        this device can make a code (docs/guard-audit-unlock.md §2).
+        """
         lic = verify_license(
             self._token,
             self._trust,
+            audience=self._audience,
+            issuer=self._issuer,
             now=self._clock(),
             leeway=self._leeway,
             fingerprint=self.fingerprint,
@@ -788,9 +792,23 @@ class Guard:
         self._license = lic
         if self._store is None:
             self._store = self._open_store(lic)
-        assert lic.claims.keys is not None
-        secret = unwrap_unlock_secret(lic.claims.keys, self._license_kek(lic), jti=lic.claims.jti)
+        try:
+            until = self._apply_unlock(lic, code)
+        except OSError as exc:
+            raise self._storage_error(exc) from None
+        # a full verification: dates, quota and features all apply again
+        self.verify()
+        return until
+
+    def _apply_unlock(self, lic: License, code: str) -> datetime:
+        from modelseal.guard.unlock import (
+            UnlockCodeInvalidError,
+            unlock_attempt_allowed,
+            verify_unlock_code,
+        )
+
         device_id = lic.claims.device.device_id if lic.claims.device else ""
+        codes = lic.claims.unlock
         failure: ModelsealError | None = None
         with self._txn(create=self._first_run(lic.claims.jti)) as t:
             st = t.state
@@ -805,12 +823,14 @@ class Guard:
                 failure = UnlockRateLimitedError("too many wrong unlock codes; try again later")
             else:
                 try:
+                    if codes is None:
+                        raise UnlockCodeInvalidError("the license carries no unlock codes")
                     grant = verify_unlock_code(
-                        secret,
                         code,
                         license_id=lic.claims.jti,
                         device_id=device_id,
-                        now=trusted,
+                        verifiers=codes.verifiers,
+                        grant_hours=codes.hours,
                         used_serials=st.unlock_serials,
                     )
                 except ModelsealError as exc:
@@ -835,8 +855,6 @@ class Guard:
                 t.log("unlock_used", reason="unlock_used", serial=grant.serial, until=end)
         if failure is not None:
             raise failure
-        # a full verification: dates, quota and features all apply again
-        self.verify()
         return until
 
 

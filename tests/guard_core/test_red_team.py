@@ -688,3 +688,69 @@ def test_a_mounted_app_behind_a_root_path_in_a_real_server(
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+# --- item 10: the device cannot mint unlock codes ------------------------------------
+
+
+def test_the_bound_device_cannot_mint_an_unlock_code(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """The review's attack: open the unlock secret with the public API, mint a code."""
+    from modelseal.guard.unlock import issue_unlock_code
+    from modelseal.license import KeyDeliveryError, open_state_key, open_unlock_secret
+    from modelseal.license.verify import license_kek
+
+    _, cek = model
+    clock = FakeClock(NOW)
+    guard = _guard(vendor, _license(vendor, cek), tmp_path, clock, recheck_every=timedelta(0))
+    lic, dev = guard.license, make_device()
+    assert lic.claims.keys is not None and lic.claims.keys.unlock_secret is None
+    with pytest.raises(KeyDeliveryError):
+        open_unlock_secret(lic, dev)
+    clock.now = NOW + timedelta(days=3)
+    guard.check()
+    clock.now = NOW + timedelta(days=1)  # locked: the attacker wants a code
+    with pytest.raises(NotLicensedError):
+        guard.check()
+    assert lic.claims.device is not None and lic.claims.unlock is not None
+    # everything the device can derive, tried as the code seed
+    for candidate in (license_kek(lic, dev), open_state_key(lic, dev)):
+        forged = issue_unlock_code(
+            candidate, license_id=lic.claims.jti, device_id=lic.claims.device.device_id, serial=0
+        )
+        with pytest.raises(modelseal.IntegrityError):
+            guard.unlock(forged)
+    # the vendor's code (from the seed the license never carried) works
+    from tests.guard_core.test_guard import _code
+
+    guard.unlock(_code(lic, serial=0))
+    guard.check()
+
+
+def test_restoring_the_state_file_does_not_revive_a_used_code(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    from tests.guard_core.test_guard import _code
+
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek)
+    guard = _guard(vendor, token, tmp_path, clock, recheck_every=timedelta(0))
+    state_file = guard.audit_path.with_name(f"{guard.license.claims.jti}.state")
+    saved = state_file.read_bytes()
+    code = _code(guard.license, serial=3)
+    guard.unlock(code)
+    with pytest.raises(modelseal.ModelsealError):
+        guard.unlock(code)  # single use
+    for _ in range(5):  # and the wrong-code limiter fills up
+        with pytest.raises(modelseal.ModelsealError):
+            guard.unlock(_code(guard.license, serial=4, seed=bytes(32)))
+    state_file.write_bytes(saved)  # the state from before the code was used
+    fresh = _guard(vendor, token, tmp_path, clock, verify=False)
+    with pytest.raises(modelseal.ModelsealError) as info:
+        fresh.unlock(code)
+    assert getattr(info.value, "reason", None) == "state_tampered"
+    with pytest.raises(NotLicensedError) as refused:
+        _guard(vendor, token, tmp_path, clock)
+    assert refused.value.reason == "state_tampered"

@@ -653,7 +653,14 @@ class Guard:
         if (
             self._denied is None
             and time.monotonic() < self._recheck_at
-            and (feature is None or (isinstance(feature, str) and feature in self._features))
+            and (
+                feature is None
+                or (
+                    feature in self._features
+                    if isinstance(feature, str)
+                    else all(f in self._features for f in feature)
+                )
+            )
             and (not self._calls_limited or self._reserved_left > 0)
         ):
             self.check(feature)

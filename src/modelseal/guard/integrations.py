@@ -160,7 +160,7 @@ class LicenseASGIMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            await self.routes.guard.acheck(needed or None)
+            await self.routes.guard.acheck(needed[0] if len(needed) == 1 else needed or None)
         except (ModelsealError, OSError) as exc:
             # any failure of the guard is a refusal; callers learn nothing more
             if kind == "websocket":
@@ -204,7 +204,7 @@ class LicenseWSGIMiddleware:
         exempt, needed = self.routes.decide([str(environ.get("PATH_INFO", "")) or "/"])
         if not exempt:
             try:
-                self.routes.guard.check(needed or None)
+                self.routes.guard.check(needed[0] if len(needed) == 1 else needed or None)
             except (ModelsealError, OSError) as exc:
                 status = _status_for(exc, self.unavailable_status)
                 body = FORBIDDEN_BODY if status == 403 else UNAVAILABLE_BODY

@@ -251,8 +251,11 @@ class Guard:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Guard:
-        """``MODELSEAL_LICENSE``, ``MODELSEAL_TRUST`` (``:``-separated), ``MODELSEAL_STATE_DIR``."""
-        kwargs.setdefault("audience", None)
+        """``MODELSEAL_LICENSE``, ``MODELSEAL_TRUST`` (``:``-separated), ``MODELSEAL_STATE_DIR``.
+
+        The product (``audience=``) comes from the caller's code, never from
+        the environment: the environment is the customer's to set.
+        """
         license = os.environ.get("MODELSEAL_LICENSE")
         trust = os.environ.get("MODELSEAL_TRUST")
         if not license or not trust:

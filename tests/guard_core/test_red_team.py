@@ -754,3 +754,15 @@ def test_restoring_the_state_file_does_not_revive_a_used_code(
     with pytest.raises(NotLicensedError) as refused:
         _guard(vendor, token, tmp_path, clock)
     assert refused.value.reason == "state_tampered"
+
+
+def test_an_unbound_license_refuses_a_load_not_the_guard(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    path, cek = model
+    token = _license(vendor, cek, request=None, content_keys=[])
+    guard = _guard(vendor, token, tmp_path, FakeClock(NOW))
+    with pytest.raises(NotLicensedError) as info:
+        guard.load(path, framework="numpy")  # was an AssertionError
+    assert info.value.reason == "key_unavailable"
+    guard.check("ocr")

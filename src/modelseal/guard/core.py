@@ -50,6 +50,7 @@ from modelseal.guard.state import GuardState, StateStore
 from modelseal.license import (
     ClockRollbackError,
     EnvironmentRefusedError,
+    KeyDeliveryError,
     License,
     LicenseError,
     LicenseExpiredError,
@@ -724,7 +725,8 @@ class Guard:
         if key_id not in self._keys:
             try:
                 lic = self.license
-                assert lic.claims.keys is not None
+                if lic.claims.keys is None:
+                    raise KeyDeliveryError("the license delivers no content keys")
                 self._keys[key_id] = unwrap_content_key(
                     lic.claims.keys, self._license_kek(lic), jti=lic.claims.jti, key_id=key_id
                 )

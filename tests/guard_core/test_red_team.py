@@ -766,3 +766,60 @@ def test_an_unbound_license_refuses_a_load_not_the_guard(
         guard.load(path, framework="numpy")  # was an AssertionError
     assert info.value.reason == "key_unavailable"
     guard.check("ocr")
+
+
+_BUSY_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from modelseal.crypto import load_public_key
+    from modelseal.device import StaticSource
+    from modelseal.guard import Guard, NotLicensedError
+    from modelseal.license import TrustStore
+    from tests.license.conftest import NOW, make_device
+
+    token, pub, state_dir = sys.argv[1:4]
+    dev = make_device()
+    guard = Guard(token, TrustStore([load_public_key(pub.encode())]), state_dir=state_dir,
+                  audience="acme/ocr", source=StaticSource(list(dev.components), dev.environment),
+                  clock=lambda: NOW, reserve_calls=1)
+    print("ready", flush=True)
+    while True:  # every call reserves: an append and a state write, back to back
+        guard.check()
+        try:
+            guard.check("hd")
+        except NotLicensedError:
+            pass
+    """
+)
+
+
+def test_kill_9_mid_write_is_never_a_tamper_lock(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek, max_calls=1_000_000)
+    _guard(vendor, token, tmp_path, clock).close()
+    args = [token, vendor.public_key().to_pem().decode(), str(tmp_path / "state")]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{ROOT}"}
+    for delay in (0.05, 0.2, 0.45):
+        busy = subprocess.Popen(
+            [sys.executable, "-c", _BUSY_SCRIPT, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert busy.stdout is not None and busy.stdout.readline().strip() == "ready"
+            time.sleep(delay)
+        finally:
+            busy.send_signal(signal.SIGKILL)
+            busy.wait(timeout=30)
+        guard = _guard(vendor, token, tmp_path, clock)  # no false tamper verdict
+        assert verify_audit(guard.audit_path, expected_head=_anchor(guard)).ok
+        guard.check()
+        guard.close()

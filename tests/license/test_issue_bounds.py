@@ -82,6 +82,8 @@ def test_an_oversized_claim_signed_anyway_is_refused_on_the_device(
         verify_license(token, trust, now=NOW)
     (tmp_path / "l.jwt").write_text(token)
     vendor.public_key().save(tmp_path / "v.pub")
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    modelseal.seal(tmp_path / "m.bin", tmp_path / "m.mseal", model_id="acme/m")
     with pytest.raises(modelseal.ModelsealError):
         modelseal.load(
             tmp_path / "m.mseal",

@@ -43,7 +43,7 @@ def _root(
     """Seal AI models, license them to devices, and enforce the license at run time.
 
     Exit codes: docs/cli.md (0 ok, 1 bug, 2 usage, 3 bad input, 4 tampered,
-    5 key, 6-7 framework, 8 cannot write, 10-19 license and guard).
+    5 key, 6-7 framework, 8 cannot write, 10-20 license and guard).
     """
 
 

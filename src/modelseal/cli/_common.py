@@ -115,7 +115,7 @@ EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_USAGE = 2
 EXIT_INPUT = 3
-EXIT_UNLOCK = 19
+EXIT_UNLOCK = 20
 EXIT_INTERRUPTED = 130
 
 #: Guard refusals that carry only a reason code, and the reasons no error class names.

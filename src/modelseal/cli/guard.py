@@ -56,16 +56,24 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def _guard(license: Path | None, trust: list[Path] | None, state_dir: Path | None) -> Guard:
-    """A Guard built as ``Guard.from_env`` would be, without verifying yet."""
-    from modelseal.guard import Guard
+def _guard(
+    license: Path | None, trust: list[Path] | None, state_dir: Path | None, *, verify: bool
+) -> Guard:
+    """A Guard built as ``Guard.from_env`` would be, for any product the license names.
+
+    The device-side commands check the license itself, not one product's
+    use of it, so the audience is ``ANY_PRODUCT``.
+    """
+    from modelseal.guard import ANY_PRODUCT, Guard
 
     if license is None:
         raise InvalidArgumentError("give --license or set MODELSEAL_LICENSE")
     # a missing file is exit 3 and a binary one a malformed license (10), as
     # for `license verify`; the Guard alone reports both as "unreadable"
     read_text_input(license, what="license", error=LicenseFormatError)
-    return Guard(license, trust_paths(trust), state_dir=state_dir, verify=False)
+    return Guard(
+        license, trust_paths(trust), state_dir=state_dir, audience=ANY_PRODUCT, verify=verify
+    )
 
 
 def _state_info(guard: Guard) -> dict[str, Any]:
@@ -98,7 +106,7 @@ def status(
     from modelseal.guard import NotLicensedError
 
     with errors_as_exit_codes():
-        guard = _guard(license, trust, state_dir)
+        guard = _guard(license, trust, state_dir, verify=False)
         try:
             guard.verify()
         except NotLicensedError as exc:
@@ -160,16 +168,9 @@ def unlock(
     Example: modelseal guard unlock 0KJ4M-7Q2XH-9TCVB-A31PD-6EWRN --license license.jwt
     --trust vendor.pub
     """
-    from modelseal.guard.unlock import UnlockCodeExpiredError
-
     with errors_as_exit_codes():
-        guard = _guard(license, trust, state_dir)
-        try:
-            until = guard.unlock(code)
-        except UnlockCodeExpiredError as exc:
-            state = guard.state()
-            now = _iso(state.trusted if state is not None else None)
-            fail(f"{exc}; this device's trusted time is {now}", exit_code_for(exc))
+        guard = _guard(license, trust, state_dir, verify=False)
+        until = guard.unlock(code)
         if as_json:
             emit_json({"ok": True, "unlocked_until": until.isoformat(), **_state_info(guard)})
             return

@@ -33,9 +33,6 @@ app = typer.Typer(help="Issue, inspect and verify licenses.", no_args_is_help=Tr
 _DURATION = re.compile(r"^(\d{1,12})\s*([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
-#: ``--valid-for`` of an unlock code: long enough to reach a site, short enough
-#: that a code written on a note is soon worthless.
-MAX_CODE_VALIDITY = timedelta(days=30)
 #: ``--days``: a century.
 MAX_DAYS = 36_500
 
@@ -151,6 +148,15 @@ def issue(
     ] = False,
     allow_vm: Annotated[bool, typer.Option(help="allow virtual machines")] = True,
     allow_container: Annotated[bool, typer.Option(help="allow containers")] = True,
+    unlock_codes: Annotated[
+        int,
+        typer.Option(
+            min=0, max=4096, help="one-time emergency unlock codes in the license (0: none)"
+        ),
+    ] = 8,
+    unlock_hours: Annotated[
+        int, typer.Option(min=1, max=720, help="hours of grace each unlock code grants")
+    ] = 24,
     jws_alg: Annotated[
         JwsAlg | None,
         typer.Option(help="signature algorithm (default: the key's: EdDSA, PS256 or SM2)"),
@@ -164,8 +170,8 @@ def issue(
     """Sign a license for a device and deliver the models' keys to it, offline.
 
     With --request, also writes OUT.vendor.json (mode 0600): the vendor
-    record, holding the license's unlock secret. Keep it, never ship it:
-    `license unlock-code` needs it to make emergency unlock codes.
+    record, holding the seed of the license's emergency unlock codes. Keep
+    it, never ship it: `license unlock-code` needs it to read a code out.
 
     Example: modelseal license issue --signing-key vendor.pem --request request.json
     --customer ACME --model model.mseal --content-key model.key --days 365
@@ -179,7 +185,7 @@ def issue(
         record_path = None if is_stdio(out_path) else _record_path(out_path)
         if is_stdio(out_path) and as_json:
             raise InvalidArgumentError("--json and --out - would both write to stdout")
-        if is_stdio(out_path) and request is not None:
+        if is_stdio(out_path) and request is not None and unlock_codes > 0:
             raise InvalidArgumentError(
                 "--out - cannot carry the vendor record a bound license needs; give a file"
             )
@@ -191,7 +197,7 @@ def issue(
             from modelseal._fs import check_output
 
             check_output(out_path, overwrite=force, inputs=inputs)
-            if record_path is not None and request is not None:
+            if record_path is not None and request is not None and unlock_codes > 0:
                 check_output(record_path, overwrite=force, inputs=inputs)
         passphrase = os.environ.get(passphrase_env) if passphrase_env else None
         key = load_private_key(signing_key, passphrase)
@@ -227,6 +233,8 @@ def issue(
             allow_vm=allow_vm,
             allow_container=allow_container,
             strict_binding=strict_binding,
+            unlock_codes=unlock_codes,
+            unlock_hours=unlock_hours,
         )
         claims = issued.claims
         written = _write_license_and_record(
@@ -255,9 +263,9 @@ def issue(
         )
         if len(written) > 1:
             out.print(
-                f"wrote {escape(written[1])}: the vendor record (mode 0600) with this "
-                "license's unlock secret, for `modelseal license unlock-code`; keep it with "
-                "your records, never ship it"
+                f"wrote {escape(written[1])}: the vendor record (mode 0600) with the seed "
+                "of this license's unlock codes, for `modelseal license unlock-code`; keep it "
+                "with your records, never ship it"
             )
 
 
@@ -283,11 +291,22 @@ def _write_license_and_record(
 
     claims = issued.claims
     data = (token + "\n").encode()
-    if record_path is None or issued.unlock_secret is None or claims.device is None:
+    if (
+        record_path is None
+        or issued.unlock_seed is None
+        or claims.device is None
+        or claims.unlock is None
+    ):
         return [write_output(out_path, data, force=force, inputs=inputs)]
     if record_path.resolve() == out_path.resolve():
         raise OutputExistsError("the license and its vendor record would be the same file")
-    record = _vendor_record(claims.jti, claims.device.device_id, issued.unlock_secret)
+    record = _vendor_record(
+        claims.jti,
+        claims.device.device_id,
+        issued.unlock_seed,
+        codes=len(claims.unlock.verifiers),
+        hours=claims.unlock.hours,
+    )
     staged_record = stage_file(record_path, record, mode=0o600, overwrite=force, inputs=inputs)
     with removed_on_failure(staged_record):
         staged_license = stage_file(out_path, data, mode=0o644, overwrite=force, inputs=inputs)
@@ -302,8 +321,13 @@ def _write_license_and_record(
     return [str(out_path), str(record_path)]
 
 
-def _vendor_record(license_id: str, device_id: str, secret: bytes) -> bytes:
-    """What the vendor keeps to issue unlock codes later (mode 0600, never shipped)."""
+def _vendor_record(
+    license_id: str, device_id: str, seed: bytes, *, codes: int, hours: int
+) -> bytes:
+    """What the vendor keeps to issue unlock codes later (mode 0600, never shipped).
+
+    The seed is the only thing that makes codes: the license carries their hashes.
+    """
     from modelseal.crypto import b64url
 
     record = {
@@ -311,7 +335,9 @@ def _vendor_record(license_id: str, device_id: str, secret: bytes) -> bytes:
         "`modelseal license unlock-code --record` reads it",
         "license_id": license_id,
         "device_id": device_id,
-        "unlock_secret": b64url(secret),
+        "unlock_seed": b64url(seed),
+        "unlock_codes": codes,
+        "unlock_hours": hours,
     }
     return (json.dumps(record, indent=2) + "\n").encode()
 
@@ -323,53 +349,46 @@ def unlock_code(
         int,
         typer.Option(
             min=0,
-            max=65535,
-            help="serial number, 0-65535, unique per license: each code works once per device",
+            max=4095,
+            help="which of the license's codes (0, 1, ...): each works once on the device",
         ),
     ],
-    hours: Annotated[
-        int, typer.Option(min=1, max=720, help="hours of unlock the code grants")
-    ] = 24,
-    valid_for: Annotated[
-        str, typer.Option(help="how long the code may be entered (1m to 30d)")
-    ] = "4h",
     qr: Annotated[bool, typer.Option(help="also print the code as a QR code")] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Issue an emergency unlock code for one licensed device (read it over the phone).
+    """Read out one of a license's emergency unlock codes (over the phone).
 
-    Keep a log of the serials you issue per license: the device refuses a
-    serial it has seen, so a reused serial gives a code that does not work.
+    The license fixed how many codes exist and the hours each grants
+    (`license issue --unlock-codes/--unlock-hours`). Give out serials in
+    order and keep a log per license of those given out: each works once,
+    and the device refuses one it has seen.
 
-    Example: modelseal license unlock-code --record license.jwt.vendor.json --serial 1 --hours 24
+    Example: modelseal license unlock-code --record license.jwt.vendor.json --serial 0
     """
     from modelseal.crypto import b64url_decode
     from modelseal.guard.unlock import issue_unlock_code, unlock_qr
 
     with errors_as_exit_codes():
-        until = datetime.now(UTC) + parse_duration(
-            valid_for, option="--valid-for", minimum=timedelta(minutes=1), maximum=MAX_CODE_VALIDITY
-        )
         text = read_text_input(record, what="vendor record", error=KeyFileError)
         try:
             rec = json.loads(text)
-            secret = b64url_decode(rec["unlock_secret"])
+            seed = b64url_decode(rec["unlock_seed"])
             license_id, device_id = str(rec["license_id"]), str(rec["device_id"])
+            count, hours = int(rec["unlock_codes"]), int(rec["unlock_hours"])
         except (ValueError, KeyError, TypeError):
             raise KeyFileError(
                 f"{record} is not a vendor record written by `license issue`"
             ) from None
+        if not 0 <= serial < count:
+            raise InvalidArgumentError(
+                f"the license carries unlock codes #0 to #{count - 1}, not #{serial}"
+            )
         try:
             code = issue_unlock_code(
-                secret,
-                license_id=license_id,
-                device_id=device_id,
-                valid_until=until,
-                serial=serial,
-                grant_hours=hours,
+                seed, license_id=license_id, device_id=device_id, serial=serial
             )
         except ValueError as exc:
-            # values are range-checked above; what remains is a damaged record
+            # the serial is range-checked above; what remains is a damaged record
             raise KeyFileError(f"{record}: {exc}") from None
         if as_json:
             emit_json(
@@ -378,14 +397,14 @@ def unlock_code(
                     "code": code,
                     "license_id": license_id,
                     "serial": serial,
+                    "of": count,
                     "grant_hours": hours,
-                    "valid_until": until.isoformat(),
                 }
             )
             return
         out.print(
-            f"unlock code for {escape(license_id)} (serial {serial}, {hours} h, enter before "
-            f"{until:%Y-%m-%d %H:%M} UTC):\n\n    [bold]{code}[/]\n"
+            f"unlock code #{serial} of {count} for {escape(license_id)} (grants {hours} h once):"
+            f"\n\n    [bold]{code}[/]\n"
         )
         if qr:
             out.print(unlock_qr(code), highlight=False)

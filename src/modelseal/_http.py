@@ -23,7 +23,7 @@ MAX_RESPONSE_BYTES = 16 << 20
 class ServerError(ModelsealError):
     """The server refused the request or could not be reached."""
 
-    exit_code = 20
+    exit_code = 21
 
     def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
         super().__init__(message)
@@ -32,23 +32,23 @@ class ServerError(ModelsealError):
 
 
 class ServerUnreachableError(ServerError):
-    exit_code = 20
-
-
-class ServerAuthError(ServerError):
     exit_code = 21
 
 
-class ServerNotFoundError(ServerError):
+class ServerAuthError(ServerError):
     exit_code = 22
 
 
-class ServerConflictError(ServerError):
+class ServerNotFoundError(ServerError):
     exit_code = 23
 
 
-class ActivationRefusedError(ServerError):
+class ServerConflictError(ServerError):
     exit_code = 24
+
+
+class ActivationRefusedError(ServerError):
+    exit_code = 25
 
 
 class ServerRejectedError(ServerError):

@@ -375,6 +375,7 @@ def test_a_signed_revocation_list_locks_an_air_gapped_guard(
         token,
         trust,
         state_dir=tmp_path / "s",
+        audience="acme/ocr",
         auto_heartbeat=False,
         source=StaticSource(list(fp.components), fp.environment),
     )
@@ -397,3 +398,34 @@ def test_a_signed_revocation_list_locks_an_air_gapped_guard(
     with pytest.raises(NotLicensedError) as info:
         guard.check()
     assert info.value.reason == "revoked"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("post", "/v1/customers", {"name": "a\u0000b"}),
+        ("post", "/v1/plans", {"name": "x\u0000", "days": 1}),
+        ("get", "/v1/licenses/a%00b", None),
+        ("get", "/v1/plans/x%00", None),
+    ],
+)
+def test_nul_characters_are_a_4xx_on_every_database(
+    api: Api, method: str, path: str, body: Any
+) -> None:
+    """Regression (found by schemathesis on PostgreSQL): text with NUL was a 500."""
+    client = api.as_("a")
+    resp = client.post(path, json=body) if method == "post" else client.get(path)
+    assert 400 <= resp.status_code < 500, resp.text
+
+
+def test_a_heartbeat_naming_a_nul_license_is_a_4xx(api: Api) -> None:
+    """Regression: the heartbeat path answered 503 (a driver error) for a NUL in an id."""
+    body = HeartbeatRequest(
+        license_id="lic_\u0000", device_id="d", nonce=new_nonce(), time=0
+    ).to_body()
+    resp = api.client.post(
+        "/v1/heartbeat",
+        content=body,
+        headers={"Content-Type": "application/json", "Authorization": "Modelseal-Device x"},
+    )
+    assert resp.status_code == 422, resp.text

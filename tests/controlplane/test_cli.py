@@ -39,7 +39,7 @@ def test_init_writes_a_0600_token_once_and_refuses_a_second_time(
         str(tmp_path / "t2"),
         check=False,
     )
-    assert again.returncode == 23
+    assert again.returncode == 24
     assert again.stderr.strip() == "error: vendor 'acme' already exists"
     assert not (tmp_path / "t2").exists()
     migrated = run_cli("controlplane", "migrate", *args)
@@ -76,7 +76,7 @@ def test_admin_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
         "list",
         check=False,
     )
-    assert proc.returncode == 20
+    assert proc.returncode == 21
     assert proc.stderr.startswith("error: cannot reach") and proc.stderr.count("\n") == 1
     missing = run_cli(
         "admin",

@@ -24,7 +24,7 @@ from tests.controlplane.conftest import Server, run_cli
 DEVICE_SCRIPT = """
 import sys, time
 from modelseal.guard import Guard, NotLicensedError
-guard = Guard(sys.argv[1], sys.argv[2])
+guard = Guard(sys.argv[1], sys.argv[2], audience="acme/ocr")
 weights = guard.load(sys.argv[3], framework="numpy")
 print("loaded", float(weights["w"].sum()), flush=True)
 deadline = time.monotonic() + 60
@@ -193,6 +193,7 @@ def test_a_copied_license_neither_loads_nor_heartbeats(
             token,
             trust,
             state_dir=tmp_path / "s",
+            audience="acme/ocr",
             auto_heartbeat=False,
             source=StaticSource(list(other.components), other.environment),
         ).load(model)
@@ -215,6 +216,7 @@ def test_a_copied_license_neither_loads_nor_heartbeats(
         token,
         trust,
         state_dir=tmp_path / "r",
+        audience="acme/ocr",
         auto_heartbeat=False,
         source=StaticSource(list(make_device().components), make_device().environment),
     )

@@ -91,6 +91,7 @@ def _guard(
         token,
         TrustStore([vendor.public_key()]),
         state_dir=tmp_path / "state",
+        audience="acme/ocr",
         source=StaticSource(list(fp.components), fp.environment),
         clock=clock,
         heartbeat=server,

@@ -217,7 +217,10 @@ def customers_list(ctx: typer.Context, as_json: Json = False) -> None:
 
 @customers.command("usage")
 def customers_usage(ctx: typer.Context, customer: str, as_json: Json = False) -> None:
-    """Licenses, active devices and reported calls of one customer (the server's ledger)."""
+    """Licenses, active devices and reported calls of one customer (the server's ledger).
+
+    Example: modelseal admin customers usage "St. Mary" --json
+    """
     with errors_as_exit_codes():
         data = _target(ctx).get(f"/v1/customers/{_q(customer)}/usage")
         _show(data, as_json, ["customer_id", "licenses", "devices", "calls_used"], "usage")
@@ -320,7 +323,10 @@ def licenses_show(ctx: typer.Context, license: str, as_json: Json = False) -> No
 
 @licenses.command("key")
 def licenses_key(ctx: typer.Context, license: str, as_json: Json = False) -> None:
-    """Show a license's key again (to read it to the customer)."""
+    """Show a license's key again (to read it to the customer).
+
+    Example: modelseal admin licenses key lic_...
+    """
     with errors_as_exit_codes():
         data = _target(ctx).get(f"/v1/licenses/{_q(license)}/key")
         if as_json:
@@ -337,19 +343,28 @@ def _action(ctx: typer.Context, license: str, action: str, as_json: bool, body: 
 
 @licenses.command("revoke")
 def licenses_revoke(ctx: typer.Context, license: str, as_json: Json = False) -> None:
-    """Revoke for good; devices lock at their next heartbeat."""
+    """Revoke for good; devices lock at their next heartbeat.
+
+    Example: modelseal admin licenses revoke 7KQ2M-0XD9T-A0RW4-PHC6N-BZE3A
+    """
     _action(ctx, license, "revoke", as_json)
 
 
 @licenses.command("suspend")
 def licenses_suspend(ctx: typer.Context, license: str, as_json: Json = False) -> None:
-    """Suspend; devices lock at their next heartbeat until reinstated."""
+    """Suspend; devices lock at their next heartbeat until reinstated.
+
+    Example: modelseal admin licenses suspend lic_...
+    """
     _action(ctx, license, "suspend", as_json)
 
 
 @licenses.command("reinstate")
 def licenses_reinstate(ctx: typer.Context, license: str, as_json: Json = False) -> None:
-    """Lift a suspension."""
+    """Lift a suspension.
+
+    Example: modelseal admin licenses reinstate lic_...
+    """
     _action(ctx, license, "reinstate", as_json)
 
 
@@ -360,7 +375,10 @@ def licenses_renew(
     days: Annotated[int, typer.Option(min=1, help="extend by this many days")],
     as_json: Json = False,
 ) -> None:
-    """Extend the expiry; devices get the renewed license with their next heartbeat."""
+    """Extend the expiry; devices get the renewed license with their next heartbeat.
+
+    Example: modelseal admin licenses renew lic_... --days 365
+    """
     _action(ctx, license, "renew", as_json, {"days": days})
 
 
@@ -409,7 +427,10 @@ def licenses_download(
     device: Annotated[str, typer.Option(help="device record id (dev_...)")],
     out_path: Annotated[Path, typer.Option("--out", help="where to write the license")],
 ) -> None:
-    """A device's current license file (it opens only on that device)."""
+    """A device's current license file (it opens only on that device).
+
+    Example: modelseal admin licenses download --device dev_... --out license.jwt
+    """
     with errors_as_exit_codes():
         token = _target(ctx).text(f"/v1/devices/{_q(device)}/license")
         out_path.write_text(token.strip() + "\n")
@@ -448,7 +469,10 @@ def devices_list(
 
 @devices.command("deactivate")
 def devices_deactivate(ctx: typer.Context, device: str, as_json: Json = False) -> None:
-    """Free a device's seat; it locks at its next heartbeat."""
+    """Free a device's seat; it locks at its next heartbeat.
+
+    Example: modelseal admin devices deactivate dev_...
+    """
     with errors_as_exit_codes():
         data = _target(ctx).post(f"/v1/devices/{_q(device)}/deactivate")
         _show(data, as_json, DEVICE_COLS, "device deactivated")
@@ -470,7 +494,10 @@ def keys_rotate(
     alg: Annotated[str | None, typer.Option(help="ed25519, rsa or sm2 (default: as now)")] = None,
     as_json: Json = False,
 ) -> None:
-    """A new key signs from now on; old keys stay in the trust set."""
+    """A new key signs from now on; old keys stay in the trust set.
+
+    Example: modelseal admin keys rotate --alg sm2
+    """
     with errors_as_exit_codes():
         data = _target(ctx).post("/v1/keys/rotate" + (f"?kty={_q(alg)}" if alg else ""))
         _show(data, as_json, ["kid", "kty", "alg", "active"], "new signing key")
@@ -528,6 +555,10 @@ def tokens_create(
 
 @tokens.command("list")
 def tokens_list(ctx: typer.Context, as_json: Json = False) -> None:
+    """API tokens of the vendor (never the tokens themselves).
+
+    Example: modelseal admin tokens list --json
+    """
     with errors_as_exit_codes():
         _show(
             _target(ctx).get("/v1/tokens"), as_json, ["id", "name", "role", "revoked_at"], "tokens"
@@ -536,6 +567,10 @@ def tokens_list(ctx: typer.Context, as_json: Json = False) -> None:
 
 @tokens.command("revoke")
 def tokens_revoke(ctx: typer.Context, token_id: str, as_json: Json = False) -> None:
+    """Revoke an API token at once.
+
+    Example: modelseal admin tokens revoke tok_...
+    """
     with errors_as_exit_codes():
         data = _target(ctx).post(f"/v1/tokens/{_q(token_id)}/revoke")
         _show(data, as_json, ["id", "name", "role", "revoked_at"], "token revoked")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelseal.controlplane import db
@@ -81,6 +82,12 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     @app.exception_handler(ModelsealError)
     async def on_error(_request: Request, exc: ModelsealError) -> JSONResponse:
         return _error(422, "invalid_request", str(exc) or type(exc).__name__)
+
+    @app.exception_handler(DataError)
+    async def on_data_error(_request: Request, _exc: DataError) -> JSONResponse:
+        # e.g. a NUL character, which PostgreSQL text cannot hold (found by schemathesis):
+        # the request is bad, not the server
+        return _error(422, "invalid_request", "a value holds characters that cannot be stored")
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

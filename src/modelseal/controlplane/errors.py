@@ -25,13 +25,13 @@ class InvalidRequestError(ControlPlaneError):
 class UnauthorizedError(ControlPlaneError):
     status_code = 401
     code = "unauthorized"
-    exit_code = 21
+    exit_code = 22
 
 
 class ForbiddenError(ControlPlaneError):
     status_code = 403
     code = "forbidden"
-    exit_code = 21
+    exit_code = 22
 
 
 class NotFoundError(ControlPlaneError):
@@ -39,13 +39,13 @@ class NotFoundError(ControlPlaneError):
 
     status_code = 404
     code = "not_found"
-    exit_code = 22
+    exit_code = 23
 
 
 class ConflictError(ControlPlaneError):
     status_code = 409
     code = "conflict"
-    exit_code = 23
+    exit_code = 24
 
 
 class AlreadyInitializedError(ConflictError):
@@ -56,7 +56,7 @@ class ActivationRefusedError(ControlPlaneError):
     """The license cannot be activated on this device (limit, status, wrong salt)."""
 
     status_code = 403
-    exit_code = 24
+    exit_code = 25
 
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
@@ -68,4 +68,4 @@ class ServerUnavailableError(ControlPlaneError):
 
     status_code = 503
     code = "unavailable"
-    exit_code = 20
+    exit_code = 21

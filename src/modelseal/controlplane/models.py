@@ -141,7 +141,7 @@ class Device(Base):
     threshold: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="active")
     credential_sealed: Mapped[str] = mapped_column(Text)
-    unlock_secret_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    unlock_seed_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
     token: Mapped[str] = mapped_column(Text)
     #: the ``exp`` of ``token``: the heartbeat path compares it with the license's
     token_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -8,7 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["owner", "issuer", "auditor"]
 PlanKind = Literal["trial", "subscription", "perpetual"]
-Name = Field(min_length=1, max_length=200)
+#: names end up in licenses (iss, sub) and tables: no control characters (NUL
+#: cannot even be stored in PostgreSQL text; found by schemathesis)
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Name = Field(min_length=1, max_length=200, pattern=PRINTABLE)
 
 
 class _In(BaseModel):
@@ -107,10 +110,10 @@ class UsageOut(BaseModel):
 
 class ModelCreate(_In):
     model_id: str = Name
-    key_id: str = Field(min_length=1, max_length=64)
+    key_id: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
     content_key: str = Field(min_length=1, max_length=100, description="base64url, 32 bytes")
-    name: str | None = Field(default=None, max_length=200)
-    framework: str | None = Field(default=None, max_length=32)
+    name: str | None = Field(default=None, max_length=200, pattern=PRINTABLE)
+    framework: str | None = Field(default=None, max_length=32, pattern=PRINTABLE)
 
 
 class ModelOut(BaseModel):

@@ -124,8 +124,13 @@ class HeartbeatRequest:
             raise LicenseFormatError(f"heartbeat version must be {PROTOCOL_VERSION}")
         for name in ("license", "device", "nonce"):
             value = obj[name]
-            if not isinstance(value, str) or not 1 <= len(value) <= 128:
-                raise LicenseFormatError(f"heartbeat {name} must be a short string")
+            if (
+                not isinstance(value, str)
+                or not 1 <= len(value) <= 128
+                or not value.isascii()
+                or not value.isprintable()
+            ):
+                raise LicenseFormatError(f"heartbeat {name} must be a short printable string")
         for name in ("time", "calls_used"):
             value = obj[name]
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
@@ -145,6 +150,9 @@ class HeartbeatRequest:
                 or isinstance(head[0], bool)
                 or not isinstance(head[1], str)
                 or len(head[1]) > 128
+                or not head[1].isascii()
+                or not head[1].isprintable()
+                or not 0 <= head[0] < 2**63
             ):
                 raise LicenseFormatError("heartbeat audit_head must be [seq, hash]")
             parsed_head = (head[0], head[1])

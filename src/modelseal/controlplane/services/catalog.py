@@ -36,8 +36,8 @@ def create_plan(session: Session, caller: Caller, body: PlanCreate) -> Plan:
     if body.grace_seconds is not None and body.heartbeat_interval is None:
         raise InvalidRequestError("an offline grace needs a heartbeat interval")
     features = sorted(set(body.features))
-    if any(not f or len(f) > 64 for f in features):
-        raise InvalidRequestError("features are 1..64 characters each")
+    if any(not f or len(f) > 64 or not f.isprintable() for f in features):
+        raise InvalidRequestError("features are 1..64 printable characters each")
     row = Plan(
         id=new_id("pln"),
         vendor_id=caller.vendor_id,

@@ -292,7 +292,7 @@ def activate(
     record_id = existing.id if existing is not None else new_id("dev")
     sealed_credential = box.seal(credential, purpose="device_credential", row=record_id)
     sealed_unlock = (
-        box.seal(unlock, purpose="unlock_secret", row=record_id) if unlock is not None else None
+        box.seal(unlock, purpose="unlock_seed", row=record_id) if unlock is not None else None
     )
     claims = read_unverified(token)[1]
     # the weights the issuer assigned (its table of kinds), never the request's labels
@@ -305,7 +305,7 @@ def activate(
         existing.components = components
         existing.threshold = threshold
         existing.credential_sealed = sealed_credential
-        existing.unlock_secret_sealed = sealed_unlock
+        existing.unlock_seed_sealed = sealed_unlock
         existing.token = token
         existing.token_exp = token_exp
         device = existing
@@ -320,7 +320,7 @@ def activate(
             threshold=threshold,
             status="active",
             credential_sealed=sealed_credential,
-            unlock_secret_sealed=sealed_unlock,
+            unlock_seed_sealed=sealed_unlock,
             token=token,
             token_exp=token_exp,
             activated_at=now_s(),
@@ -382,7 +382,7 @@ def _issue_for_device(
         issued.token,
         issued.claims.device.device_id,
         credential,
-        issued.unlock_secret,
+        issued.unlock_seed,
         list(issued.warnings),
     )
 

@@ -171,7 +171,7 @@ def upgrade() -> None:
         sa.Column("threshold", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("credential_sealed", sa.Text(), nullable=False),
-        sa.Column("unlock_secret_sealed", sa.Text(), nullable=True),
+        sa.Column("unlock_seed_sealed", sa.Text(), nullable=True),
         sa.Column("token", sa.Text(), nullable=False),
         sa.Column("token_exp", sa.BigInteger(), nullable=True),
         sa.Column("activated_at", sa.BigInteger(), nullable=False),

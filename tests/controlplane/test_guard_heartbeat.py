@@ -235,3 +235,30 @@ def test_backoff_and_jitter() -> None:
     assert next_delay(60, 1, lambda: 0.5) == 5
     assert next_delay(60, 3, lambda: 0.5) == 20
     assert next_delay(60, 10, lambda: 0.5) == 60
+
+
+def test_the_asyncio_task_beats_off_the_event_loop() -> None:
+    import asyncio
+    import threading
+
+    from modelseal.guard.heartbeat import heartbeat_task
+
+    threads: list[str] = []
+
+    class FakeGuard:
+        def heartbeat_now(self) -> HeartbeatVerdict:
+            threads.append(threading.current_thread().name)
+            if len(threads) == 2:
+                raise HeartbeatReplyError("a forged reply")  # counted, not fatal
+            return HeartbeatVerdict(
+                code="VALID", server_time=0, license_id="l", device_id="d", nonce="n"
+            )
+
+    async def run() -> None:
+        task = asyncio.create_task(heartbeat_task(FakeGuard(), 0.05))  # type: ignore[arg-type]
+        await asyncio.sleep(0.6)
+        task.cancel()
+
+    asyncio.run(run())
+    assert len(threads) >= 3
+    assert threading.main_thread().name not in threads

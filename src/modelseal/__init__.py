@@ -13,6 +13,7 @@ from modelseal.crypto import ContentKey
 from modelseal.errors import (
     ChunkIntegrityError,
     DecryptionError,
+    DeviceUnavailableError,
     FormatError,
     HeaderIntegrityError,
     IntegrityError,
@@ -36,6 +37,7 @@ __all__ = [
     "ChunkIntegrityError",
     "ContentKey",
     "DecryptionError",
+    "DeviceUnavailableError",
     "FormatError",
     "HeaderIntegrityError",
     "IntegrityError",

@@ -20,6 +20,7 @@ from modelseal.errors import LoaderError, ModelsealError, UnsupportedAlgorithmEr
 from modelseal.loaders import FRAMEWORKS, LazySafetensors
 from modelseal.loaders import onnx as onnx_loader
 from modelseal.loaders import paddle as paddle_loader
+from modelseal.loaders import placement
 from modelseal.loaders import safetensors as st_loader
 from modelseal.loaders import torch as torch_loader
 from modelseal.sealed import DEFAULT_CHUNK_SIZE, Entry, Header, SealedReader, read_header, seal_path
@@ -155,6 +156,10 @@ class SealedModel:
         entry: str | None = None,
         weights_only: bool = True,
         configure: Callable[[Any], None] | None = None,
+        device: Any = None,
+        map_location: Any = None,
+        providers: list[Any] | None = None,
+        session_options: Any = None,
     ) -> Any:
         """The framework object; see :func:`modelseal.load`."""
         header = self.header
@@ -165,6 +170,11 @@ class SealedModel:
             )
         if configure is not None and fw != "paddle":
             raise TypeError(f"configure= applies to framework 'paddle', not {fw!r}")
+        if (providers is not None or session_options is not None) and fw != "onnxruntime":
+            raise TypeError(f"providers= and session_options= apply to 'onnxruntime', not {fw!r}")
+        where = placement.resolve(device, map_location)
+        if fw in ("bytes", "numpy"):
+            placement.refuse_non_cpu(where, fw)
         if fw == "bytes":
             if header.kind == "file" and entry is None:
                 return self._reader.read_all().tobytes()
@@ -178,11 +188,18 @@ class SealedModel:
                 if entry is not None
                 else [e for e in self.entries if e.path.lower().endswith(".safetensors")]
             )
-            # Decrypt all shards first; tensors are views into these buffers.
-            buffers = [self._reader.read_entry(e) for e in shards]
+            parts: list[dict[str, Any]]
+            if where.is_cuda:
+                # straight to the device through the copy ring (loaders/placement.py)
+                target = placement.require_torch_device(where)
+                parts = [placement.safetensors_to_device(self._reader, e, target) for e in shards]
+            else:
+                # Decrypt all shards first; tensors are views into these buffers.
+                buffers = [self._reader.read_entry(e) for e in shards]
+                parts = [st_loader.load_buffer(buf, fw) for buf in buffers]
             tensors: dict[str, Any] = {}
-            for shard, buf in zip(shards, buffers, strict=True):
-                for name, value in st_loader.load_buffer(buf, fw).items():
+            for shard, part in zip(shards, parts, strict=True):
+                for name, value in part.items():
                     if name in tensors:
                         raise LoaderError(f"tensor {name!r} appears in two shards ({shard.path})")
                     tensors[name] = value
@@ -190,12 +207,15 @@ class SealedModel:
         if fw == "torch" and hint in ("torch", "torchscript", "bytes"):
             # torch copies every record into its own storage, so it reads from a
             # decrypting stream instead of a decrypted copy of the whole file.
+            target = placement.require_torch_device(where)
             stream = self._reader.entry_stream(self._entry(entry, None))
             try:
                 if hint == "torchscript":
-                    obj = torch_loader.load_torchscript(stream)
+                    obj = torch_loader.load_torchscript(stream, map_location=target)
                 else:
-                    obj = torch_loader.load_checkpoint(stream, weights_only=weights_only)
+                    obj = torch_loader.load_checkpoint(
+                        stream, weights_only=weights_only, map_location=target
+                    )
                 stream.verify_rest()
             except ModelsealError:
                 if stream.failure is not None:
@@ -220,10 +240,20 @@ class SealedModel:
             # External data locations are relative to the graph's directory.
             prefix = graph.path.rsplit("/", 1)[0] + "/" if "/" in graph.path else ""
             rel = {p[len(prefix) :]: b for p, b in external.items() if p.startswith(prefix)}
-            return onnx_loader.create_session(model, rel)
+            return onnx_loader.create_session(
+                model,
+                rel,
+                session_options=session_options,
+                providers=providers,
+                cuda_device=where.cuda_index if where.is_cuda else None,
+            )
         if fw == "paddle":
             return paddle_loader.load_predictor(
-                self.entries, self._reader.read_entry_into, entry=entry, configure=configure
+                self.entries,
+                self._reader.read_entry_into,
+                entry=entry,
+                configure=configure,
+                gpu=where.cuda_index if where.is_cuda else None,
             )
         raise LoaderError(f"a sealed {hint!r} model cannot be loaded as {fw!r}")
 
@@ -243,6 +273,10 @@ def load(
     entry: str | None = None,
     weights_only: bool = True,
     configure: Callable[[Any], None] | None = None,
+    device: Any = None,
+    map_location: Any = None,
+    providers: list[Any] | None = None,
+    session_options: Any = None,
     **guard_options: Any,
 ) -> Any:
     """Decrypt ``path`` in memory and return the framework object.
@@ -263,7 +297,25 @@ def load(
     file, stem or folder, e.g. ``"det"``). ``configure`` is called with the
     framework's configuration before the model object is built (Paddle: the
     ``paddle.inference.Config``, for GPU, MKLDNN, threads, TensorRT...).
+
+    ``device`` (``map_location`` is accepted too, for ``torch.load`` habits):
+    ``"cpu"`` (the default), ``"cuda"``, ``"cuda:N"``, an int or a
+    ``torch.device``. Safetensors decrypt through a small ring of pinned
+    host buffers straight into GPU memory; torch checkpoints and TorchScript
+    map their storages there; ONNX Runtime gets its CUDA provider and
+    Paddle its GPU flag. A CUDA device that is not usable raises
+    :class:`DeviceUnavailableError`, never a quiet CPU load.
+    ``providers`` and ``session_options`` go to ONNX Runtime unchanged.
     """
+    options: dict[str, Any] = {
+        "entry": entry,
+        "weights_only": weights_only,
+        "configure": configure,
+        "device": device,
+        "map_location": map_location,
+        "providers": providers,
+        "session_options": session_options,
+    }
     if license is not None:
         if key is not None:
             raise TypeError("give key= or license=, not both")
@@ -272,10 +324,8 @@ def load(
         from modelseal.guard import Guard
 
         guard = Guard(license, trust, **guard_options)
-        return guard.load(
-            path, framework, entry=entry, weights_only=weights_only, configure=configure
-        )
+        return guard.load(path, framework, **options)
     if key is None:
         raise TypeError("load() needs key= or license= and trust=")
     with SealedModel(path, key) as model:
-        return model.load(framework, entry=entry, weights_only=weights_only, configure=configure)
+        return model.load(framework, **options)

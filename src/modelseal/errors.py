@@ -108,9 +108,17 @@ class MissingDependencyError(LoaderError):
     exit_code = 7
 
 
+class DeviceUnavailableError(LoaderError):
+    """The device asked for (``device="cuda"``...) is not usable here.
+
+    Never answered with a quiet CPU load: the caller asked for the GPU.
+    """
+
+
 __all__ = [
     "ChunkIntegrityError",
     "DecryptionError",
+    "DeviceUnavailableError",
     "FormatError",
     "HeaderIntegrityError",
     "IntegrityError",

@@ -17,10 +17,9 @@ import numpy as np
 
 from modelseal.crypto import ContentKey
 from modelseal.errors import LoaderError, ModelsealError, UnsupportedAlgorithmError
-from modelseal.loaders import FRAMEWORKS, LazySafetensors
+from modelseal.loaders import FRAMEWORKS, LazySafetensors, placement
 from modelseal.loaders import onnx as onnx_loader
 from modelseal.loaders import paddle as paddle_loader
-from modelseal.loaders import placement
 from modelseal.loaders import safetensors as st_loader
 from modelseal.loaders import torch as torch_loader
 from modelseal.sealed import DEFAULT_CHUNK_SIZE, Entry, Header, SealedReader, read_header, seal_path

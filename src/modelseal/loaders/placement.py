@@ -179,16 +179,13 @@ def safetensors_to_device(reader: SealedReader, entry: Entry, device: Any) -> di
     is returned unless every chunk of the entry authenticated.
     """
     torch = import_torch()
-    index = parse_header(
-        lambda off, size: reader.read_range(entry.offset + off, size), entry.size
-    )
+    index = parse_header(lambda off, size: reader.read_range(entry.offset + off, size), entry.size)
     data_len = entry.size - index.data_start
     dest = torch.empty(data_len, dtype=torch.uint8, device=device)
     copier = TorchDeviceCopier(dest, reader.header.chunk_size, reader.ring_slots())
     reader.copy_to_device(entry.offset + index.data_start, data_len, copier)
     return {
-        name: to_device_tensor(dest, info, index.data_start)
-        for name, info in index.tensors.items()
+        name: to_device_tensor(dest, info, index.data_start) for name, info in index.tensors.items()
     }
 
 

@@ -74,7 +74,7 @@ class DeviceCopier(Protocol):
         ...
 
     def submit(self, slot: int, src_offset: int, dst_offset: int, size: int) -> None:
-        """Start copying ``slot[src_offset:+size]`` to ``dest[dst_offset:+size]``; may return early."""
+        """Start copying ``slot[src_offset:+size]`` to ``dest[dst_offset:+size]``; may not wait."""
         ...
 
     def finish(self) -> None:

@@ -49,6 +49,8 @@ def main() -> None:
 
     if variant.startswith("cryptotensors"):
         import cryptotensors  # noqa: F401
+    if variant.startswith("tensorizer"):
+        import tensorizer  # noqa: F401
     from safetensors.torch import load_file
 
     torch.set_num_threads(2)
@@ -67,18 +69,25 @@ def main() -> None:
         result = torch.load(path, weights_only=True)
     elif variant == "sealed_torch":
         result = modelseal.load(path, key=extra, framework="torch")
-    elif variant == "sealed_slice":
+    elif variant in ("sealed_slice", "sealed_slice_embed"):
+        tensor = "big.0" if variant == "sealed_slice" else "embed.weight"
         with modelseal.open(path, key=extra) as m:
             view = m.safetensors()
             t0 = time.perf_counter()  # time the slice read itself, after open
-            result = view.get_slice("big.0", framework="torch")[0:1]
+            result = view.get_slice(tensor, framework="torch")[0:1]
     elif variant.startswith("cryptotensors"):
         from bench._peer_cryptotensors import load_all, load_slice
 
         if variant == "cryptotensors_safetensors":
             result = load_all(path, extra)
         else:
-            result, t0 = load_slice(path, extra, "big.0")
+            tensor = "big.0" if variant == "cryptotensors_slice" else "embed.weight"
+            result, t0 = load_slice(path, extra, tensor)
+    elif variant.startswith("tensorizer"):
+        from bench._peer_tensorizer import load as tensorizer_load
+
+        readers = 2 if variant == "tensorizer_plain_2readers" else None
+        result = tensorizer_load(path, extra, num_readers=readers)
     else:
         raise SystemExit(f"unknown variant {variant}")
     checksum = touch(result)

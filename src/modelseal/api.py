@@ -227,6 +227,10 @@ class SealedModel:
                 raise
             return obj
         if fw == "onnxruntime":
+            if where.is_cuda:
+                if providers is not None:
+                    raise TypeError("give device= or providers=, not both")
+                onnx_loader.require_cuda(where.cuda_index)  # before decrypting anything
             graph = self._entry(entry, (".onnx",))
             external = {
                 e.path: self._reader.read_entry(e)

@@ -135,6 +135,18 @@ def _container_buffers(
     return out
 
 
+def require_cuda(cuda_device: int) -> None:
+    """Refuse ``device="cuda:N"`` when this ONNX Runtime has no CUDA provider.
+
+    Called before anything is decrypted, and again by :func:`create_session`.
+    """
+    if _CUDA not in _ort().get_available_providers():
+        raise DeviceUnavailableError(
+            f"device='cuda:{cuda_device}' was requested but this ONNX Runtime has no "
+            f"{_CUDA} (install onnxruntime-gpu); pass device='cpu' to run on the CPU"
+        )
+
+
 def create_session(
     model: Any,
     external: Mapping[str, np.ndarray[Any, Any]] | None = None,
@@ -159,11 +171,7 @@ def create_session(
     if cuda_device is not None:
         if providers is not None:
             raise TypeError("give device= or providers=, not both")
-        if _CUDA not in ort.get_available_providers():
-            raise DeviceUnavailableError(
-                f"device='cuda:{cuda_device}' was requested but this ONNX Runtime has no "
-                f"{_CUDA} (install onnxruntime-gpu); pass device='cpu' to run on the CPU"
-            )
+        require_cuda(cuda_device)
         providers = [(_CUDA, {"device_id": cuda_device}), "CPUExecutionProvider"]
     data = bytes(memoryview(model).cast("B"))
     buffers_by_name = _container_buffers(data, external or {})

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 import modelseal
@@ -81,6 +83,16 @@ def test_device_names(given: Any, expected: Placement) -> None:
 def test_unknown_devices_are_loader_errors(bad: Any) -> None:
     with pytest.raises(LoaderError):
         resolve(bad)
+
+
+@given(st.one_of(st.text(max_size=12), st.integers(-5, 5), st.from_regex(r"(cpu|cuda)(:\d{1,3})?")))
+def test_any_device_value_parses_or_is_refused_typed(value: Any) -> None:
+    try:
+        where = resolve(value)
+    except (LoaderError, TypeError):
+        return
+    assert where.kind in ("cpu", "cuda")
+    assert resolve(str(where)) == where  # the canonical name round-trips
 
 
 @pytest.mark.parametrize("bad", [{"cuda:0": "cpu"}, lambda s, loc: s, True, 1.0])
@@ -291,6 +303,16 @@ def test_guard_load_passes_device_through(tmp_path: Path) -> None:
 
 
 # --- on a GPU machine ------------------------------------------------------------
+
+
+@needs_cuda
+def test_cuda_checkpoint_lands_on_the_device(tmp_path: Path) -> None:
+    net = torch.nn.Linear(4, 3)
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    modelseal.seal(tmp_path / "net.pt", tmp_path / "net.mseal", key=KEY, chunk_size=1024)
+    sd = modelseal.load(tmp_path / "net.mseal", key=KEY, map_location="cuda:0")
+    for k, v in net.state_dict().items():
+        assert sd[k].device == torch.device("cuda", 0) and torch.equal(sd[k].cpu(), v)
 
 
 @needs_cuda

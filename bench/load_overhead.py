@@ -9,7 +9,9 @@ dict, seals both, then for each round loads every variant in a fresh process
 the process's baseline. When the ``cryptotensors`` package is installed it is
 run on the same safetensors file as the peer, and each tool reads one small
 slice of one tensor, and one row of a 256 MiB embedding tensor (a file of its
-own). When ``tensorizer`` is installed (bench/_peer_tensorizer.py says how)
+own); a slice variant reports the median of 7 reads from fresh handles in
+its process (a millisecond read drowns in one scheduling hiccup otherwise).
+When ``tensorizer`` is installed (bench/_peer_tensorizer.py says how)
 its plain load (default and 2 reader threads) and its encrypted load run on
 the same tensors. Round 0 warms the page cache and is not counted.
 Prints a table and writes bench/out/load_overhead.json.

@@ -113,7 +113,7 @@ def main() -> None:
     pt_size = build_torch(pt_path, args.torch_mb)
     build_embedding(embed_path, args.embed_mib)
     key = modelseal.ContentKey.generate()
-    key.save(work / "model.key")
+    key.save(work / "model.key", overwrite=True)
     seal_times = {}
     for src, dst in (
         (st_path, work / "st.mseal"),

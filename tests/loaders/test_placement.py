@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 import modelseal
 from modelseal.crypto import ContentKey
-from modelseal.errors import DeviceUnavailableError, LoaderError
+from modelseal.errors import DeviceUnavailableError, InvalidArgumentError, LoaderError
 from modelseal.loaders.placement import CPU, Placement, resolve, safetensors_to_device
 from modelseal.sealed import SealedReader
 
@@ -80,30 +80,31 @@ def test_device_names(given: Any, expected: Placement) -> None:
 
 
 @pytest.mark.parametrize("bad", ["gpu", "cuda:x", "cuda:-1", "cpu:1", "mps", "", "cuda:0:1", -1])
-def test_unknown_devices_are_loader_errors(bad: Any) -> None:
-    with pytest.raises(LoaderError):
+def test_unknown_devices_are_usage_errors(bad: Any) -> None:
+    with pytest.raises(InvalidArgumentError) as info:
         resolve(bad)
+    assert info.value.exit_code == 2 and isinstance(info.value, ValueError)
 
 
 @given(st.one_of(st.text(max_size=12), st.integers(-5, 5), st.from_regex(r"(cpu|cuda)(:\d{1,3})?")))
 def test_any_device_value_parses_or_is_refused_typed(value: Any) -> None:
     try:
         where = resolve(value)
-    except (LoaderError, TypeError):
+    except InvalidArgumentError:
         return
     assert where.kind in ("cpu", "cuda")
     assert resolve(str(where)) == where  # the canonical name round-trips
 
 
 @pytest.mark.parametrize("bad", [{"cuda:0": "cpu"}, lambda s, loc: s, True, 1.0])
-def test_non_device_values_are_type_errors(bad: Any) -> None:
-    with pytest.raises(TypeError):
+def test_non_device_values_are_usage_errors(bad: Any) -> None:
+    with pytest.raises(InvalidArgumentError):
         resolve(bad)
 
 
 def test_device_and_map_location_together_refused(sealed_st: Any) -> None:
     path, _ = sealed_st
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(InvalidArgumentError, match="not both"):
         modelseal.load(path, key=KEY, device="cpu", map_location="cpu")
 
 
@@ -132,7 +133,10 @@ def test_cpu_load_of_checkpoint_and_torchscript(tmp_path: Path) -> None:
         assert sd[k].device.type == "cpu" and torch.equal(sd[k], v)
     torch.jit.save(torch.jit.script(net), str(tmp_path / "net.ts"))
     modelseal.seal(tmp_path / "net.ts", tmp_path / "ts.mseal", key=KEY, chunk_size=1024)
-    module = modelseal.load(tmp_path / "ts.mseal", key=KEY, device="cpu")
+    with pytest.warns(modelseal.UnsafeCodeWarning):
+        module = modelseal.load(
+            tmp_path / "ts.mseal", key=KEY, framework="torchscript", device="cpu"
+        )
     x = torch.randn(2, 4)
     assert torch.equal(module(x), net(x))
 
@@ -157,9 +161,9 @@ def test_cuda_refused_without_cuda_for_checkpoint_and_torchscript(tmp_path: Path
     modelseal.seal(tmp_path / "net.pt", tmp_path / "net.mseal", key=KEY)
     torch.jit.save(torch.jit.script(net), str(tmp_path / "net.ts"))
     modelseal.seal(tmp_path / "net.ts", tmp_path / "ts.mseal", key=KEY)
-    for path in (tmp_path / "net.mseal", tmp_path / "ts.mseal"):
+    for path, fw in ((tmp_path / "net.mseal", "torch"), (tmp_path / "ts.mseal", "torchscript")):
         with pytest.raises(DeviceUnavailableError) as info:
-            modelseal.load(path, key=KEY, device="cuda")
+            modelseal.load(path, key=KEY, framework=fw, device="cuda")
         assert info.value.exit_code == LoaderError.exit_code
 
 
@@ -194,9 +198,9 @@ def test_onnx_options_pass_through_and_cuda_is_refused(tmp_path: Path) -> None:
     assert session.get_session_options().intra_op_num_threads == 1
     x = np.ones((2, 64), np.float32)
     np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ w + b, rtol=1e-5)
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(InvalidArgumentError, match="not both"):
         modelseal.load(tmp_path / "m.mseal", key=KEY, device="cuda", providers=["X"])
-    with pytest.raises(TypeError, match="onnxruntime"):
+    with pytest.raises(InvalidArgumentError, match="onnxruntime"):
         modelseal.load(tmp_path / "m.mseal", key=KEY, framework="bytes", providers=["X"])
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(DeviceUnavailableError, match="onnxruntime-gpu"):

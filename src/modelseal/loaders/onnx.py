@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from modelseal.errors import DeviceUnavailableError, LoaderError, MissingDependencyError
+from modelseal.errors import (
+    DeviceUnavailableError,
+    InvalidArgumentError,
+    LoaderError,
+    MissingDependencyError,
+)
 
 _CUDA = "CUDAExecutionProvider"
 
@@ -170,7 +175,7 @@ def create_session(
     ort = _ort()
     if cuda_device is not None:
         if providers is not None:
-            raise TypeError("give device= or providers=, not both")
+            raise InvalidArgumentError("give device= or providers=, not both")
         require_cuda(cuda_device)
         providers = [(_CUDA, {"device_id": cuda_device}), "CPUExecutionProvider"]
     data = bytes(memoryview(model).cast("B"))

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from modelseal.errors import DeviceUnavailableError, LoaderError
+from modelseal.errors import DeviceUnavailableError, InvalidArgumentError, LoaderError
 from modelseal.loaders._memio import import_torch
 from modelseal.loaders.safetensors import parse_header, to_device_tensor
 from modelseal.sealed import Entry, SealedReader
@@ -59,35 +59,40 @@ def resolve(device: Any = None, map_location: Any = None) -> Placement:
     """The placement ``device=`` (or its torch-habit alias ``map_location=``) names.
 
     Accepts ``None`` (the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, an int
-    (CUDA device N, as torch takes it) and a ``torch.device``. Only
+    (CUDA device N, as torch takes it) and a ``torch.device``; anything else
+    is an :class:`InvalidArgumentError` (a usage error, exit 2). Only
     parses; whether the device exists is for the framework to say
     (:func:`require_torch_device` and the ONNX Runtime and Paddle loaders).
     """
     if device is not None and map_location is not None:
-        raise TypeError("give device= or map_location=, not both")
+        raise InvalidArgumentError("give device= or map_location=, not both")
     value = device if device is not None else map_location
     if value is None:
         return CPU
     if isinstance(value, bool):
-        raise TypeError("device must be a string such as 'cuda:0', an int or a torch.device")
+        raise InvalidArgumentError(
+            "device must be a string such as 'cuda:0', an int or a torch.device"
+        )
     if isinstance(value, int):
         if value < 0:
-            raise LoaderError(f"device index {value} is negative")
+            raise InvalidArgumentError(f"device index {value} is negative")
         return Placement("cuda", value)
     if type(value).__name__ == "device" and type(value).__module__.startswith("torch"):
         value = str(value)
     if not isinstance(value, str):
-        raise TypeError(
+        raise InvalidArgumentError(
             "device must be a string such as 'cuda:0', an int or a torch.device "
             f"(not {type(value).__name__}; a dict or callable map_location is not supported)"
         )
     m = _DEVICE.fullmatch(value.strip().lower())
     if m is None:
-        raise LoaderError(f"unsupported device {value!r}: use 'cpu', 'cuda' or 'cuda:N'")
+        raise InvalidArgumentError(
+            f"unsupported device {value!r}: use 'cpu', 'cuda' or 'cuda:N'"
+        )
     index = int(m.group(2)) if m.group(2) is not None else None
     if m.group(1) == "cpu":
         if index not in (None, 0):
-            raise LoaderError(f"unsupported device {value!r}: the CPU has no index")
+            raise InvalidArgumentError(f"unsupported device {value!r}: the CPU has no index")
         return CPU
     return Placement("cuda", index)
 

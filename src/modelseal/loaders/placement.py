@@ -86,9 +86,7 @@ def resolve(device: Any = None, map_location: Any = None) -> Placement:
         )
     m = _DEVICE.fullmatch(value.strip().lower())
     if m is None:
-        raise InvalidArgumentError(
-            f"unsupported device {value!r}: use 'cpu', 'cuda' or 'cuda:N'"
-        )
+        raise InvalidArgumentError(f"unsupported device {value!r}: use 'cpu', 'cuda' or 'cuda:N'")
     index = int(m.group(2)) if m.group(2) is not None else None
     if m.group(1) == "cpu":
         if index not in (None, 0):

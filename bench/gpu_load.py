@@ -105,10 +105,10 @@ def build(work: Path, mib: int) -> int:
     torch.save(sd, work / "model.pt")
     save_file(sd, str(work / "model.safetensors"))
     key = modelseal.ContentKey.generate()
-    key.save(work / "model.key")
+    key.save(work / "model.key", overwrite=True)
     for src, dst in (("model.safetensors", "st.mseal"), ("model.pt", "pt.mseal")):
         (work / dst).unlink(missing_ok=True)
-        modelseal.seal(work / src, work / dst, key=key)
+        modelseal.seal(work / src, work / dst, key=key, overwrite=True)
     return sum(t.numel() * t.element_size() for t in sd.values())
 
 

@@ -122,7 +122,7 @@ def main() -> None:
     ):
         dst.unlink(missing_ok=True)
         t = time.perf_counter()
-        modelseal.seal(src, dst, key=key)
+        modelseal.seal(src, dst, key=key, overwrite=True)
         seal_times[dst.name] = time.perf_counter() - t
 
     variants: list[tuple[str, Path, str]] = [

@@ -43,7 +43,9 @@ def test_record_hash_depends_on_every_member(tmp_path: Path, member: str, keyed:
 
 @pytest.mark.parametrize("keyed", [False, True])
 @pytest.mark.parametrize("line", range(3))
-def test_a_backdated_timestamp_is_caught_at_its_line(tmp_path: Path, line: int, keyed: bool) -> None:
+def test_a_backdated_timestamp_is_caught_at_its_line(
+    tmp_path: Path, line: int, keyed: bool
+) -> None:
     key = KEY if keyed else None
     path = tmp_path / "a.log"
     make_log(path, 3, mac_key=key)

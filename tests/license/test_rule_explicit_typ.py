@@ -13,10 +13,10 @@ from modelseal.license import (
     LICENSE_TYP,
     LicenseFormatError,
     TrustStore,
+    jws,
     read_unverified,
     verify_license,
 )
-from modelseal.license import jws
 from tests.license._helpers import issue
 from tests.license.conftest import NOW, make_device
 

@@ -77,4 +77,3 @@ def test_fractional_seconds_do_not_move_the_edges(signed: tuple[str, TrustStore]
     verify_license(token, trust, now=EXP - half, leeway=timedelta(0))
     with pytest.raises(LicenseExpiredError):
         verify_license(token, trust, now=EXP + half, leeway=timedelta(0))
-

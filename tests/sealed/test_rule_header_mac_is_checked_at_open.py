@@ -51,7 +51,7 @@ def test_a_forged_header_with_a_stale_mac_is_refused_before_any_chunk(tmp_path: 
     # Same-length edit of the header JSON (the model id): still parses, same
     # layout, so only the MAC can refuse it at open; the chunk AAD would only
     # notice on the first read, after the forged header had been handed out.
-    path, blob, mac_at = _sealed(tmp_path, 3000)
+    path, blob, _ = _sealed(tmp_path, 3000)
     forged = blob.replace(b'"acme/m"', b'"evil/m"', 1)
     assert len(forged) == len(blob) and forged != blob
     path.write_bytes(forged)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -258,8 +260,18 @@ def test_gpus_become_strong_components(fake_root: FakeRoot) -> None:
     ]
 
 
-def test_no_gpu_on_this_machine() -> None:
-    assert gpu_uuids() == []
+def test_gpu_uuids_of_this_machine() -> None:
+    # Reads the real machine, so it assumes nothing about its hardware: with a
+    # GPU, whole-GPU UUIDs, lowercased, sorted, unique and stable; without NVML
+    # (pynvml) and without nvidia-smi, none at all (the CPU CI machines).
+    found = gpu_uuids()
+    assert found == sorted(set(found)) == gpu_uuids()
+    assert all(re.fullmatch(r"gpu-[0-9a-f-]{8,64}", u) for u in found), found
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        if shutil.which("nvidia-smi") is None:
+            assert found == []
 
 
 # --- Kubernetes --------------------------------------------------------------

@@ -19,7 +19,7 @@ from modelseal.device._io import CommandRunner, run_command
 NVIDIA_SMI_TIMEOUT: Final = 3.0
 
 _SMI_UUID: Final = re.compile(r"\(UUID:\s*(GPU-[0-9A-Fa-f-]{8,64})\)")
-_GPU_UUID: Final = re.compile(r"^GPU-[0-9a-f-]{8,64}$")
+_GPU_UUID: Final = re.compile(r"^gpu-[0-9a-f-]{8,64}$")  # matched after lowercasing
 
 
 def parse_nvidia_smi_list(output: str) -> list[str]:

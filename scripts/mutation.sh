@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Mutation testing of the security-critical modules, bounded in time.
+#
+#   scripts/mutation.sh [--max-minutes N] [--jobs N] [--keep] [MODULE...]
+#   make mutation                       # the same, all modules, 20 minutes
+#
+# MODULE is a path under src/modelseal (e.g. license/verify.py); default: all
+# of those below. Each module runs mutmut (3.x, from PyPI) in a scratch copy
+# of the repository (.mutation/<module>/), against the tests that exercise it
+# (mutmut then runs, per mutant, only the tests that reach the mutated
+# function). The time budget is shared: each module gets an even share of
+# what is left, so time a quick module does not use goes to the next; a
+# module that runs out is stopped and its unchecked mutants are counted,
+# never hidden (``--keep`` resumes them on the next run). Survivors, with their diffs, go to .mutation/report.md; the
+# summary is printed. Not part of the test command: it takes minutes. Run
+# it before security-relevant changes land and update tests/MUTATION.md.
+#
+# Exit status: 0 when it ran (survivors are reported, not failed on), 2 on a
+# usage error, 1 when mutmut itself could not run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# module -> the tests that exercise it (space-separated pytest arguments)
+declare -A TESTS=(
+    [license/verify.py]="tests/license tests/guard_core/test_guard.py"
+    [license/keydelivery.py]="tests/license tests/guard_core/test_guard.py"
+    [sealed/reader.py]="tests/sealed"
+    [sealed/format.py]="tests/sealed"
+    [guard/core.py]="tests/guard_core"
+    [guard/audit.py]="tests/guard/test_audit.py tests/guard/test_rule_audit_hash_covers_every_member.py"
+    [guard/unlock.py]="tests/guard/test_unlock.py"
+)
+ORDER=(license/verify.py license/keydelivery.py sealed/reader.py sealed/format.py
+    guard/core.py guard/audit.py guard/unlock.py)
+
+max_minutes=20
+jobs=2
+keep=0
+modules=()
+while (($#)); do
+    case "$1" in
+    --max-minutes) max_minutes="${2:?}"; shift 2 ;;
+    --jobs) jobs="${2:?}"; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "mutation: unknown option $1" >&2; exit 2 ;;
+    *)
+        [[ -n "${TESTS[$1]:-}" ]] || {
+            echo "mutation: no test selection for $1 (known: ${ORDER[*]})" >&2
+            exit 2
+        }
+        modules+=("$1"); shift ;;
+    esac
+done
+((${#modules[@]})) || modules=("${ORDER[@]}")
+[[ "$max_minutes" =~ ^[0-9]+$ && "$max_minutes" -ge 1 ]] || {
+    echo "mutation: --max-minutes must be a positive integer" >&2
+    exit 2
+}
+
+PY="${PY:-}"
+if [[ -z "$PY" ]]; then
+    if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+PY="$(command -v "$PY")"
+"$PY" -c 'import mutmut' 2>/dev/null || {
+    echo "mutation: mutmut is not installed for $PY (pip install 'mutmut>=3.3,<4')" >&2
+    exit 1
+}
+
+deadline=$((SECONDS + max_minutes * 60))
+out="$ROOT/.mutation"
+mkdir -p "$out"
+report="$out/report.md"
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty="$(git status --porcelain -- src tests 2>/dev/null | head -1)"
+{
+    echo "# Mutation run"
+    echo
+    echo "commit $commit${dirty:+ (with uncommitted changes)}, $(date -u +%Y-%m-%dT%H:%MZ),"
+    echo "mutmut $("$PY" -c 'import importlib.metadata as m; print(m.version("mutmut"))'),"
+    echo "budget ${max_minutes} min shared by ${#modules[@]} module(s), ${jobs} workers"
+    echo
+} >"$report"
+
+summary=()
+left=${#modules[@]}
+for module in "${modules[@]}"; do
+    per_module=$(((deadline - SECONDS) / left))
+    left=$((left - 1))
+    ((per_module >= 30)) || per_module=30
+    name="${module//\//_}"
+    work="$out/${name%.py}"
+    if ((keep == 0)) || [[ ! -d "$work" ]]; then
+        rm -rf "$work"
+        mkdir -p "$work"
+        cp -r src tests "$work"/
+        cp pyproject.toml "$work"/
+        # The selection and pytest options are per module, so the config lives
+        # in the scratch copy, never in the repository's pyproject.toml.
+        read -r -a sel <<<"${TESTS[$module]}"
+        {
+            echo
+            echo "[tool.mutmut]"
+            echo 'source_paths = ["src/modelseal"]'
+            echo "only_mutate = [\"src/modelseal/$module\"]"
+            printf 'pytest_add_cli_args_test_selection = ['
+            printf '"%s", ' "${sel[@]}"
+            echo ']'
+            # -x: one failing test kills a mutant; a fixed hypothesis seed keeps
+            # a survivor a survivor from one run to the next.
+            echo 'pytest_add_cli_args = ["-x", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0"]'
+            echo 'use_git_change_detection = false'
+        } >>"$work/pyproject.toml"
+    fi
+    echo "== $module: ${TESTS[$module]} (budget ${per_module} s)" >&2
+    start=$SECONDS
+    status=0
+    # PYTHONPATH is dropped: the mutated copy, not a checkout's src, must be imported.
+    (cd "$work" && env -u PYTHONPATH timeout --signal=INT --kill-after=30 "$per_module" \
+        "$PY" -m mutmut run --max-children "$jobs" >"$work/run.log" 2>&1) || status=$?
+    took=$((SECONDS - start))
+    stopped=0
+    ((status == 0)) || ((took < per_module)) || stopped=1
+    if ((status != 0 && stopped == 0)); then
+        echo "mutation: mutmut failed on $module (exit $status); see $work/run.log" >&2
+        tail -20 "$work/run.log" >&2
+        exit 1
+    fi
+    results="$(cd "$work" && env -u PYTHONPATH "$PY" -m mutmut results --all true 2>/dev/null)"
+    count() { grep -c ": $1\$" <<<"$results" || true; }
+    killed=$(count killed)
+    survived=$(count survived)
+    no_tests=$(count "no tests")
+    timeouts=$(count timeout)
+    suspicious=$(count suspicious)
+    unchecked=$(count "not checked")
+    total=$(grep -c ': ' <<<"$results" || true)
+    line="$module: $total mutants, $killed killed, $survived survived, $no_tests no tests,"
+    line+=" $timeouts timeout, $suspicious suspicious, $unchecked not checked (${took}s)"
+    ((stopped == 0)) || line+=" [stopped at the budget]"
+    summary+=("$line")
+    {
+        echo "## $module"
+        echo
+        echo "$line"
+        echo
+        grep -E ': (survived|no tests|timeout|suspicious)$' <<<"$results" | sed 's/^ */- /'
+        echo
+        while read -r mutant; do
+            echo '```diff'
+            (cd "$work" && env -u PYTHONPATH "$PY" -m mutmut show "$mutant" 2>/dev/null) |
+                sed -n '/^--- /,$p'
+            echo '```'
+        done < <(grep -E ': survived$' <<<"$results" | sed 's/^ *//; s/: survived$//')
+        echo
+    } >>"$report"
+done
+
+echo >&2
+printf '%s\n' "${summary[@]}"
+echo "survivors and their diffs: ${report#"$ROOT"/}" >&2

@@ -29,8 +29,8 @@ SWEEP="--deselect=tests/sealed/test_tamper.py::test_every_single_byte_flip_is_de
 PROCS="--deselect=tests/guard_core/test_guard.py::test_quota_is_exact_across_processes"
 APPEND="--deselect=tests/guard/test_audit.py::test_two_processes_append_safely"
 declare -A TESTS=(
-    [license/verify.py]="tests/license tests/guard_core/test_guard.py $PROCS"
-    [license/keydelivery.py]="tests/license tests/guard_core/test_guard.py $PROCS"
+    [license/verify.py]="tests/license"
+    [license/keydelivery.py]="tests/license"
     [sealed/reader.py]="tests/sealed $SWEEP"
     [sealed/format.py]="tests/sealed $SWEEP"
     [guard/core.py]="tests/guard_core $PROCS"

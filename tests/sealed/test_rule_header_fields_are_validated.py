@@ -182,3 +182,22 @@ def test_property_any_field_value_parses_or_fails_typed(name: str, value: Any) -
     assert not isinstance(value, bool), f"boolean {name} accepted"
     assert name != "model_id" or value is None or isinstance(value, str)
     assert parse_header(header.encode()) == header
+
+
+@pytest.mark.parametrize("drop", sorted(FIELDS))
+def test_a_missing_field_is_named(raw_header: bytes, drop: str) -> None:
+    obj = json.loads(raw_header)
+    del obj[drop]
+    with pytest.raises(FormatError, match=rf"missing \['{drop}'\], unknown \[\]"):
+        parse_header(json.dumps(obj).encode())
+
+
+def test_an_unknown_field_is_named(raw_header: bytes) -> None:
+    with pytest.raises(FormatError, match=r"missing \[\], unknown \['compression'\]"):
+        parse_header(_with(raw_header, compression="zstd"))
+
+
+@pytest.mark.parametrize("raw", [b"[]", b'"header"', b"1", b"null", b"{", b"\xff{}"])
+def test_a_header_that_is_not_a_json_object_is_refused(raw: bytes) -> None:
+    with pytest.raises(FormatError):
+        parse_header(raw)

@@ -11,6 +11,8 @@ Found by mutation testing (tests/MUTATION.md): ``open_unlock_secret`` and
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from modelseal.crypto import ContentKey, PrivateKey
 from modelseal.license import (
@@ -21,6 +23,7 @@ from modelseal.license import (
     open_unlock_secret,
     verify_license,
 )
+from modelseal.license.verify import license_kek
 from tests.license._helpers import issue
 from tests.license.conftest import NOW, make_device
 
@@ -55,6 +58,17 @@ def test_no_delivered_key_opens_elsewhere(key: PrivateKey, cek: ContentKey) -> N
         open_unlock_secret(lic, moved)
     with pytest.raises(KeyDeliveryError):
         open_state_key(lic, moved)
+
+
+def test_the_state_key_is_the_specified_hkdf(key: PrivateKey, cek: ContentKey) -> None:
+    # docs/license.md: HKDF-SHA256(KEK, salt = "", info = "modelseal/license/v1/state/" || jti)
+    device = make_device()
+    lic = verify_license(issue(key, device, cek).token, TrustStore([key.public_key()]), now=NOW)
+    info = b"modelseal/license/v1/state/" + lic.license_id.encode()
+    expected = HKDF(hashes.SHA256(), length=32, salt=b"", info=info).derive(
+        license_kek(lic, device)
+    )
+    assert open_state_key(lic, device) == expected
 
 
 def test_state_keys_differ_between_licenses(key: PrivateKey, cek: ContentKey) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from modelseal.crypto import ContentKey, PrivateKey
 from modelseal.license import (
+    FeatureNotLicensedError,
     LicenseFormatError,
     TrustStore,
     WrongAudienceError,
@@ -108,3 +109,13 @@ def test_read_unverified_reads_every_padding_like_the_verifier(key: PrivateKey) 
         assert header == lic.header
         lengths.add(len(token.split(".")[1]) % 4)
     assert lengths == {0, 2, 3}  # 1 is impossible in base64url
+
+
+def test_require_feature_refuses_what_is_not_entitled(key: PrivateKey, cek: ContentKey) -> None:
+    token = issue(key, make_device(), cek, features=["ocr", "hd"]).token
+    lic = verify_license(token, TrustStore([key.public_key()]), now=NOW)
+    lic.require_feature("ocr")
+    lic.require_feature("hd")
+    for missing in ("4k", "OCR", "", "ocr "):
+        with pytest.raises(FeatureNotLicensedError, match="is not licensed"):
+            lic.require_feature(missing)

@@ -18,9 +18,11 @@ from modelseal.crypto import ContentKey, PrivateKey
 from modelseal.license import (
     KeyDeliveryError,
     TrustStore,
+    jws,
     open_content_key,
     open_state_key,
     open_unlock_secret,
+    read_unverified,
     verify_license,
 )
 from modelseal.license.verify import license_kek
@@ -88,3 +90,21 @@ def test_an_unknown_content_key_is_refused(key: PrivateKey, cek: ContentKey) -> 
     other = ContentKey(bytes(range(1, 33)))
     with pytest.raises(KeyDeliveryError, match="no content key"):
         open_content_key(lic, make_device(), other.key_id)
+
+
+def test_a_bound_license_without_keys_delivers_none(key: PrivateKey, cek: ContentKey) -> None:
+    # issue_license always adds keys to a bound license; one signed without them
+    # (another issuer, an older tool) must refuse key requests with a typed error
+    claims = read_unverified(issue(key, make_device(), cek).token)[1]
+    del claims["keys"]
+    token = jws.encode(
+        claims, key, alg="EdDSA", headers={"typ": "modelseal-license+jwt", "kid": key.key_id}
+    )
+    lic = verify_license(token, TrustStore([key.public_key()]), now=NOW, fingerprint=make_device())
+    for action in (
+        lambda: open_content_key(lic, make_device(), cek.key_id),
+        lambda: open_unlock_secret(lic, make_device()),
+        lambda: open_state_key(lic, make_device()),
+    ):
+        with pytest.raises(KeyDeliveryError, match="delivers no keys"):
+            action()

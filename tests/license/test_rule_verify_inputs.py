@@ -119,3 +119,11 @@ def test_require_feature_refuses_what_is_not_entitled(key: PrivateKey, cek: Cont
     for missing in ("4k", "OCR", "", "ocr "):
         with pytest.raises(FeatureNotLicensedError, match="is not licensed"):
             lic.require_feature(missing)
+
+
+@pytest.mark.parametrize(
+    ("header", "claims"), [(b"[]", b"{}"), (b"{}", b"[]"), (b'"h"', b"{}"), (b"{}", b"1")]
+)
+def test_read_unverified_wants_two_objects(header: bytes, claims: bytes) -> None:
+    with pytest.raises(LicenseFormatError, match="JSON objects"):
+        read_unverified(f"{_b64(header)}.{_b64(claims)}.c2ln")

@@ -11,6 +11,7 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	.venv/bin/python bench/seal_throughput.py
 	.venv/bin/python bench/load_overhead.py
 	.venv/bin/python bench/guard_overhead.py
+	.venv/bin/python bench/paddle_load.py
 
 mutation:  ## mutation testing of the security-critical modules (20 min budget; see tests/MUTATION.md)
 	bash scripts/bootstrap.sh

@@ -11,8 +11,8 @@
 # function). The time budget is shared: each module gets an even share of
 # what is left, so time a quick module does not use goes to the next; a
 # module that runs out is stopped and its unchecked mutants are counted,
-# never hidden (``--keep`` resumes them on the next run). Survivors, with their diffs, go to .mutation/report.md; the
-# summary is printed. Not part of the test command: it takes minutes. Run
+# never hidden (``--keep`` resumes them on the next run). Survivors, with
+# their diffs, go to .mutation/report.md; the summary is printed. Not part of the test command: it takes minutes. Run
 # it before security-relevant changes land and update tests/MUTATION.md.
 #
 # Exit status: 0 when it ran (survivors are reported, not failed on), 2 on a
@@ -50,7 +50,7 @@ while (($#)); do
     --max-minutes) max_minutes="${2:?}"; shift 2 ;;
     --jobs) jobs="${2:?}"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "mutation: unknown option $1" >&2; exit 2 ;;
     *)
         [[ -n "${TESTS[$1]:-}" ]] || {

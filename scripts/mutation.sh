@@ -12,8 +12,9 @@
 # what is left, so time a quick module does not use goes to the next; a
 # module that runs out is stopped and its unchecked mutants are counted,
 # never hidden (``--keep`` resumes them on the next run). Survivors, with
-# their diffs, go to .mutation/report.md; the summary is printed. Not part of the test command: it takes minutes. Run
-# it before security-relevant changes land and update tests/MUTATION.md.
+# their diffs, go to .mutation/report.md; the summary is printed. Not part
+# of the test command: it takes minutes. Run it before security-relevant
+# changes land, and update tests/MUTATION.md.
 #
 # Exit status: 0 when it ran (survivors are reported, not failed on), 2 on a
 # usage error, 1 when mutmut itself could not run.

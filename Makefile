@@ -12,6 +12,7 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	.venv/bin/python bench/load_overhead.py
 	.venv/bin/python bench/guard_overhead.py
 	.venv/bin/python bench/paddle_load.py
+	.venv/bin/python bench/device_checks.py
 
 mutation:  ## mutation testing of the security-critical modules (20 min budget; see tests/MUTATION.md)
 	bash scripts/bootstrap.sh

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from modelseal.device import Component, collect
+from modelseal.device._io import trusted_tool
 from modelseal.device.gpu import gpu_uuids, parse_nvidia_smi_list
 from modelseal.device.kubernetes import api_url, parse_namespace_uid
 from modelseal.device.linux import cpu_identity, root_mount_device, runtime_mount_text
@@ -238,8 +238,7 @@ def test_parse_nvidia_smi_list_ignores_mig() -> None:
     assert parse_nvidia_smi_list("No devices were found") == []
 
 
-def test_gpu_uuids_falls_back_to_nvidia_smi(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("modelseal.device.gpu._nvml_uuids", lambda: None)
+def test_gpu_uuids_from_nvidia_smi() -> None:
     calls: list[tuple[list[str], float]] = []
 
     def run(argv: object, timeout: float) -> str | None:
@@ -262,16 +261,13 @@ def test_gpus_become_strong_components(fake_root: FakeRoot) -> None:
 
 def test_gpu_uuids_of_this_machine() -> None:
     # Reads the real machine, so it assumes nothing about its hardware: with a
-    # GPU, whole-GPU UUIDs, lowercased, sorted, unique and stable; without NVML
-    # (pynvml) and without nvidia-smi, none at all (the CPU CI machines).
+    # GPU, whole-GPU UUIDs, lowercased, sorted, unique and stable; without a
+    # trusted nvidia-smi, none at all (the CPU CI machines).
     found = gpu_uuids()
     assert found == sorted(set(found)) == gpu_uuids()
     assert all(re.fullmatch(r"gpu-[0-9a-f-]{8,64}", u) for u in found), found
-    try:
-        import pynvml  # noqa: F401
-    except ImportError:
-        if shutil.which("nvidia-smi") is None:
-            assert found == []
+    if trusted_tool("nvidia-smi") is None:
+        assert found == []
 
 
 # --- Kubernetes --------------------------------------------------------------

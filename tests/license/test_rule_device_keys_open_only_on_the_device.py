@@ -29,8 +29,8 @@ from modelseal.license.verify import license_kek
 from tests.license._helpers import issue
 from tests.license.conftest import NOW, make_device
 
-TOLERATED = {"os.hostname": "renamed", "disk.root_serial": "NEWDISK"}  # weight 4 of 10, k = 6
-TOO_MUCH = {"disk.root_serial": "NEWDISK", "net.mac": "52:54:00:ff:ff:ff"}  # weight 5
+TOLERATED = {"os.hostname": "renamed", "disk.root_serial": "NEWDISK"}  # 6 of 9 left, k = 6
+TOO_MUCH = {"disk.root_serial": "NEWDISK", "net.mac": "52:54:00:ff:ff:ff"}  # 5 of 9 left
 
 
 @pytest.fixture

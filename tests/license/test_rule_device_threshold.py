@@ -4,6 +4,7 @@
 The Shamir key recovery enforces the same k independently; these tests go
 through ``verify_license(fingerprint=...)`` and ``check_device``, the policy
 check, so a ``>=`` turned into ``>`` there cannot hide behind the key maths.
+Weights are the issuer's (``COMPONENT_KINDS``), never the request's labels.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from modelseal.crypto import ContentKey, PrivateKey
+from modelseal.device import COMPONENT_KINDS
 from modelseal.license import (
     TrustStore,
     WrongDeviceError,
@@ -20,11 +22,16 @@ from modelseal.license import (
     verify_license,
 )
 from tests.license._helpers import issue
-from tests.license.conftest import NOW, make_device
+from tests.license.conftest import BASE, NOW, make_device
 
-# conftest BASE weights: product_uuid 3, root_serial 3, mac 2, machine_id 1, hostname 1 (10)
-EXACTLY_SIX = {"net.mac": "52:54:00:ff:ff:ff", "os.hostname": "renamed", "os.machine_id": "x"}
-ONLY_FIVE = {"disk.root_serial": "NEWDISK", "net.mac": "52:54:00:ff:ff:ff"}
+WEIGHT = {kind: COMPONENT_KINDS[kind].weight for kind in BASE}
+TOTAL = sum(WEIGHT.values())
+# strongest first, so "keep these" sets reach every threshold from the top down
+ORDER = sorted(BASE, key=lambda kind: -WEIGHT[kind])
+
+
+def _changed(except_: list[str]) -> dict[str, str]:
+    return {kind: "changed" for kind in BASE if kind not in except_}
 
 
 @pytest.fixture
@@ -33,47 +40,43 @@ def key(vendor_keys: dict[str, PrivateKey]) -> PrivateKey:
 
 
 def test_weight_exactly_at_the_threshold_is_accepted(key: PrivateKey, cek: ContentKey) -> None:
-    token = issue(key, make_device(), cek, threshold=6).token
-    moved = make_device(EXACTLY_SIX)
+    kept = ORDER[:2]  # the two strongest components stay, all others change
+    k = WEIGHT[kept[0]] + WEIGHT[kept[1]]
+    token = issue(key, make_device(), cek, threshold=k).token
+    moved = make_device(_changed(kept))
     lic = verify_license(token, TrustStore([key.public_key()]), now=NOW, fingerprint=moved)
-    assert matched_weight(lic, moved) == 6
-    assert check_device(lic, moved) == 6
+    assert matched_weight(lic, moved) == k
+    assert check_device(lic, moved) == k
     assert open_content_key(lic, moved, cek.key_id) == cek
 
 
-def test_weight_one_below_the_threshold_is_refused(key: PrivateKey, cek: ContentKey) -> None:
-    token = issue(key, make_device(), cek, threshold=6).token
+def test_weight_one_component_below_the_threshold_is_refused(
+    key: PrivateKey, cek: ContentKey
+) -> None:
+    kept = ORDER[:2]
+    k = WEIGHT[kept[0]] + WEIGHT[kept[1]]
+    token = issue(key, make_device(), cek, threshold=k).token
     trust = TrustStore([key.public_key()])
-    moved = make_device(ONLY_FIVE)
-    with pytest.raises(WrongDeviceError, match="weight 5 of the 6"):
+    moved = make_device(_changed(kept[:1]))
+    below = WEIGHT[kept[0]]
+    with pytest.raises(WrongDeviceError, match=f"weight {below} of the {k}"):
         verify_license(token, trust, now=NOW, fingerprint=moved)
     lic = verify_license(token, trust, now=NOW)
-    assert matched_weight(lic, moved) == 5
+    assert matched_weight(lic, moved) == below
     with pytest.raises(WrongDeviceError):
         check_device(lic, moved)
 
 
-ALL_BUT_HOSTNAME = {k: "changed" for k in ("dmi.product_uuid", "disk.root_serial", "net.mac")}
-
-
-@pytest.mark.parametrize(
-    ("threshold", "changes"),
-    [
-        (1, {**ALL_BUT_HOSTNAME, "os.machine_id": "changed"}),  # only the hostname (1) left
-        (5, ONLY_FIVE),  # product_uuid 3 + machine_id 1 + hostname 1
-        (10, {}),  # nothing may change
-    ],
-)
-def test_every_threshold_is_inclusive(
-    key: PrivateKey, cek: ContentKey, threshold: int, changes: dict[str, str]
-) -> None:
-    token = issue(key, make_device(), cek, threshold=threshold).token
+@pytest.mark.parametrize("kept", [ORDER[:n] for n in range(1, len(ORDER) + 1)])
+def test_every_threshold_is_inclusive(key: PrivateKey, cek: ContentKey, kept: list[str]) -> None:
+    k = sum(WEIGHT[kind] for kind in kept)
+    token = issue(key, make_device(), cek, threshold=k).token
     trust = TrustStore([key.public_key()])
-    at_k = make_device(changes)
+    at_k = make_device(_changed(kept))
     lic = verify_license(token, trust, now=NOW, fingerprint=at_k)
-    assert check_device(lic, at_k) == threshold
-    if changes:  # one more component gone: refused
-        first_kept = next(k for k in ("os.hostname", "dmi.product_uuid") if k not in changes)
-        below = make_device({**changes, first_kept: "changed"})
-        with pytest.raises(WrongDeviceError):
-            verify_license(token, trust, now=NOW, fingerprint=below)
+    assert check_device(lic, at_k) == k
+    if k < TOTAL:
+        assert check_device(lic, make_device()) == TOTAL
+    below = make_device(_changed(kept[:-1]))  # the weakest kept one changes too
+    with pytest.raises(WrongDeviceError):
+        verify_license(token, trust, now=NOW, fingerprint=below)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 
 from modelseal.crypto import ContentKey, PrivateKey
+from modelseal.device import COMPONENT_KINDS
 from modelseal.license import EnvironmentRefusedError, TrustStore, check_device, verify_license
 from tests.license._helpers import issue
-from tests.license.conftest import NOW, make_device
+from tests.license.conftest import BASE, NOW, make_device
 
 
 @pytest.mark.parametrize(
@@ -53,4 +54,4 @@ def test_environment_flags_are_each_enforced(
             check_device(unchecked, here)
     else:
         lic = verify_license(token, trust, now=NOW, fingerprint=here)
-        assert check_device(lic, here) == 10
+        assert check_device(lic, here) == sum(COMPONENT_KINDS[kind].weight for kind in BASE)

@@ -33,8 +33,8 @@ def ok(r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
 def test_vendor_and_device_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # undone after the test: later tests keep their cwd
     save_file({"w": np.arange(64, dtype=np.float32)}, "m.safetensors")
-    ok(ms("keys", "generate", "--out", "keys"))
-    ok(ms("keys", "generate", "--out", "other", "--alg", "sm2"))
+    ok(ms("keys", "generate", "--out-dir", "keys"))
+    ok(ms("keys", "generate", "--out-dir", "other", "--alg", "sm2"))
     ok(
         ms(
             "seal",
@@ -169,8 +169,6 @@ def test_vendor_and_device_flow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
                 "license.jwt.vendor.json",
                 "--serial",
                 "1",
-                "--hours",
-                "24",
                 "--json",
             )
         ).stdout

@@ -10,24 +10,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
+from pydantic import ValidationError
+
 from modelseal.crypto import ContentKey, PrivateKey, b64url, b64url_decode
+from modelseal.errors import InvalidArgumentError, UnsupportedAlgorithmError
 from modelseal.license import jws
 from modelseal.license.claims import (
     LICENSE_TYP,
     BoundComponent,
     DeviceBinding,
-    Heartbeat,
     LicenseClaims,
-    Limits,
     Plan,
+    UnlockCodes,
 )
 from modelseal.license.errors import LicenseError, LicenseFormatError
 from modelseal.license.keydelivery import ShareHolder, build
+from modelseal.license.unlockcodes import SEED_SIZE, make_verifiers
 
 if TYPE_CHECKING:
     from modelseal.device import ActivationRequest, KindInfo, Strength
-
-UNLOCK_SECRET_SIZE = 32
 
 #: What a kind missing from the issuer's table counts for: the weakest there is.
 UNKNOWN_KIND_STRENGTH: Final[Strength] = "weak"
@@ -75,6 +76,38 @@ def assess_components(
     return tuple(out)
 
 
+class IssueArgumentError(LicenseFormatError, InvalidArgumentError):
+    """A value given to :func:`issue_license` is out of range or contradicts another.
+
+    Refused before anything is signed, so no license exists that the device
+    would later choke on. A usage error (exit 2) and a ``ValueError``.
+    """
+
+    reason = "invalid_argument"
+    exit_code = 2
+
+
+def _field_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "license"
+        parts.append(f"{_FIELD_NAMES.get(loc, loc)}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+#: Claim names as the issuer knows them (CLI options / keyword arguments).
+_FIELD_NAMES = {
+    "sub": "customer",
+    "iss": "issuer",
+    "limits.calls": "max_calls",
+    "limits.devices": "max_devices",
+    "heartbeat.interval": "heartbeat_interval",
+    "heartbeat.url": "heartbeat_url",
+    "exp": "validity",
+    "nbf": "not_before",
+}
+
+
 class WeakBindingError(LicenseError):
     """Weak components alone (hostname, machine-id, CPU model) could meet the threshold."""
 
@@ -87,9 +120,9 @@ class IssuedLicense:
     token: str
     claims: LicenseClaims
     warnings: tuple[str, ...] = field(default=())
-    #: The emergency-unlock secret, for the vendor's records only (it is also
-    #: in the license, wrapped so that only the bound device opens it).
-    unlock_secret: bytes | None = field(default=None, repr=False)
+    #: The seed of the license's unlock codes, for the vendor's records only:
+    #: the license carries only the codes' hashes, so no device can mint one.
+    unlock_seed: bytes | None = field(default=None, repr=False)
 
 
 def device_id(request: ActivationRequest) -> str:
@@ -130,6 +163,10 @@ def binding_warnings(components: Sequence[AssessedComponent], threshold: int) ->
     return out
 
 
+def _claims(**fields: object) -> LicenseClaims:
+    return LicenseClaims.model_validate(fields)
+
+
 def issue_license(
     *,
     signing_key: PrivateKey,
@@ -155,33 +192,55 @@ def issue_license(
     strict_binding: bool = False,
     license_id: str | None = None,
     component_kinds: Mapping[str, KindInfo] | None = None,
+    unlock_codes: int = 8,
+    unlock_hours: int = 24,
 ) -> IssuedLicense:
     """Sign a license; with a request, bind it and deliver the content keys to that device.
 
     Component strengths and weights come from ``component_kinds`` (default:
     :data:`modelseal.device.COMPONENT_KINDS`), never from the request.
+
+    A bound license carries ``unlock_codes`` one-time emergency codes (0 for
+    none), each granting ``unlock_hours`` (1..720) once; the vendor derives
+    them later from :attr:`IssuedLicense.unlock_seed`.
     """
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     nbf = not_before or now
     jti = license_id or f"lic_{uuid.uuid4().hex}"
     if not audience:
-        raise LicenseFormatError("a license must name at least one model or product (aud)")
+        raise IssueArgumentError("a license must name at least one model or product (aud)")
     if content_keys and request is None:
-        raise LicenseFormatError("content keys can only be delivered to a device: give a request")
+        raise IssueArgumentError("content keys can only be delivered to a device: give a request")
+    chosen = alg or signing_key.default_algorithm
+    if chosen not in signing_key.algorithms:
+        raise UnsupportedAlgorithmError(
+            f"a {signing_key.kty} key cannot sign {chosen}; it signs "
+            f"{', '.join(signing_key.algorithms)}"
+        )
     exp = None
     if plan == "perpetual":
         valid_for = None
     elif valid_for is None:
-        raise LicenseFormatError(f"a {plan} license needs an expiry")
+        raise IssueArgumentError(f"a {plan} license needs an expiry")
     if valid_for is not None:
-        exp = int((nbf + valid_for).timestamp())
+        if valid_for.total_seconds() <= 0:
+            raise IssueArgumentError("the validity must be positive")
+        try:
+            exp = int((nbf + valid_for).timestamp())
+        except (OverflowError, ValueError):
+            raise IssueArgumentError("the validity ends after the year 9999") from None
+    if grace is not None and grace.total_seconds() < 0:
+        raise IssueArgumentError("the offline grace cannot be negative")
 
     warnings: list[str] = []
+    if exp is not None and exp <= int(now.timestamp()):
+        warnings.append("the license has already expired: it will not open anywhere")
     if grace is not None and not heartbeat_url:
         warnings.append("offline grace has no effect without a heartbeat URL")
     binding = None
     keys = None
-    unlock_secret = None
+    unlock_seed = None
+    unlock = None
     if request is not None:
         components = assess_components(request, component_kinds)
         total = sum(c.weight for c in components)
@@ -189,7 +248,10 @@ def issue_license(
             raise LicenseFormatError(f"total component weight {total} exceeds 255 key shares")
         k = threshold if threshold is not None else default_threshold(components)
         if not 1 <= k <= total:
-            raise LicenseFormatError(f"threshold must be between 1 and the total weight {total}")
+            raise IssueArgumentError(
+                f"threshold {k} is outside 1..{total}, the total weight of this device's "
+                "components: the license could never open there"
+            )
         relabelled = sorted(
             {
                 f"{c.kind} ({c.strength}, weight {c.weight})"
@@ -205,6 +267,17 @@ def issue_license(
                 + ", ".join(relabelled)
             )
         warnings += binding_warnings(components, k)
+        env = request.environment.virtualization
+        if env == "vm" and not allow_vm:
+            warnings.append(
+                "the request comes from a virtual machine and the license refuses VMs: "
+                "it will not open on the requesting device"
+            )
+        if env == "container" and not allow_container:
+            warnings.append(
+                "the request comes from a container and the license refuses containers: "
+                "it will not open on the requesting device"
+            )
         weak_alone = [w for w in warnings if w.startswith("weak components")]
         if strict_binding and weak_alone:
             raise WeakBindingError(weak_alone[0])
@@ -223,33 +296,40 @@ def issue_license(
             ShareHolder(kind=c.kind, weight=c.weight, secret=b64url_decode(c.secret))
             for c in components
         ]
-        unlock_secret = os.urandom(UNLOCK_SECRET_SIZE)
-        keys = build(
+        keys = build(jti=jti, holders=holders, threshold=k, content_keys=content_keys)
+        if unlock_codes:
+            if not 1 <= unlock_hours <= 720:
+                raise IssueArgumentError("unlock_hours must be in 1..720")
+            unlock_seed = os.urandom(SEED_SIZE)
+            try:
+                verifiers = make_verifiers(
+                    unlock_seed, license_id=jti, device_id=binding.device_id, count=unlock_codes
+                )
+            except ValueError as exc:
+                raise IssueArgumentError(str(exc)) from None
+            unlock = UnlockCodes(hours=unlock_hours, verifiers=verifiers)
+    try:
+        claims = _claims(
+            iss=issuer,
+            sub=customer,
+            aud=tuple(audience),
             jti=jti,
-            holders=holders,
-            threshold=k,
-            content_keys=content_keys,
-            unlock_secret=unlock_secret,
+            iat=int(now.timestamp()),
+            nbf=int(nbf.timestamp()),
+            exp=exp,
+            plan=plan,
+            entitlements=tuple(sorted(set(features))),
+            limits={"calls": max_calls, "devices": max_devices},
+            grace=int(grace.total_seconds()) if grace is not None else None,
+            heartbeat={"url": heartbeat_url, "interval": heartbeat_interval}
+            if heartbeat_url
+            else None,
+            device=binding,
+            keys=keys,
+            unlock=unlock,
         )
-    claims = LicenseClaims(
-        iss=issuer,
-        sub=customer,
-        aud=tuple(audience),
-        jti=jti,
-        iat=int(now.timestamp()),
-        nbf=int(nbf.timestamp()),
-        exp=exp,
-        plan=plan,
-        entitlements=tuple(sorted(set(features))),
-        limits=Limits(calls=max_calls, devices=max_devices),
-        grace=int(grace.total_seconds()) if grace is not None else None,
-        heartbeat=Heartbeat(url=heartbeat_url, interval=heartbeat_interval)
-        if heartbeat_url
-        else None,
-        device=binding,
-        keys=keys,
-    )
-    chosen = alg or signing_key.default_algorithm
+    except ValidationError as exc:
+        raise IssueArgumentError(f"invalid license: {_field_errors(exc)}") from None
     token = jws.encode(
         claims.model_dump(mode="json", exclude_none=True),
         signing_key,
@@ -257,5 +337,5 @@ def issue_license(
         headers={"typ": LICENSE_TYP, "kid": signing_key.key_id},
     )
     return IssuedLicense(
-        token=token, claims=claims, warnings=tuple(warnings), unlock_secret=unlock_secret
+        token=token, claims=claims, warnings=tuple(warnings), unlock_seed=unlock_seed
     )

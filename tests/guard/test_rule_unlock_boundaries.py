@@ -1,7 +1,8 @@
 """Rules at the edges of unlock codes (docs/guard-audit-unlock.md):
 
 * the license and device ids a code is bound to are 1 to 65535 bytes of
-  UTF-8 (length-prefixed in the MAC input, so the prefix cannot overflow);
+  UTF-8 (length-prefixed in the derivation input, so the prefix cannot
+  overflow; license/unlockcodes.py since unlock codes v2);
 * the rate limit counts failures in the half-open window ``(now - window, now]``:
   a failure exactly one window old no longer counts.
 
@@ -16,17 +17,20 @@ from datetime import timedelta
 import pytest
 
 from modelseal.guard.unlock import UnlockCodeInvalidError, unlock_attempt_allowed
-from tests.guard.test_unlock import NOW, check, issue
+from modelseal.license.unlockcodes import make_verifiers
+from tests.guard.test_unlock import DEV, LIC, NOW, SEED, check, issue
 
 
 @pytest.mark.parametrize("which", ["license_id", "device_id"])
 def test_ids_up_to_65535_bytes_are_bound(which: str) -> None:
     longest = "é" * 32767 + "x"  # 65535 bytes of UTF-8, 32768 characters
     assert len(longest.encode()) == 0xFFFF
-    code = issue(**{which: longest})
-    assert check(code, **{which: longest}).serial == 7
+    ids = {"license_id": LIC, "device_id": DEV, which: longest}
+    verifiers = make_verifiers(SEED, **ids, count=8)
+    code = issue(**ids)
+    assert check(code, **ids, verifiers=verifiers).serial == 7
     with pytest.raises(UnlockCodeInvalidError):
-        check(code, **{which: longest[:-1] + "y"})
+        check(code, **{**ids, which: longest[:-1] + "y"}, verifiers=verifiers)
 
 
 @pytest.mark.parametrize("which", ["license_id", "device_id"])

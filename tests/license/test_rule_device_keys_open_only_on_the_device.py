@@ -1,11 +1,10 @@
-"""Rule: every key a license delivers (content keys, the unlock secret, the
-guard's state key) opens on the bound device, also after tolerated hardware
-changes, and on no other (docs/license.md, key delivery). The unlock secret
-is the vendor's own copy (``IssuedLicense.unlock_secret``); the state key is
-bound to the license id.
+"""Rule: every key a license delivers (its content keys and the guard's state
+key) opens on the bound device, also after tolerated hardware changes, and
+on no other (docs/license.md, key delivery). The state key is bound to the
+license id. (Since unlock codes v2 a license carries no unlock secret.)
 
-Found by mutation testing (tests/MUTATION.md): ``open_unlock_secret`` and
-``open_state_key`` had no test in tests/license, only indirect use by the guard.
+Found by mutation testing (tests/MUTATION.md): ``open_state_key`` had no
+test in tests/license, only indirect use by the guard.
 """
 
 from __future__ import annotations
@@ -41,10 +40,8 @@ def key(vendor_keys: dict[str, PrivateKey]) -> PrivateKey:
 def test_every_delivered_key_opens_on_the_device(key: PrivateKey, cek: ContentKey) -> None:
     issued = issue(key, make_device(), cek)
     lic = verify_license(issued.token, TrustStore([key.public_key()]), now=NOW)
-    assert issued.unlock_secret is not None
     for device in (make_device(), make_device(TOLERATED)):
         assert open_content_key(lic, device, cek.key_id) == cek
-        assert open_unlock_secret(lic, device) == issued.unlock_secret
         state = open_state_key(lic, device)
         assert len(state) == 32 and state == open_state_key(lic, make_device())
 
@@ -56,8 +53,6 @@ def test_no_delivered_key_opens_elsewhere(key: PrivateKey, cek: ContentKey) -> N
     moved = make_device(TOO_MUCH)
     with pytest.raises(KeyDeliveryError):
         open_content_key(lic, moved, cek.key_id)
-    with pytest.raises(KeyDeliveryError):
-        open_unlock_secret(lic, moved)
     with pytest.raises(KeyDeliveryError):
         open_state_key(lic, moved)
 
@@ -80,7 +75,6 @@ def test_state_keys_differ_between_licenses(key: PrivateKey, cek: ContentKey) ->
     b = verify_license(issue(key, device, cek).token, trust, now=NOW)
     assert a.license_id != b.license_id
     assert open_state_key(a, device) != open_state_key(b, device)
-    assert open_unlock_secret(a, device) != open_unlock_secret(b, device)
 
 
 def test_an_unknown_content_key_is_refused(key: PrivateKey, cek: ContentKey) -> None:

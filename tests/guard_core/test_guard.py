@@ -21,6 +21,7 @@ from modelseal.guard.audit import verify as verify_audit
 from modelseal.guard.core import HeartbeatReply, HeartbeatReport
 from modelseal.guard.unlock import issue_unlock_code
 from modelseal.license import TrustStore, issue_license
+from modelseal.license.heartbeat import HeartbeatVerdict, sign_reply
 from modelseal.license.verify import read_unverified
 from tests.license.conftest import NOW, make_device
 
@@ -324,20 +325,31 @@ def test_audit_log_truncation_is_detected(vendor, model, tmp_path) -> None:  # t
 
 
 class Plane:
-    def __init__(self) -> None:
+    """A license server in miniature: signs its replies with the vendor key."""
+
+    def __init__(self, vendor: PrivateKey, clock: FakeClock | None = None) -> None:
+        self.vendor = vendor
+        self.clock = clock
         self.revoke = False
         self.reports: list[HeartbeatReport] = []
 
     def send(self, report: HeartbeatReport) -> HeartbeatReply:
         self.reports.append(report)
-        return HeartbeatReply(ok=not self.revoke, revoked=self.revoke)
+        verdict = HeartbeatVerdict(
+            code="REVOKED" if self.revoke else "VALID",
+            server_time=int((self.clock() if self.clock else NOW).timestamp()),
+            license_id=report.license_id,
+            device_id=report.device_id or "",
+            nonce=report.nonce,
+        )
+        return HeartbeatReply(token=sign_reply(verdict, self.vendor, issuer="acme"))
 
 
 def test_offline_grace_heartbeats_and_revocation(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, cek = model
     clock = FakeClock(NOW)
     token = _license(vendor, cek, grace=timedelta(hours=72), heartbeat_url="https://cp.example/hb")
-    plane = Plane()
+    plane = Plane(vendor, clock)
     guard = _guard(vendor, token, tmp_path, clock, heartbeat=plane, recheck_every=timedelta(0))
     clock.now = NOW + timedelta(hours=70)
     guard.check()
@@ -485,7 +497,8 @@ def test_a_heartbeat_with_the_clock_ahead_buys_no_grace(vendor, model, tmp_path)
     _, cek = model
     clock = FakeClock(NOW)
     token = _license(vendor, cek, grace=timedelta(days=1), heartbeat_url="https://cp.example/hb")
-    guard = _guard(vendor, token, tmp_path, clock, heartbeat=Plane(), recheck_every=timedelta(0))
+    plane = Plane(vendor)  # the server's clock says NOW: the device's jump ahead buys nothing
+    guard = _guard(vendor, token, tmp_path, clock, heartbeat=plane, recheck_every=timedelta(0))
     clock.now = NOW + timedelta(days=25)
     guard.heartbeat_now()
     clock.now = NOW + timedelta(hours=1)  # back again

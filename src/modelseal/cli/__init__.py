@@ -11,7 +11,18 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from modelseal.cli import _common, audit, device, guard, keys, license, seal
+from modelseal.cli import (
+    _common,
+    admin,
+    audit,
+    controlplane,
+    device,
+    device_activate,
+    guard,
+    keys,
+    license,
+    seal,
+)
 
 app = typer.Typer(
     name="modelseal",
@@ -52,6 +63,9 @@ app.add_typer(device.app, name="device")
 app.add_typer(license.app, name="license")
 app.add_typer(guard.app, name="guard")
 app.add_typer(audit.app, name="audit")
+app.add_typer(controlplane.app, name="controlplane")
+app.add_typer(admin.app, name="admin")
+device.app.command("activate")(device_activate.activate)
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)

@@ -65,6 +65,14 @@ from modelseal.license import (
     WrongDeviceError,
     verify_license,
 )
+from modelseal.license.heartbeat import (
+    LOCKING_CODES,
+    HeartbeatReplyError,
+    HeartbeatVerdict,
+    device_credential,
+    new_nonce,
+    verify_reply,
+)
 from modelseal.license.keydelivery import state_key, unwrap_content_key
 from modelseal.license.verify import license_kek, read_unverified
 from modelseal.loaders.dispatch import SealedModel
@@ -108,24 +116,43 @@ class NotLicensedError(LicenseError):
         super().__init__("not licensed", reason=reason)
 
 
+#: what a locking heartbeat code becomes as the Guard's refusal reason
+_LOCK_REASONS: Final = {
+    "REVOKED": "revoked",
+    "SUSPENDED": "suspended",
+    "FINGERPRINT_MISMATCH": "wrong_device",
+}
+
+
 @dataclass(frozen=True)
 class HeartbeatReport:
+    """What the Guard reports. ``nonce`` is fresh per beat: the reply must echo it."""
+
     license_id: str
     device_id: str | None
     calls_reserved: int
     time: float
     audit_head: list[object] | None
+    nonce: str = ""
+    #: the device credential (from the license KEK): only the bound device has it
+    credential: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class HeartbeatReply:
-    ok: bool
-    revoked: bool = False
-    message: str = ""
+    """What a client hands back: the server's signed reply, *unverified*.
+
+    There is deliberately no ``ok`` flag a client could set: the Guard
+    verifies ``token`` itself (trust store, issuer, the nonce it sent,
+    license and device ids) and a reply that does not verify counts as no
+    reply at all (docs/controlplane.md, "Heartbeats"; #8 item 16).
+    """
+
+    token: str
 
 
 class HeartbeatClient(Protocol):
-    """Reports to the control plane; the HTTP client arrives with the control plane."""
+    """Carries a report to the license server and its signed reply back."""
 
     def send(self, report: HeartbeatReport) -> HeartbeatReply: ...
 
@@ -187,6 +214,7 @@ class Guard:
         recheck_every: timedelta = timedelta(seconds=30),
         reserve_calls: int = 64,
         heartbeat: HeartbeatClient | None = None,
+        auto_heartbeat: bool = True,
         verify: bool = True,
     ) -> None:
         if audience is None:
@@ -198,6 +226,11 @@ class Guard:
         if not isinstance(audience, _AnyProduct | str) and not list(audience):
             raise ValueError("audience= needs at least one model id")
         self._token = _read_token(license)
+        self._license_path = (
+            None
+            if isinstance(license, License) or self._token == os.fspath(license).strip()
+            else Path(license)
+        )
         self._trust = _trust(trust)
         self._state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self._source = source
@@ -215,6 +248,8 @@ class Guard:
         self._recheck_every = recheck_every.total_seconds()
         self._reserve_calls = max(1, reserve_calls)
         self._heartbeat = heartbeat
+        self._auto_heartbeat = auto_heartbeat and heartbeat is None
+        self._heartbeat_thread: Any = None
         self._lock = threading.Lock()
         self._fingerprint: DeviceFingerprint | None = None
         self._license: License | None = None
@@ -467,6 +502,11 @@ class Guard:
                     self._check_audit_anchor(t.state)
                     self._check_state(t.state, first=True)
                     t.log("verified", license=lic.claims.jti, customer=lic.claims.sub)
+            except OfflineGraceExceededError as exc:
+                # still beat: one verified reply is how this device recovers (#8, item 16)
+                error = self._refuse(exc)
+                self._start_heartbeats_if_named(lic)
+                raise error from None
             except LicenseError as exc:
                 raise self._refuse(exc) from None
             except OSError as exc:
@@ -475,7 +515,27 @@ class Guard:
             self._calls_limited = lic.claims.limits.calls is not None
             self._denied = None
             self._schedule_recheck()
-            return lic
+        self._start_heartbeats_if_named(lic)
+        return lic
+
+    def _start_heartbeats_if_named(self, lic: License) -> None:
+        """The license names a heartbeat URL: beat to it from a background thread."""
+        if not self._auto_heartbeat or lic.claims.heartbeat is None:
+            return
+        thread = self._heartbeat_thread
+        if thread is not None and thread.alive:
+            return
+        from modelseal.guard.heartbeat import HeartbeatThread, HttpHeartbeatClient
+
+        if self._heartbeat is None:
+            self._heartbeat = HttpHeartbeatClient(lic.claims.heartbeat.url)
+        self._heartbeat_thread = HeartbeatThread(self, lic.claims.heartbeat.interval)
+        self._heartbeat_thread.start()
+
+    def stop_heartbeats(self) -> None:
+        thread, self._heartbeat_thread = self._heartbeat_thread, None
+        if thread is not None:
+            thread.stop()
 
     def _license_kek(self, lic: License) -> bytes:
         """The license KEK, rebuilt from this device's shares once per license."""
@@ -701,7 +761,8 @@ class Guard:
             self._registered_exit = True
 
     def close(self) -> None:
-        """Give back this process's unused reserved calls."""
+        """Stop heartbeats; give back this process's unused reserved calls."""
+        self.stop_heartbeats()
         with self._lock:
             left, self._reserved_left = self._reserved_left, 0
             if left <= 0 or self._store is None or self._pid != os.getpid():
@@ -761,38 +822,153 @@ class Guard:
 
     # --- heartbeats, revocation and emergency unlock ------------------------------
 
-    def heartbeat_now(self) -> HeartbeatReply:
-        """Report to the control plane; a success resets the offline-grace clock."""
+    def heartbeat_now(self) -> HeartbeatVerdict:
+        """Report to the license server and act on its signed reply.
+
+        Works on a Guard that is currently refusing (offline grace exceeded,
+        suspended): a verified ``VALID`` reply is how such a device recovers.
+        Only a reply that verifies under the trust store and echoes this
+        beat's nonce counts; anything else raises and changes nothing.
+        """
         if self._heartbeat is None:
             raise NotLicensedError("no_heartbeat_client")
-        lic = self.license
-        assert self._store is not None
-        current = self._store.read()
+        lic = self._license
+        store = self._store
+        if lic is None or store is None:
+            raise NotLicensedError(self._denied or "not_verified")
+        device_id = lic.claims.device.device_id if lic.claims.device else None
+        credential = (
+            device_credential(self._license_kek(lic), jti=lic.claims.jti)
+            if lic.claims.keys is not None
+            else None
+        )
+        current = store.read()
+        nonce = new_nonce()
         report = HeartbeatReport(
             license_id=lic.claims.jti,
-            device_id=lic.claims.device.device_id if lic.claims.device else None,
+            device_id=device_id,
             calls_reserved=current.calls_reserved if current else 0,
             time=self._clock().timestamp(),
             audit_head=current.audit_head if current else None,
+            nonce=nonce,
+            credential=credential,
         )
         reply = self._heartbeat.send(report)
+        token = reply.token if isinstance(reply, HeartbeatReply) else None
+        try:
+            if not isinstance(token, str):
+                raise HeartbeatReplyError("the heartbeat client returned no signed reply")
+            verdict = verify_reply(
+                token,
+                self._trust,
+                license_id=lic.claims.jti,
+                device_id=device_id or "",
+                nonce=nonce,
+                issuer=lic.claims.iss,
+            )
+        except HeartbeatReplyError as exc:
+            with contextlib.suppress(OSError, ModelsealError):
+                self._log("heartbeat_refused", reason=exc.reason, detail=str(exc))
+            raise
         with self._txn() as t:
             st = t.state
             now = self._clock()
             self._advance(st, now)
-            st.high_water = max(st.high_water or 0.0, now.timestamp())
-            if reply.revoked:
+            assert st.trusted is not None
+            # the signed server time: a device clock set back is caught, and
+            # the forward-only clock is never behind the server's
+            st.high_water = max(st.high_water or 0.0, now.timestamp(), float(verdict.server_time))
+            st.trusted = max(st.trusted, float(verdict.server_time))
+            if verdict.code == "REVOKED":
                 st.revoked = True
-            elif reply.ok:
+            elif verdict.ok:
                 # on the forward-only clock: a clock set ahead for one heartbeat
                 # and back afterwards buys no grace
                 st.last_heartbeat_ok = st.trusted
-        if reply.revoked:
-            self._denied = "revoked"
-            self._log("revoked", reason="revoked", message=reply.message)
+            t.log(
+                "heartbeat", reason=None if verdict.ok else verdict.code.lower(), code=verdict.code
+            )
+        if verdict.code in LOCKING_CODES:
+            self._denied = _LOCK_REASONS[verdict.code]
+            self._log("locked", reason=self._denied, message=verdict.message)
+        elif verdict.ok:
+            if verdict.license_token is not None:
+                self._swap_license(verdict.license_token, lic)
+            if self._denied is not None:
+                with contextlib.suppress(NotLicensedError):
+                    self.verify()  # e.g. grace had run out, or a suspension was lifted
+        return verdict
+
+    def import_revocations(self, source: str | os.PathLike[str]) -> bool:
+        """Apply a signed revocation list (a file, or the token) for sites no heartbeat reaches.
+
+        The list must be signed by a trusted key of this license's issuer.
+        Returns True when it revokes this license or device: the Guard then
+        locks for good, as after a ``REVOKED`` heartbeat.
+        """
+        from modelseal.license.heartbeat import verify_revocations
+
+        lic = self._license
+        if lic is None or self._store is None:
+            raise NotLicensedError(self._denied or "not_verified")
+        text = os.fspath(source).strip()
+        looks_like_token = text.count(".") == 2 and "/" not in text
+        if looks_like_token and (len(text) > 255 or not Path(text).exists()):
+            token = text
         else:
-            self._log("heartbeat", ok=reply.ok)
-        return reply
+            try:
+                token = Path(text).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise HeartbeatReplyError(
+                    f"cannot read the revocation list {text}: {exc}"
+                ) from None
+        rl = verify_revocations(token, self._trust, issuer=lic.claims.iss)
+        device_id = lic.claims.device.device_id if lic.claims.device else None
+        if not rl.revokes(lic.claims.jti, device_id):
+            self._log("revocations_imported", issued_at=rl.issued_at, revoked=False)
+            return False
+        with self._txn() as t:
+            t.state.revoked = True
+            t.log("revoked", reason="revoked", source="revocation_list", issued_at=rl.issued_at)
+        self._denied = "revoked"
+        return True
+
+    def _swap_license(self, token: str, current: License) -> None:
+        """Adopt a renewed license from a verified reply, without a restart.
+
+        It must verify like any license (trust, audience, this device) and be
+        for the same license and device; it is then written over the license
+        file, so a restart starts from it too.
+        """
+        try:
+            renewed = verify_license(
+                token,
+                self._trust,
+                audience=self._audience,
+                issuer=current.claims.iss,
+                now=self._clock(),
+                leeway=self._leeway,
+                fingerprint=self.fingerprint,
+            )
+        except LicenseError as exc:
+            with contextlib.suppress(OSError, ModelsealError):
+                self._log("renewal_refused", reason=exc.reason, detail=str(exc))
+            return
+        same_device = (renewed.claims.device and renewed.claims.device.device_id) == (
+            current.claims.device and current.claims.device.device_id
+        )
+        if renewed.claims.jti != current.claims.jti or not same_device:
+            return
+        self._token = renewed.token
+        if self._license_path is not None:
+            tmp = self._license_path.with_name(self._license_path.name + ".renewed")
+            with contextlib.suppress(OSError):
+                tmp.write_text(renewed.token + "\n")
+                tmp.replace(self._license_path)
+        with self._lock:
+            self._license = renewed
+            self._schedule_recheck()
+        self._log("renewed", license=renewed.claims.jti, exp=renewed.claims.exp)
 
     def unlock(self, code: str) -> datetime:
         """Apply a vendor-issued emergency unlock code; always audited. Returns its end.

@@ -194,11 +194,14 @@ def issue_license(
     component_kinds: Mapping[str, KindInfo] | None = None,
     unlock_codes: int = 8,
     unlock_hours: int = 24,
+    kek: bytes | None = None,
 ) -> IssuedLicense:
     """Sign a license; with a request, bind it and deliver the content keys to that device.
 
     Component strengths and weights come from ``component_kinds`` (default:
     :data:`modelseal.device.COMPONENT_KINDS`), never from the request.
+    ``kek`` lets a license server choose the license KEK (and derive the
+    device's heartbeat credential from it); by default it is fresh and random.
 
     A bound license carries ``unlock_codes`` one-time emergency codes (0 for
     none), each granting ``unlock_hours`` (1..720) once; the vendor derives
@@ -296,7 +299,7 @@ def issue_license(
             ShareHolder(kind=c.kind, weight=c.weight, secret=b64url_decode(c.secret))
             for c in components
         ]
-        keys = build(jti=jti, holders=holders, threshold=k, content_keys=content_keys)
+        keys = build(jti=jti, holders=holders, threshold=k, content_keys=content_keys, kek=kek)
         if unlock_codes:
             if not 1 <= unlock_hours <= 720:
                 raise IssueArgumentError("unlock_hours must be in 1..720")

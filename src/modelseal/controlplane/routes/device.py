@@ -1,0 +1,71 @@
+"""What devices call: activation with a license key, and signed heartbeats.
+
+No API token here: activation is authorised by the license key, heartbeats
+by the device credential only the bound device can compute.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from modelseal.controlplane import schemas as s
+from modelseal.controlplane.deps import DB, State
+from modelseal.controlplane.errors import InvalidRequestError
+from modelseal.controlplane.routes import errors
+from modelseal.controlplane.services import licensing
+from modelseal.license.heartbeat import MAX_BODY_BYTES
+
+router = APIRouter(prefix="/v1", tags=["device"])
+
+
+@router.post(
+    "/activate",
+    response_model=s.ActivationOut,
+    status_code=201,
+    responses=errors(403, 404, 422),
+)
+def activate(body: s.ActivationIn, st: State, db: DB) -> s.ActivationOut:
+    """Online activation: the device's request plus the license key the customer typed."""
+    lic, device, token, again, warnings = licensing.activate(
+        db,
+        st.box,
+        request_json=body.request,
+        heartbeat_base_url=st.settings.heartbeat_base_url,
+        license_key=body.license_key,
+    )
+    return s.ActivationOut(
+        license_id=lic.id,
+        device=device.id,
+        device_id=device.device_id,
+        license=token,
+        reactivated=again,
+        warnings=warnings,
+    )
+
+
+@router.post(
+    "/heartbeat",
+    response_model=s.HeartbeatOut,
+    responses=errors(401, 413, 422),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def heartbeat(
+    request: Request,
+    st: State,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A device's report, authenticated by ``Authorization: Modelseal-Device MAC``."""
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidRequestError(f"heartbeat larger than {MAX_BODY_BYTES} bytes")
+    reply = await run_in_threadpool(st.heartbeats.handle, body, authorization)
+    # a Response skips re-validating the model: the reply is one string we just made
+    return Response(b'{"reply":"' + reply.encode() + b'"}', media_type="application/json")

@@ -1,0 +1,194 @@
+"""Request and response bodies of the API (pydantic, strict: unknown fields refused)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["owner", "issuer", "auditor"]
+PlanKind = Literal["trial", "subscription", "perpetual"]
+#: names end up in licenses (iss, sub) and tables: no control characters (NUL
+#: cannot even be stored in PostgreSQL text; found by schemathesis)
+PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+Name = Field(min_length=1, max_length=200, pattern=PRINTABLE)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+class VendorOut(BaseModel):
+    id: str
+    name: str
+    role: Role
+
+
+class TokenCreate(_In):
+    name: str = Name
+    role: Role = "issuer"
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: Role
+    created_at: int
+    revoked_at: int | None = None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="shown once; only its hash is stored")
+
+
+class KeyOut(BaseModel):
+    kid: str
+    kty: str
+    alg: str
+    active: bool
+    created_at: int
+    public_pem: str
+
+
+class PlanCreate(_In):
+    name: str = Name
+    kind: PlanKind = "subscription"
+    days: int | None = Field(default=None, ge=1, le=36500)
+    features: list[str] = Field(default_factory=list, max_length=100)
+    max_calls: int | None = Field(default=None, ge=1, le=2**53)
+    max_devices: int | None = Field(default=None, ge=1, le=1_000_000)
+    grace_seconds: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+    heartbeat_interval: int | None = Field(default=3600, ge=10, le=30 * 86400)
+    threshold: int | None = Field(default=None, ge=1, le=255)
+    strict_binding: bool = False
+    allow_vm: bool = True
+    allow_container: bool = True
+
+
+class PlanOut(BaseModel):
+    id: str
+    name: str
+    kind: PlanKind
+    days: int | None
+    features: list[str]
+    max_calls: int | None
+    max_devices: int | None
+    grace_seconds: int | None
+    heartbeat_interval: int | None
+    threshold: int | None
+    strict_binding: bool
+    allow_vm: bool
+    allow_container: bool
+    created_at: int
+
+
+class CustomerCreate(_In):
+    name: str = Name
+
+
+class CustomerOut(BaseModel):
+    id: str
+    name: str
+    created_at: int
+
+
+class UsageOut(BaseModel):
+    customer_id: str
+    licenses: int
+    devices: int
+    calls_used: int
+
+
+class ModelCreate(_In):
+    model_id: str = Name
+    key_id: str = Field(min_length=1, max_length=64, pattern=PRINTABLE)
+    content_key: str = Field(min_length=1, max_length=100, description="base64url, 32 bytes")
+    name: str | None = Field(default=None, max_length=200, pattern=PRINTABLE)
+    framework: str | None = Field(default=None, max_length=32, pattern=PRINTABLE)
+
+
+class ModelOut(BaseModel):
+    id: str
+    model_id: str
+    key_id: str
+    name: str
+    framework: str | None
+    created_at: int
+
+
+class OrderCreate(_In):
+    customer: str = Field(min_length=1, max_length=200, description="customer id or name")
+    plan: str = Field(min_length=1, max_length=200, description="plan id or name")
+    models: list[str] = Field(min_length=1, max_length=50, description="model ids (mdl_...)")
+
+
+class LicenseOut(BaseModel):
+    id: str
+    customer_id: str
+    plan_id: str
+    models: list[str]
+    status: Literal["active", "suspended", "revoked"]
+    starts_at: int
+    expires_at: int | None
+    created_at: int
+    devices: int
+
+
+class OrderOut(LicenseOut):
+    license_key: str = Field(description="what the customer types to activate")
+
+
+class LicenseKeyOut(BaseModel):
+    license_id: str
+    license_key: str
+
+
+class RenewIn(_In):
+    days: int = Field(ge=1, le=36500)
+
+
+class DeviceOut(BaseModel):
+    id: str
+    license_id: str
+    device_id: str
+    label: str
+    status: Literal["active", "deactivated"]
+    activated_at: int
+    last_seen: int | None
+    calls_used: int
+
+
+class ActivationIn(_In):
+    license_key: str = Field(min_length=1, max_length=64)
+    request: dict[str, Any] = Field(description="the device's activation request (docs/device.md)")
+
+
+class OfflineActivationIn(_In):
+    request: dict[str, Any]
+
+
+class ActivationOut(BaseModel):
+    license_id: str
+    device: str = Field(description="the device record's id (dev_...)")
+    device_id: str
+    license: str = Field(description="the device-bound license (compact JWS)")
+    reactivated: bool
+    warnings: list[str] = Field(default_factory=list)
+
+
+class HeartbeatOut(BaseModel):
+    reply: str = Field(description="compact JWS, typ modelseal-heartbeat+jwt")
+
+
+class HealthOut(BaseModel):
+    status: str
+    schema_revision: str | None = None

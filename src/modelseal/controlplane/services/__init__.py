@@ -1,0 +1,1 @@
+"""The control plane's logic. Every function takes the session and the caller's vendor."""

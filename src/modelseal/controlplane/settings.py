@@ -1,0 +1,72 @@
+"""One settings class for the server: environment ``MODELSEAL_*``, then flags.
+
+``--print-config`` shows :meth:`Settings.masked`, which never prints a
+password in the database URL or a key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(base) / "modelseal" / "controlplane"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELSEAL_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    #: ``postgresql://user:pass@host/db`` or ``sqlite:///path``; default SQLite in data_dir
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    #: 32 random bytes; default ``data_dir/master.key`` created 0600 on first start
+    master_key_file: Path | None = None
+    #: the URL devices reach this server at (goes into licenses as heartbeat.url)
+    public_url: str | None = None
+    #: largest request body accepted, bytes (activation requests are < 64 KiB)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    #: batch heartbeat writes (one commit per batch; replies wait for it)
+    heartbeat_group_commit: bool = True
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url or f"sqlite:///{self.data_dir / 'controlplane.db'}"
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.master_key_file or self.data_dir / "master.key"
+
+    @property
+    def heartbeat_base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def masked(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["database_url"] = mask_url(self.sqlalchemy_url)
+        data["master_key_file"] = str(self.master_key_path)
+        return data
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

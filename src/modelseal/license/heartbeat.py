@@ -1,0 +1,352 @@
+"""Heartbeats between a licensed device and the control plane (docs/controlplane.md).
+
+Request: a canonical JSON body naming the license, the device, a fresh
+16-byte nonce, the device's time and usage, authenticated with
+HMAC-SHA256 under the **device credential**::
+
+    credential = HKDF-SHA256(KEK, salt="", info="modelseal/license/v1/heartbeat/" || jti)
+    mac        = HMAC-SHA256(credential, "modelseal/heartbeat/v1" 0x00 body)
+
+The KEK is the license key-encryption key the device rebuilds from its own
+components (Shamir delivery, docs/license.md), so only the bound device can
+produce the credential: a copied license cannot even report. The server
+keeps the credential (encrypted at rest) from the moment it issued the
+license.
+
+Reply: a compact JWS (``typ`` ``modelseal-heartbeat+jwt``) signed by a
+vendor key from the same trust store as licenses, carrying the validation
+code, the server time, the request's nonce, the license and device ids and
+optionally a renewed license. The device accepts a reply only if it
+verifies under its trust store and echoes the nonce it just sent, so a
+replayed, forged or redirected reply is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from modelseal.crypto import PrivateKey, b64url, b64url_decode, hkdf_sha256
+from modelseal.license import jws
+from modelseal.license.errors import LicenseError, LicenseFormatError
+from modelseal.license.trust import TrustStore
+
+HEARTBEAT_TYP: Final = "modelseal-heartbeat+jwt"
+PROTOCOL_VERSION: Final = 1
+NONCE_SIZE: Final = 16
+AUTH_SCHEME: Final = "Modelseal-Device"
+MAX_BODY_BYTES: Final = 4096
+_CREDENTIAL_INFO: Final = b"modelseal/license/v1/heartbeat/"
+_MAC_LABEL: Final = b"modelseal/heartbeat/v1\x00"
+
+Code = Literal[
+    "VALID",
+    "EXPIRED",
+    "SUSPENDED",
+    "REVOKED",
+    "TOO_MANY_DEVICES",
+    "FINGERPRINT_MISMATCH",
+    "QUOTA_EXCEEDED",
+]
+CODES: Final[tuple[str, ...]] = (
+    "VALID",
+    "EXPIRED",
+    "SUSPENDED",
+    "REVOKED",
+    "TOO_MANY_DEVICES",
+    "FINGERPRINT_MISMATCH",
+    "QUOTA_EXCEEDED",
+)
+#: Codes after which the Guard locks at once (the rest only stop resetting the grace).
+LOCKING_CODES: Final = frozenset({"REVOKED", "SUSPENDED", "FINGERPRINT_MISMATCH"})
+
+
+class HeartbeatReplyError(LicenseError):
+    """A heartbeat reply that is not signed by a trusted key, or not for this request."""
+
+    reason = "heartbeat_reply_invalid"
+    exit_code = 4
+
+
+def device_credential(kek: bytes, *, jti: str) -> bytes:
+    """The key only the bound device (and the issuing server) can compute."""
+    return hkdf_sha256(kek, salt=b"", info=_CREDENTIAL_INFO + jti.encode(), length=32)
+
+
+def new_nonce() -> str:
+    return b64url(secrets.token_bytes(NONCE_SIZE))
+
+
+@dataclass(frozen=True)
+class HeartbeatRequest:
+    """What the device reports. ``to_body`` is the exact byte string the MAC covers."""
+
+    license_id: str
+    device_id: str
+    nonce: str
+    time: int
+    calls_used: int = 0
+    audit_head: tuple[int, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": PROTOCOL_VERSION,
+            "license": self.license_id,
+            "device": self.device_id,
+            "nonce": self.nonce,
+            "time": self.time,
+            "calls_used": self.calls_used,
+            "audit_head": list(self.audit_head) if self.audit_head is not None else None,
+        }
+
+    def to_body(self) -> bytes:
+        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_body(cls, body: bytes) -> HeartbeatRequest:
+        """Strict parse (the server's side); malformed input raises LicenseFormatError."""
+        from modelseal._json import StrictJSONError, strict_loads
+
+        if len(body) > MAX_BODY_BYTES:
+            raise LicenseFormatError(f"heartbeat larger than {MAX_BODY_BYTES} bytes")
+        try:
+            obj = strict_loads(body)
+        except StrictJSONError as exc:
+            raise LicenseFormatError(f"heartbeat is not strict JSON ({exc})") from None
+        expected = {"v", "license", "device", "nonce", "time", "calls_used", "audit_head"}
+        if not isinstance(obj, dict) or set(obj) != expected:
+            raise LicenseFormatError(f"heartbeat must have exactly {sorted(expected)}")
+        if obj["v"] != PROTOCOL_VERSION or isinstance(obj["v"], bool):
+            raise LicenseFormatError(f"heartbeat version must be {PROTOCOL_VERSION}")
+        for name in ("license", "device", "nonce"):
+            value = obj[name]
+            if (
+                not isinstance(value, str)
+                or not 1 <= len(value) <= 128
+                or not value.isascii()
+                or not value.isprintable()
+            ):
+                raise LicenseFormatError(f"heartbeat {name} must be a short printable string")
+        for name in ("time", "calls_used"):
+            value = obj[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
+                raise LicenseFormatError(f"heartbeat {name} must be a non-negative integer")
+        try:
+            if len(b64url_decode(obj["nonce"])) != NONCE_SIZE:
+                raise ValueError
+        except ValueError:
+            raise LicenseFormatError("heartbeat nonce must be 16 bytes of base64url") from None
+        head = obj["audit_head"]
+        parsed_head: tuple[int, str] | None = None
+        if head is not None:
+            if (
+                not isinstance(head, list)
+                or len(head) != 2
+                or not isinstance(head[0], int)
+                or isinstance(head[0], bool)
+                or not isinstance(head[1], str)
+                or len(head[1]) > 128
+                or not head[1].isascii()
+                or not head[1].isprintable()
+                or not 0 <= head[0] < 2**63
+            ):
+                raise LicenseFormatError("heartbeat audit_head must be [seq, hash]")
+            parsed_head = (head[0], head[1])
+        return cls(
+            license_id=obj["license"],
+            device_id=obj["device"],
+            nonce=obj["nonce"],
+            time=obj["time"],
+            calls_used=obj["calls_used"],
+            audit_head=parsed_head,
+        )
+
+
+def mac_body(credential: bytes, body: bytes) -> str:
+    return b64url(hmac.new(credential, _MAC_LABEL + body, hashlib.sha256).digest())
+
+
+def authorization_header(credential: bytes, body: bytes) -> str:
+    return f"{AUTH_SCHEME} {mac_body(credential, body)}"
+
+
+def check_mac(credential: bytes, body: bytes, header: str | None) -> bool:
+    """Constant-time check of an ``Authorization: Modelseal-Device MAC`` header."""
+    if not header or not header.startswith(AUTH_SCHEME + " "):
+        return False
+    presented = header[len(AUTH_SCHEME) + 1 :].strip()
+    return hmac.compare_digest(presented.encode(), mac_body(credential, body).encode())
+
+
+@dataclass(frozen=True)
+class HeartbeatVerdict:
+    """A verified reply: what the server decided, and when (its clock)."""
+
+    code: str
+    server_time: int
+    license_id: str
+    device_id: str
+    nonce: str
+    message: str = ""
+    interval: int | None = None
+    #: a renewed license for this device, when the server has one
+    license_token: str | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == "VALID"
+
+
+def sign_reply(verdict: HeartbeatVerdict, key: PrivateKey, *, issuer: str) -> str:
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "lic": verdict.license_id,
+        "dev": verdict.device_id,
+        "nonce": verdict.nonce,
+        "code": verdict.code,
+        "time": verdict.server_time,
+    }
+    if verdict.message:
+        claims["msg"] = verdict.message
+    if verdict.interval is not None:
+        claims["interval"] = verdict.interval
+    if verdict.license_token is not None:
+        claims["license"] = verdict.license_token
+    return jws.encode(
+        claims,
+        key,
+        alg=key.default_algorithm,
+        headers={"typ": HEARTBEAT_TYP, "kid": key.key_id},
+    )
+
+
+def verify_reply(
+    token: str,
+    trust: TrustStore,
+    *,
+    license_id: str,
+    device_id: str,
+    nonce: str,
+    issuer: str | None = None,
+) -> HeartbeatVerdict:
+    """Verify a reply under ``trust`` and bind it to the request just sent."""
+    try:
+        header = jws.unverified_header(token)
+        if header.get("typ") != HEARTBEAT_TYP or set(header) != {"typ", "kid", "alg"}:
+            raise HeartbeatReplyError("not a heartbeat reply")
+        kid, alg = header["kid"], header["alg"]
+        if not isinstance(kid, str) or not isinstance(alg, str):
+            raise HeartbeatReplyError("heartbeat reply header needs string kid and alg")
+        trusted = trust.lookup(kid)
+        if alg not in trusted.algorithms:
+            raise HeartbeatReplyError(f"algorithm {alg!r} is not allowed for key {kid}")
+        claims = jws.decode(token, trusted.key, alg=alg)
+    except HeartbeatReplyError:
+        raise
+    except LicenseError as exc:
+        raise HeartbeatReplyError(f"heartbeat reply refused: {exc}") from None
+    expected_issuer = issuer or trusted.issuer
+    if expected_issuer is not None and claims.get("iss") != expected_issuer:
+        raise HeartbeatReplyError("heartbeat reply from another issuer")
+    if claims.get("nonce") != nonce:
+        raise HeartbeatReplyError("heartbeat reply is not for this request (nonce)")
+    if claims.get("lic") != license_id or claims.get("dev") != device_id:
+        raise HeartbeatReplyError("heartbeat reply is for another license or device")
+    code, server_time = claims.get("code"), claims.get("time")
+    if code not in CODES:
+        raise HeartbeatReplyError(f"unknown validation code {code!r}")
+    if not isinstance(server_time, int) or isinstance(server_time, bool):
+        raise HeartbeatReplyError("heartbeat reply has no server time")
+    renewed = claims.get("license")
+    interval = claims.get("interval")
+    message = claims.get("msg", "")
+    if renewed is not None and not isinstance(renewed, str):
+        raise HeartbeatReplyError("renewed license must be a string")
+    if interval is not None and (not isinstance(interval, int) or isinstance(interval, bool)):
+        raise HeartbeatReplyError("interval must be an integer")
+    return HeartbeatVerdict(
+        code=str(code),
+        server_time=server_time,
+        license_id=license_id,
+        device_id=device_id,
+        nonce=nonce,
+        message=str(message)[:500],
+        interval=interval,
+        license_token=renewed,
+    )
+
+
+# --- signed revocation lists (air-gapped sites) ---------------------------------------
+
+REVOCATIONS_TYP: Final = "modelseal-revocations+jwt"
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """Who is revoked, as of ``issued_at``; signed by the vendor like a license."""
+
+    issuer: str
+    issued_at: int
+    next_update: int
+    licenses: frozenset[str]
+    devices: frozenset[tuple[str, str]]  # (license id, device id)
+
+    def revokes(self, license_id: str, device_id: str | None) -> bool:
+        return license_id in self.licenses or (license_id, device_id or "") in self.devices
+
+
+def sign_revocations(rl: RevocationList, key: PrivateKey) -> str:
+    claims = {
+        "iss": rl.issuer,
+        "iat": rl.issued_at,
+        "next_update": rl.next_update,
+        "licenses": sorted(rl.licenses),
+        "devices": sorted([lic, dev] for lic, dev in rl.devices),
+    }
+    return jws.encode(
+        claims, key, alg=key.default_algorithm, headers={"typ": REVOCATIONS_TYP, "kid": key.key_id}
+    )
+
+
+def verify_revocations(token: str, trust: TrustStore, *, issuer: str) -> RevocationList:
+    """Verify a revocation list file; anything not signed by ``issuer``'s trusted key is refused."""
+    token = token.strip()
+    try:
+        header = jws.unverified_header(token)
+        if header.get("typ") != REVOCATIONS_TYP or set(header) != {"typ", "kid", "alg"}:
+            raise HeartbeatReplyError("not a modelseal revocation list")
+        trusted = trust.lookup(str(header["kid"]))
+        if header["alg"] not in trusted.algorithms:
+            raise HeartbeatReplyError("revocation list signed with a disallowed algorithm")
+        claims = jws.decode(token, trusted.key, alg=str(header["alg"]))
+    except HeartbeatReplyError:
+        raise
+    except LicenseError as exc:
+        raise HeartbeatReplyError(f"revocation list refused: {exc}") from None
+    if claims.get("iss") != issuer:
+        raise HeartbeatReplyError("revocation list from another issuer")
+    licenses, devices = claims.get("licenses"), claims.get("devices")
+    iat, next_update = claims.get("iat"), claims.get("next_update")
+    if (
+        not isinstance(licenses, list)
+        or not all(isinstance(x, str) for x in licenses)
+        or not isinstance(devices, list)
+        or not all(
+            isinstance(d, list) and len(d) == 2 and all(isinstance(x, str) for x in d)
+            for d in devices
+        )
+        or not isinstance(iat, int)
+        or not isinstance(next_update, int)
+    ):
+        raise HeartbeatReplyError("malformed revocation list")
+    return RevocationList(
+        issuer=issuer,
+        issued_at=iat,
+        next_update=next_update,
+        licenses=frozenset(licenses),
+        devices=frozenset((d[0], d[1]) for d in devices),
+    )

@@ -1,0 +1,96 @@
+"""Generate tests/vectors/controlplane-v1.json (run once; the output is checked in).
+
+The constructions of docs/controlplane.md: license keys (Luhn mod 32 check
+character), the activation salt, the device credential, the heartbeat MAC,
+a signed heartbeat reply, and the server's sealed secrets and lookup hash.
+
+    .venv/bin/python tests/vectors/generate_controlplane.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from modelseal.controlplane.secretbox import SecretBox
+from modelseal.crypto import PrivateKey, b64url
+from modelseal.license.heartbeat import (
+    HeartbeatRequest,
+    HeartbeatVerdict,
+    device_credential,
+    mac_body,
+    sign_reply,
+)
+from modelseal.license.licensekey import _check_char, activation_salt, normalize_license_key
+
+OUT = Path(__file__).with_name("controlplane-v1.json")
+
+
+def main() -> None:
+    bodies = ["7KQ2M0XD9TA0RW4PHC6NBZE31", "000000000000000000000000", "ZZZZZZZZZZZZZZZZZZZZZZZZ"]
+    bodies = [b[:24] for b in bodies]
+    keys = [normalize_license_key(b + _check_char(b)) for b in bodies]
+    kek = hashlib.sha256(b"modelseal controlplane vector kek").digest()
+    jti = "lic_00112233445566778899aabb"
+    credential = device_credential(kek, jti=jti)
+    request = HeartbeatRequest(
+        license_id=jti,
+        device_id="dev-id-vector",
+        nonce=b64url(bytes(range(16))),
+        time=1764806400,
+        calls_used=42,
+        audit_head=(7, "hash-of-record-7"),
+    )
+    body = request.to_body()
+    seed = hashlib.sha256(b"modelseal controlplane vector vendor key").digest()
+    vendor = PrivateKey("ed25519", ed25519.Ed25519PrivateKey.from_private_bytes(seed))
+    reply = sign_reply(
+        HeartbeatVerdict(
+            code="VALID",
+            server_time=1764806401,
+            license_id=jti,
+            device_id="dev-id-vector",
+            nonce=request.nonce,
+            interval=60,
+        ),
+        vendor,
+        issuer="acme",
+    )
+    master = hashlib.sha256(b"modelseal controlplane vector master key").digest()
+    box = SecretBox(master)
+    sealed = box.seal(b"a content key of 32 bytes.......", purpose="content_key", row="mdl_1")
+    OUT.write_text(
+        json.dumps(
+            {
+                "license_keys": [
+                    {"key": k, "activation_salt": b64url(activation_salt(k))} for k in keys
+                ],
+                "device_credential": {"kek": kek.hex(), "jti": jti, "credential": credential.hex()},
+                "heartbeat": {
+                    "credential": credential.hex(),
+                    "body": body.decode(),
+                    "mac": mac_body(credential, body),
+                    "vendor_public_pem": vendor.public_key().to_pem().decode(),
+                    "reply": reply,
+                },
+                "secretbox": {
+                    "master_key": master.hex(),
+                    "purpose": "content_key",
+                    "row": "mdl_1",
+                    "plaintext": b"a content key of 32 bytes.......".decode(),
+                    "sealed": sealed,
+                    "lookup_input": keys[0],
+                    "lookup_hash": box.lookup_hash(keys[0]),
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

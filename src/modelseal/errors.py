@@ -108,6 +108,15 @@ class MissingDependencyError(LoaderError):
     exit_code = 7
 
 
+# --- servers (serve, gateway) --------------------------------------------------
+
+
+class ListenError(ModelsealError):
+    """A server cannot listen on the address given (in use, or not permitted)."""
+
+    exit_code = 20
+
+
 __all__ = [
     "ChunkIntegrityError",
     "DecryptionError",
@@ -117,6 +126,7 @@ __all__ = [
     "InvalidSignatureError",
     "KeyFileError",
     "KeyMaterialError",
+    "ListenError",
     "LoaderError",
     "MissingDependencyError",
     "ModelsealError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from modelseal.cli import audit, device, guard, keys, license, seal
+from modelseal.cli import serve
 
 app = typer.Typer(
     name="modelseal",
@@ -21,6 +22,7 @@ app.add_typer(audit.app, name="audit")
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

@@ -90,6 +90,21 @@ def make_deployment(root: Path, *, features: tuple[str, ...] = ("classify",)) ->
     )
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(cwd: Path) -> dict[str, str]:
+    """The repo root on the path (test handlers live in tests/), state and HOME in tmp."""
+    path = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "MODELSEAL_STATE_DIR": str(cwd / "state"),
+        "HOME": str(cwd),
+        "COLUMNS": "200",
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -103,7 +118,7 @@ class Server:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log = cwd / f"server-{port}.log"
-        env = {**os.environ, "MODELSEAL_STATE_DIR": str(cwd / "state"), "HOME": str(cwd)}
+        env = _env(cwd)
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [*EXE, *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -140,7 +155,7 @@ class Server:
 
 
 def run_cli(*args: str | Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MODELSEAL_STATE_DIR": str(cwd / "state"), "HOME": str(cwd), "COLUMNS": "200"}
+    env = _env(cwd)
     return subprocess.run(
         [*EXE, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=timeout, check=False,

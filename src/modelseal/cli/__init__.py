@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from modelseal.cli import audit, device, guard, keys, license, seal
-from modelseal.cli import serve
+from modelseal.cli import gateway, serve
 
 app = typer.Typer(
     name="modelseal",
@@ -23,6 +23,7 @@ app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
 app.command("serve")(serve.serve)
+app.add_typer(gateway.app, name="gateway")
 
 
 def main() -> None:

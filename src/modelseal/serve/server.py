@@ -67,7 +67,9 @@ def build_app(config: ServeConfig) -> tuple[ASGIApp, ModelService]:
         exempt=EXEMPT,
     )
     if sealer is not None:
-        app = EnvelopeMiddleware(app, sealer, metrics=metrics)
+        # Everything but /metrics (outside this layer) is sealed, health included:
+        # probes read the status, and through a decrypting route nothing plain passes.
+        app = EnvelopeMiddleware(app, sealer, prefix="/", metrics=metrics)
     return MetricsMiddleware(app, metrics), service
 
 

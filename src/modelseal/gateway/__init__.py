@@ -1,0 +1,32 @@
+"""The gateway (docs/gateway.md): the one door users reach models through.
+
+Routes by longest prefix from a YAML file, authenticates API keys (stored
+as SHA-256 hashes), rate-limits per key (in memory or shared in Redis),
+proxies to model services over a pooled connection, decrypts their output
+envelopes, and logs one line per request. Needs the ``gateway`` extra
+(aiohttp, pyyaml, prometheus-client; redis for shared limits).
+"""
+
+from modelseal.gateway.routes import (
+    ApiKey,
+    GatewayConfig,
+    Rate,
+    Route,
+    RoutesFileError,
+    hash_key,
+    load_config,
+    new_api_key,
+    parse_config,
+)
+
+__all__ = [
+    "ApiKey",
+    "GatewayConfig",
+    "Rate",
+    "Route",
+    "RoutesFileError",
+    "hash_key",
+    "load_config",
+    "new_api_key",
+    "parse_config",
+]

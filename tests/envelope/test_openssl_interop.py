@@ -25,13 +25,23 @@ def test_openssl_unwraps_the_session_key(openssl: str, tmp_path: Path) -> None:
     env = parse(data)
     (tmp_path / "wrapped.der").write_bytes(env.wrapped_key)
     proc = subprocess.run(
-        [openssl, "pkeyutl", "-decrypt", "-inkey", str(tmp_path / "gateway.pem"),
-         "-in", str(tmp_path / "wrapped.der")],
-        capture_output=True, check=False,
+        [
+            openssl,
+            "pkeyutl",
+            "-decrypt",
+            "-inkey",
+            str(tmp_path / "gateway.pem"),
+            "-in",
+            str(tmp_path / "wrapped.der"),
+        ],
+        capture_output=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     session_key = proc.stdout
     assert len(session_key) == 16
-    dec = Cipher(algorithms.SM4(session_key), modes.GCM(env.nonce, env.ciphertext[-16:])).decryptor()
+    dec = Cipher(
+        algorithms.SM4(session_key), modes.GCM(env.nonce, env.ciphertext[-16:])
+    ).decryptor()
     dec.authenticate_additional_data(env.aad("req-42"))
     assert dec.update(env.ciphertext[:-16]) + dec.finalize() == body

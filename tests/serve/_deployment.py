@@ -50,7 +50,10 @@ def make_deployment(root: Path, *, features: tuple[str, ...] = ("classify",)) ->
     w = rng.standard_normal((4, 3)).astype(np.float32)
     b = rng.standard_normal(3).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["y"])],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "B"], ["y"]),
+        ],
         "classifier",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
@@ -95,7 +98,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _env(cwd: Path) -> dict[str, str]:
     """The repo root on the path (test handlers live in tests/), state and HOME in tmp."""
-    path = os.pathsep.join(p for p in (str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(
+        p for p in (str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH")) if p
+    )
     return {
         **os.environ,
         "PYTHONPATH": path,
@@ -157,14 +162,27 @@ class Server:
 def run_cli(*args: str | Path, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = _env(cwd)
     return subprocess.run(
-        [*EXE, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout, check=False,
+        [*EXE, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
 def serve_args(d: Deployment, port: int, *extra: str, envelope: bool = True) -> list[str]:
-    args = ["serve", str(d.model), "--license", str(d.license), "--trust", str(d.trust),
-            "--port", str(port)]
+    args = [
+        "serve",
+        str(d.model),
+        "--license",
+        str(d.license),
+        "--trust",
+        str(d.trust),
+        "--port",
+        str(port),
+    ]
     if envelope:
         args += ["--envelope-key", str(d.gateway_pub)]
     return args + list(extra)

@@ -30,7 +30,14 @@ def main() -> None:
         ("aes-256-gcm, JSON 200", "aes-256-gcm", 200, "application/json", b'{"a":1}', "r.2_x~"),
         ("sm4-gcm, error 400", "sm4-gcm", 400, "application/json", b'{"error":"bad"}', "e3"),
         ("sm4-gcm, empty body, empty request id", "sm4-gcm", 204, "", b"", ""),
-        ("sm4-gcm, 1000 bytes", "sm4-gcm", 200, "application/octet-stream", bytes(range(250)) * 4, "big"),
+        (
+            "sm4-gcm, 1000 bytes",
+            "sm4-gcm",
+            200,
+            "application/octet-stream",
+            bytes(range(250)) * 4,
+            "big",
+        ),
     ]
     vectors = []
     for i, (name, aead, status, ctype, body, rid) in enumerate(cases):
@@ -73,18 +80,42 @@ def main() -> None:
         other.public_key(), bytes(16), b"{}", request_id=rid0, nonce=bytes(12)
     )
     negative = [
-        {"name": "tag flipped", "envelope": bytes(flipped).hex(), "request_id": rid0,
-         "error": "EnvelopeIntegrityError"},
-        {"name": "status rewritten", "envelope": bytes(status_changed).hex(),
-         "request_id": rid0, "error": "EnvelopeIntegrityError"},
-        {"name": "replayed for another request id", "envelope": base.hex(),
-         "request_id": "req-2", "error": "EnvelopeIntegrityError"},
-        {"name": "sealed for another gateway key", "envelope": other_data.hex(),
-         "request_id": rid0, "error": "WrongGatewayKeyError"},
-        {"name": "version 2", "envelope": (base[:4] + b"\x02" + base[5:]).hex(),
-         "request_id": rid0, "error": "EnvelopeFormatError"},
-        {"name": "truncated header", "envelope": base[:20].hex(), "request_id": rid0,
-         "error": "EnvelopeFormatError"},
+        {
+            "name": "tag flipped",
+            "envelope": bytes(flipped).hex(),
+            "request_id": rid0,
+            "error": "EnvelopeIntegrityError",
+        },
+        {
+            "name": "status rewritten",
+            "envelope": bytes(status_changed).hex(),
+            "request_id": rid0,
+            "error": "EnvelopeIntegrityError",
+        },
+        {
+            "name": "replayed for another request id",
+            "envelope": base.hex(),
+            "request_id": "req-2",
+            "error": "EnvelopeIntegrityError",
+        },
+        {
+            "name": "sealed for another gateway key",
+            "envelope": other_data.hex(),
+            "request_id": rid0,
+            "error": "WrongGatewayKeyError",
+        },
+        {
+            "name": "version 2",
+            "envelope": (base[:4] + b"\x02" + base[5:]).hex(),
+            "request_id": rid0,
+            "error": "EnvelopeFormatError",
+        },
+        {
+            "name": "truncated header",
+            "envelope": base[:20].hex(),
+            "request_id": rid0,
+            "error": "EnvelopeFormatError",
+        },
     ]
     doc = {
         "spec": "docs/envelope.md",

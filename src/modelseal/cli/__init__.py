@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelseal.cli import audit, device, guard, keys, license, seal
-from modelseal.cli import gateway, serve
+from modelseal.cli import audit, device, gateway, guard, keys, license, seal, serve
 
 app = typer.Typer(
     name="modelseal",

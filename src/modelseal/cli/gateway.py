@@ -70,9 +70,7 @@ def gateway(
 def create(
     name: Annotated[str, typer.Option(help="who the key is for (shown in the access log)")],
     routes: Annotated[str, typer.Option(help="comma-separated route ids, or *")],
-    rate_limit: Annotated[
-        str | None, typer.Option(help="e.g. 50/s, 600/min, 1000/h")
-    ] = None,
+    rate_limit: Annotated[str | None, typer.Option(help="e.g. 50/s, 600/min, 1000/h")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Make a new API key: printed once; only its hash goes into the routes file.
@@ -99,6 +97,10 @@ def create(
         if as_json:
             emit_json({"key": key, "entry": entry})
             return
-        out.print(f"API key for {name} (shown once; give it to the user):\n{key}\n", highlight=False)
+        out.print(
+            f"API key for {name} (shown once; give it to the user):\n{key}\n", highlight=False
+        )
         out.print("Add under api_keys: in the routes file:", highlight=False)
-        out.print(yaml.safe_dump([entry], sort_keys=False).rstrip(), highlight=False, soft_wrap=True)
+        out.print(
+            yaml.safe_dump([entry], sort_keys=False).rstrip(), highlight=False, soft_wrap=True
+        )

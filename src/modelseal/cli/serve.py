@@ -52,7 +52,10 @@ def serve(
     for item in feature or []:
         prefix, sep, feat = item.partition("=")
         if not sep or not prefix.startswith("/") or not feat:
-            fail(f"--feature must be PATH_PREFIX=FEATURE (e.g. /v2/models/m/infer=hd), not {item!r}", 2)
+            fail(
+                f"--feature must be PATH_PREFIX=FEATURE (e.g. /v2/models/m/infer=hd), not {item!r}",
+                2,
+            )
         features[prefix] = feat
     with errors_as_exit_codes():
         config = ServeConfig(

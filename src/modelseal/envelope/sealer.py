@@ -79,11 +79,7 @@ class EnvelopeSealer:
     def _current(self) -> _Session:
         now = self._clock()
         s = self._session
-        if (
-            s is None
-            or s.used >= self.policy.max_messages
-            or now - s.born >= self.policy.max_age_s
-        ):
+        if s is None or s.used >= self.policy.max_messages or now - s.born >= self.policy.max_age_s:
             key = os.urandom(aead_key_size(self.aead))
             s = _Session(new_aead(self.aead, key), self._key.sm2_encrypt(key), now)
             self._session = s
@@ -142,5 +138,7 @@ def seal_with_session_key(
         nonce=nonce,
     )
     rid = check_request_id(request_id)
-    data = header + new_aead(aead, session_key).encrypt(nonce, body, header + bytes([len(rid)]) + rid)
+    data = header + new_aead(aead, session_key).encrypt(
+        nonce, body, header + bytes([len(rid)]) + rid
+    )
     return data, parse(data)

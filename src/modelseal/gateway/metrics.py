@@ -11,14 +11,31 @@ class GatewayMetrics:
 
         r = self.registry = _prometheus.new_registry()
         self.requests = Counter(
-            "modelseal_gateway_requests", "Requests by route and status", ["route", "status"],
+            "modelseal_gateway_requests",
+            "Requests by route and status",
+            ["route", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "modelseal_gateway_request_seconds",
             "Time from request to response headers (whole body when decrypting)",
             ["route"],
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1,
+                2.5,
+                5,
+                10,
+            ),
             registry=r,
         )
         self.refused = Counter(
@@ -28,8 +45,10 @@ class GatewayMetrics:
             registry=r,
         )
         self.upstream_errors = Counter(
-            "modelseal_gateway_upstream_errors", "Upstream failures (502 unreachable, 504 timeout)",
-            ["route", "kind"], registry=r,
+            "modelseal_gateway_upstream_errors",
+            "Upstream failures (502 unreachable, 504 timeout)",
+            ["route", "kind"],
+            registry=r,
         )
         self.envelope_failures = Counter(
             "modelseal_gateway_envelope_failures",
@@ -41,7 +60,8 @@ class GatewayMetrics:
             "modelseal_gateway_envelopes_opened", "Envelopes decrypted", ["route"], registry=r
         )
         self.unwraps = Counter(
-            "modelseal_gateway_sm2_unwraps", "SM2 decryptions of session keys (cache misses)",
+            "modelseal_gateway_sm2_unwraps",
+            "SM2 decryptions of session keys (cache misses)",
             registry=r,
         )
         self.reloads = Counter(

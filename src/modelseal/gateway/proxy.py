@@ -49,13 +49,26 @@ SMALL_BODY: Final = 1024 * 1024
 
 _HOP: Final = frozenset(
     {
-        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-        "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
     }
 )
 _NOT_UPSTREAM: Final = _HOP | {"authorization", "x-api-key", REQUEST_ID_HEADER.lower()}
 _NOT_DOWNSTREAM_SEALED: Final = _HOP | {
-    "content-type", "content-encoding", "x-modelseal-envelope", "date", "server",
+    "content-type",
+    "content-encoding",
+    "x-modelseal-envelope",
+    "date",
+    "server",
 }
 _NOT_DOWNSTREAM: Final = _HOP | {"date", "server"}
 _JSON: Final = "application/json"
@@ -156,7 +169,9 @@ class Gateway:
         self.config = config
         self.metrics.reloads.labels("ok").inc()
         log.warning(
-            "routes reloaded (%s): %d routes, %d keys", why, len(config.routes),
+            "routes reloaded (%s): %d routes, %d keys",
+            why,
+            len(config.routes),
             len(config.keys_by_hash),
         )
         return True
@@ -222,11 +237,21 @@ class Gateway:
         presented = presented_key(request)
         if presented is None:
             m.refused.labels("no_key").inc()
-            return _error(401, "an API key is required", rid, **{"WWW-Authenticate": "Bearer"}), None, None, None
+            return (
+                _error(401, "an API key is required", rid, **{"WWW-Authenticate": "Bearer"}),
+                None,
+                None,
+                None,
+            )
         key = config.key_for(presented)
         if key is None:
             m.refused.labels("bad_key").inc()
-            return _error(401, "invalid API key", rid, **{"WWW-Authenticate": "Bearer"}), None, None, None
+            return (
+                _error(401, "invalid API key", rid, **{"WWW-Authenticate": "Bearer"}),
+                None,
+                None,
+                None,
+            )
         route = config.match(request.path)
         if route is None:
             m.refused.labels("no_route").inc()
@@ -245,7 +270,9 @@ class Gateway:
                 m.refused.labels("rate_limited").inc()
                 retry = str(max(1, int(wait + 0.999)))
                 return (
-                    _error(429, f"rate limit {key.rate_limit} exceeded", rid, **{"Retry-After": retry}),
+                    _error(
+                        429, f"rate limit {key.rate_limit} exceeded", rid, **{"Retry-After": retry}
+                    ),
                     route,
                     key,
                     None,
@@ -278,7 +305,11 @@ class Gateway:
         m = self.metrics
         try:
             async with self.session.request(
-                request.method, target, headers=headers, data=data, timeout=timeout,
+                request.method,
+                target,
+                headers=headers,
+                data=data,
+                timeout=timeout,
                 allow_redirects=False,
             ) as up:
                 if route.decrypt:
@@ -286,8 +317,11 @@ class Gateway:
                 return await self._passed(request, up, rid), up.status
         except TimeoutError:
             m.upstream_errors.labels(route.id, "timeout").inc()
-            return _error(504, f"route {route.id!r}: the model service did not answer in "
-                               f"{route.timeout_s:g}s", rid), None
+            return _error(
+                504,
+                f"route {route.id!r}: the model service did not answer in {route.timeout_s:g}s",
+                rid,
+            ), None
         except (aiohttp.ClientError, OSError) as exc:
             m.upstream_errors.labels(route.id, "unreachable").inc()
             log.warning("route %s: upstream %s failed: %s", route.id, base, exc)
@@ -300,8 +334,12 @@ class Gateway:
         m = self.metrics
         if up.content_type != MEDIA_TYPE:
             m.envelope_failures.labels(route.id, "not_an_envelope").inc()
-            return _error(502, f"route {route.id!r}: the model service answered without an "
-                               "envelope; refusing to pass it on", rid)
+            return _error(
+                502,
+                f"route {route.id!r}: the model service answered without an "
+                "envelope; refusing to pass it on",
+                rid,
+            )
         if (up.content_length or 0) > MAX_ENVELOPE:
             m.envelope_failures.labels(route.id, "too_large").inc()
             return _error(502, f"route {route.id!r}: envelope over {MAX_ENVELOPE} bytes", rid)
@@ -322,8 +360,9 @@ class Gateway:
             }[type(exc)]
             m.envelope_failures.labels(route.id, reason).inc()
             log.warning("route %s: envelope refused (%s): %s", route.id, reason, exc)
-            return _error(502, f"route {route.id!r}: the model service's response was refused: "
-                               f"{exc}", rid)
+            return _error(
+                502, f"route {route.id!r}: the model service's response was refused: {exc}", rid
+            )
         finally:
             if self.opener.unwraps != unwraps:
                 m.unwraps.inc(self.opener.unwraps - unwraps)

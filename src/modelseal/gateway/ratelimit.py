@@ -27,7 +27,8 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 if tat - tau > now then return math.ceil(tat - tau - now) end
 local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+local ttl_ms = math.ceil((new_tat - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
 return 0
 """
 
@@ -49,7 +50,9 @@ def _gcra_params(rate: Rate) -> tuple[int, int]:
 class MemoryRateLimiter:
     """One process's limits. With several workers each holds its own budget: use Redis."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000
+    ) -> None:
         self._clock = clock
         self._tat: dict[str, int] = {}
         self._max_keys = max_keys

@@ -99,9 +99,7 @@ class GatewayConfig:
 
     def __post_init__(self) -> None:
         # longest prefix first, so the first match is the longest
-        object.__setattr__(
-            self, "routes", tuple(sorted(self.routes, key=lambda r: -len(r.prefix)))
-        )
+        object.__setattr__(self, "routes", tuple(sorted(self.routes, key=lambda r: -len(r.prefix))))
 
     def match(self, path: str) -> Route | None:
         for route in self.routes:
@@ -141,7 +139,7 @@ class _Fields:
     def err(self, field: str, message: str) -> RoutesFileError:
         return RoutesFileError(f"{self.where}.{field}: {message}")
 
-    def str(self, field: str, pattern: re.Pattern[str] | None = None, default: Any = ...) -> Any:
+    def text(self, field: str, pattern: re.Pattern[str] | None = None, default: Any = ...) -> Any:
         if field not in self.data:
             if default is ...:
                 raise self.err(field, "required")
@@ -152,7 +150,7 @@ class _Fields:
             raise self.err(field, want)
         return value
 
-    def bool(self, field: str, default: bool) -> bool:
+    def flag(self, field: str, default: bool) -> bool:
         value = self.data.get(field, default)
         if not isinstance(value, bool):
             raise self.err(field, "must be true or false")
@@ -171,13 +169,13 @@ def _route(data: Any, where: str) -> Route:
         where,
         {"id", "name", "prefix", "forward_url", "strip_prefix", "decrypt", "timeout_s"},
     )
-    rid = f.str("id", _ID_RE)
-    prefix = f.str("prefix")
+    rid = f.text("id", _ID_RE)
+    prefix = f.text("prefix")
     if not prefix.startswith("/") or (prefix != "/" and prefix.endswith("/")) or "//" in prefix:
         raise f.err("prefix", "must start with / and not end with / (e.g. /demo)")
     if any(c in prefix for c in "?#% ") or any(p in (".", "..") for p in prefix.split("/")):
         raise f.err("prefix", "must be a plain path (no ?, #, %, spaces, . or ..)")
-    url = f.str("forward_url")
+    url = f.text("forward_url")
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
         raise f.err("forward_url", "must be http://host:port[/path] (no query or fragment)")
@@ -187,22 +185,22 @@ def _route(data: Any, where: str) -> Route:
         raise f.err("forward_url", "has an invalid port") from None
     return Route(
         id=rid,
-        name=f.str("name", default=rid),
+        name=f.text("name", default=rid),
         prefix=prefix,
         forward_url=url.rstrip("/"),
-        strip_prefix=f.bool("strip_prefix", True),
-        decrypt=f.bool("decrypt", True),
+        strip_prefix=f.flag("strip_prefix", True),
+        decrypt=f.flag("decrypt", True),
         timeout_s=f.number("timeout_s", 30.0, 0.001, 3600.0),
     )
 
 
 def _key(data: Any, where: str, route_ids: set[str]) -> ApiKey:
     f = _Fields(data, where, {"name", "sha256", "routes", "rate_limit"})
-    name = f.str("name", _NAME_RE)
-    digest = f.str("sha256", _HEX64_RE)
+    name = f.text("name", _NAME_RE)
+    digest = f.text("sha256", _HEX64_RE)
     routes = f.data.get("routes")
     if not isinstance(routes, list) or not routes or not all(isinstance(r, str) for r in routes):
-        raise f.err("routes", "must be a non-empty list of route ids (or [\"*\"])")
+        raise f.err("routes", 'must be a non-empty list of route ids (or ["*"])')
     for i, r in enumerate(routes):
         if r != "*" and r not in route_ids:
             raise f.err(f"routes[{i}]", f"no route with id {r!r}")
@@ -247,7 +245,9 @@ def parse_config(data: Any) -> GatewayConfig:
     for i, item in enumerate(raw_keys):
         key = _key(item, f"api_keys[{i}]", ids)
         if key.name in names:
-            raise RoutesFileError(f"api_keys[{i}].name: {key.name!r} is also api_keys[{names[key.name]}].name")
+            raise RoutesFileError(
+                f"api_keys[{i}].name: {key.name!r} is also api_keys[{names[key.name]}].name"
+            )
         if key.sha256 in keys:
             raise RoutesFileError(f"api_keys[{i}].sha256: the same key is listed twice")
         names[key.name] = i

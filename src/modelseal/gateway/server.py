@@ -71,7 +71,9 @@ async def _check_redis(url: str) -> None:
 
 def _worker(opts: GatewayOptions) -> None:
     configure_logging(opts.access_log)
-    gateway = build_gateway(opts.routes, opts.private_key, opts.redis_url, passphrase=opts.passphrase)
+    gateway = build_gateway(
+        opts.routes, opts.private_key, opts.redis_url, passphrase=opts.passphrase
+    )
     sock = bind(opts.host, opts.port, listen=True)
     asyncio.run(serve_socket(gateway, sock))
 
@@ -124,9 +126,7 @@ def _supervise(opts: GatewayOptions) -> None:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
     procs.extend(start() for _ in range(opts.workers))
-    log.warning(
-        "modelseal gateway: http://%s:%d (%d workers)", opts.host, opts.port, opts.workers
-    )
+    log.warning("modelseal gateway: http://%s:%d (%d workers)", opts.host, opts.port, opts.workers)
     restarts: list[float] = []
     while not stopping:
         time.sleep(0.2)

@@ -287,7 +287,9 @@ class EnvelopeMiddleware:
                 content_type = v
             elif lk not in (b"content-length", b"transfer-encoding", b"content-encoding"):
                 keep.append((k, v))
-        await self._seal_and_send(send, rid, int(start["status"]), content_type, b"".join(chunks), keep)
+        await self._seal_and_send(
+            send, rid, int(start["status"]), content_type, b"".join(chunks), keep
+        )
 
     async def _seal_and_send(
         self,

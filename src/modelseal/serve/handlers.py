@@ -12,7 +12,6 @@ sessions and TorchScript modules are the default.
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,7 +31,9 @@ class HandlerError(ModelsealError):
 class Handler(Protocol):
     def load(self, model: Any) -> None: ...
 
-    def predict(self, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]: ...
+    def predict(
+        self, inputs: dict[str, np.ndarray[Any, Any]]
+    ) -> dict[str, np.ndarray[Any, Any]]: ...
 
 
 _ORT_TYPES = {
@@ -130,7 +131,6 @@ class TorchScriptHandler:
 
     def __init__(self) -> None:
         self._module: Any = None
-        self._lock = threading.Lock()
         self.inputs: tuple[TensorSpec, ...] = ()
         self.outputs: tuple[TensorSpec, ...] = ()
 

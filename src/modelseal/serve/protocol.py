@@ -188,9 +188,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise InferenceRequestError(f"outputs[{i}] needs a 'name'")
         p = spec.get("parameters") or {}
-        outputs[spec["name"]] = bool(p.get("binary_data", binary_default)) if isinstance(
-            p, dict
-        ) else binary_default
+        outputs[spec["name"]] = (
+            bool(p.get("binary_data", binary_default)) if isinstance(p, dict) else binary_default
+        )
     return InferRequest(rid, inputs, outputs, binary_default)
 
 

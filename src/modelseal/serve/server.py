@@ -61,7 +61,7 @@ def build_app(config: ServeConfig) -> tuple[ASGIApp, ModelService]:
     service = ModelService(handler, name=name, max_body=config.max_body, threads=config.threads)
     metrics = ServeMetrics(name)
     app: ASGIApp = LicenseASGIMiddleware(
-        service,  # type: ignore[arg-type]
+        service,
         guard,
         features=dict(config.features),
         exempt=EXEMPT,

@@ -172,7 +172,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                         dtype=object,
                     )
                 else:
-                    arr = np.asarray(spec["data"], dtype=dtype).reshape(-1)
+                    with np.errstate(over="ignore"):
+                        arr = np.asarray(spec["data"], dtype=dtype).reshape(-1)
             except (ValueError, TypeError, OverflowError):
                 raise InferenceRequestError(f"{what}: data is not {datatype}") from None
             if arr.size != count:

@@ -55,7 +55,9 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(n) if n else None
         req = urllib.request.Request(
-            self.server.upstream + path, data=data, method=self.command,
+            self.server.upstream + path,
+            data=data,
+            method=self.command,
             headers={"X-Modelseal-Request-Id": rid, "Content-Type": "application/json"},
         )
         try:
@@ -147,8 +149,16 @@ def routes_doc(serve_url: str, relay_url: str, digests: dict[str, str]) -> dict[
 
 
 def gateway_args(routes: Path, dep: Deployment, port: int, *extra: str) -> list[str]:
-    return ["gateway", "--routes", str(routes), "--envelope-private-key", str(dep.gateway_pem),
-            "--port", str(port), *extra]
+    return [
+        "gateway",
+        "--routes",
+        str(routes),
+        "--envelope-private-key",
+        str(dep.gateway_pem),
+        "--port",
+        str(port),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +185,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def request(
-    url: str, *, key: str | None = None, body: Any = None, header: str = "Authorization",
+    url: str,
+    *,
+    key: str | None = None,
+    body: Any = None,
+    header: str = "Authorization",
     timeout: float = 20,
 ) -> tuple[int, bytes, Any]:
     """Status, body and the headers (case-insensitive, as http.client parses them)."""

@@ -24,8 +24,9 @@ def infer_count(stack: Stack) -> float:
 def test_decrypts_the_model_services_answers(stack: Stack) -> None:
     gw = stack.gateway.url
     for header in ("Authorization", "X-Api-Key"):
-        status, body, headers = request(gw + "/demo" + INFER, key=stack.keys["alice"], body=BODY,
-                                        header=header)
+        status, body, headers = request(
+            gw + "/demo" + INFER, key=stack.keys["alice"], body=BODY, header=header
+        )
         assert status == 200, body
         assert headers["Content-Type"] == "application/json"
         y = json.loads(body)["outputs"][0]["data"]
@@ -62,8 +63,7 @@ def test_no_or_a_wrong_key_is_401_and_the_model_service_sees_nothing(stack: Stac
             status, body, headers = request(gw + path, key=key, body=BODY, header=header)
             assert status == 401, (key, path)
             assert headers.get("WWW-Authenticate") == "Bearer"
-    status, _, _ = request(gw + "/demo" + INFER, body=BODY, header="Authorization",
-                           key=None)
+    status, _, _ = request(gw + "/demo" + INFER, body=BODY, header="Authorization", key=None)
     assert status == 401
     assert infer_count(stack) == before_serve
     assert stack.relay.seen == before_relay
@@ -94,8 +94,10 @@ def test_tampered_replayed_and_wrong_key_envelopes_are_refused(stack: Stack) -> 
         assert message in error, (prefix, error)
         assert "outputs" not in body.decode()
     for reason in ("authentication", "wrong_key_id", "not_an_envelope"):
-        assert stack.metric(stack.gateway, "modelseal_gateway_envelope_failures_total",
-                            reason=reason) >= 1
+        assert (
+            stack.metric(stack.gateway, "modelseal_gateway_envelope_failures_total", reason=reason)
+            >= 1
+        )
 
 
 def test_upstream_down_is_502_and_slow_is_504(stack: Stack) -> None:
@@ -118,10 +120,13 @@ def test_one_unwrap_per_session_key_and_metrics(stack: Stack) -> None:
     for _ in range(30):
         assert request(gw + "/demo" + INFER, key=alice, body=BODY)[0] == 200
     assert stack.metric(stack.gateway, "modelseal_gateway_sm2_unwraps_total") == unwraps
-    assert stack.metric(stack.gateway, "modelseal_gateway_envelopes_opened_total",
-                        route="demo") >= 30
-    assert stack.metric(stack.gateway, "modelseal_gateway_requests_total", route="demo",
-                        status="200") >= 30
+    assert (
+        stack.metric(stack.gateway, "modelseal_gateway_envelopes_opened_total", route="demo") >= 30
+    )
+    assert (
+        stack.metric(stack.gateway, "modelseal_gateway_requests_total", route="demo", status="200")
+        >= 30
+    )
     assert stack.metric(stack.gateway, "modelseal_gateway_refused_total", reason="no_key") >= 1
 
 

@@ -55,7 +55,10 @@ def redis_url() -> str:
 def test_redis_limit_is_shared_between_limiters(redis_url: str) -> None:
     async def go() -> list[bool]:
         prefix = f"modelseal:test:{uuid.uuid4().hex}:"
-        a, b = RedisRateLimiter(redis_url, prefix=prefix), RedisRateLimiter(redis_url, prefix=prefix)
+        a, b = (
+            RedisRateLimiter(redis_url, prefix=prefix),
+            RedisRateLimiter(redis_url, prefix=prefix),
+        )
         try:
             rate = Rate(6, 60)
             return [await (a if i % 2 else b).acquire("alice", rate) == 0 for i in range(10)]

@@ -11,7 +11,14 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelseal.gateway import Rate, RoutesFileError, hash_key, load_config, new_api_key, parse_config
+from modelseal.gateway import (
+    Rate,
+    RoutesFileError,
+    hash_key,
+    load_config,
+    new_api_key,
+    parse_config,
+)
 from tests.serve._deployment import run_cli
 
 DIGEST = "ab" * 32
@@ -21,9 +28,20 @@ def base() -> dict[str, Any]:
     return {
         "version": 1,
         "routes": [
-            {"id": "demo", "name": "Demo", "prefix": "/demo", "forward_url": "http://127.0.0.1:8080"},
-            {"id": "demo-v2", "prefix": "/demo/v2", "forward_url": "http://127.0.0.1:8081/base",
-             "strip_prefix": False, "decrypt": False, "timeout_s": 2},
+            {
+                "id": "demo",
+                "name": "Demo",
+                "prefix": "/demo",
+                "forward_url": "http://127.0.0.1:8080",
+            },
+            {
+                "id": "demo-v2",
+                "prefix": "/demo/v2",
+                "forward_url": "http://127.0.0.1:8081/base",
+                "strip_prefix": False,
+                "decrypt": False,
+                "timeout_s": 2,
+            },
         ],
         "api_keys": [{"name": "alice", "sha256": DIGEST, "routes": ["demo"], "rate_limit": "50/s"}],
     }
@@ -115,17 +133,28 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
     assert len(load_config(tmp_path / "ok.yaml").routes) == 2
 
 
-@pytest.mark.parametrize(("text", "rate"), [("50/s", Rate(50, 1)), ("600/min", Rate(600, 60)),
-                                           (" 10 / h ", Rate(10, 3600)), ("1/second", Rate(1, 1))])
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("50/s", Rate(50, 1)),
+        ("600/min", Rate(600, 60)),
+        (" 10 / h ", Rate(10, 3600)),
+        ("1/second", Rate(1, 1)),
+    ],
+)
 def test_rates(text: str, rate: Rate) -> None:
     assert Rate.parse(text) == rate
     assert Rate.parse(str(rate)) == rate
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                    max_leaves=12))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        max_leaves=12,
+    )
+)
 def test_any_document_is_valid_or_a_routes_file_error(doc: Any) -> None:
     try:
         parse_config(doc)
@@ -141,8 +170,19 @@ def test_keys_are_random_and_stored_as_sha256() -> None:
 
 
 def test_keys_create_cli_prints_the_key_once_and_an_entry_that_validates(tmp_path: Path) -> None:
-    r = run_cli("gateway", "keys", "create", "--name", "alice", "--routes", "demo",
-                "--rate-limit", "50/s", "--json", cwd=tmp_path)
+    r = run_cli(
+        "gateway",
+        "keys",
+        "create",
+        "--name",
+        "alice",
+        "--routes",
+        "demo",
+        "--rate-limit",
+        "50/s",
+        "--json",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["entry"]["sha256"] == hash_key(out["key"])
@@ -153,6 +193,16 @@ def test_keys_create_cli_prints_the_key_once_and_an_entry_that_validates(tmp_pat
     human = run_cli("gateway", "keys", "create", "--name", "bob", "--routes", "demo", cwd=tmp_path)
     assert human.returncode == 0
     assert "msk_" in human.stdout and "sha256:" in human.stdout
-    bad = run_cli("gateway", "keys", "create", "--name", "bob", "--routes", "demo",
-                  "--rate-limit", "lots", cwd=tmp_path)
+    bad = run_cli(
+        "gateway",
+        "keys",
+        "create",
+        "--name",
+        "bob",
+        "--routes",
+        "demo",
+        "--rate-limit",
+        "lots",
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")

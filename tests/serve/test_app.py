@@ -32,7 +32,9 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
 
 def config(dep: Deployment, tmp_path: Path, **kw: Any) -> ServeConfig:
     args: dict[str, Any] = dict(
-        model=str(dep.model), license=str(dep.license), trust=(str(dep.trust),),
+        model=str(dep.model),
+        license=str(dep.license),
+        trust=(str(dep.trust),),
         state_dir=str(tmp_path / "state"),
     )
     args.update(kw)
@@ -49,8 +51,16 @@ def call(app: Any, method: str, path: str, **kw: Any) -> httpx.Response:
 
 
 def infer_body(x: np.ndarray) -> dict[str, Any]:
-    return {"inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
-                        "data": x.reshape(-1).tolist()}]}
+    return {
+        "inputs": [
+            {
+                "name": "x",
+                "datatype": "FP32",
+                "shape": list(x.shape),
+                "data": x.reshape(-1).tolist(),
+            }
+        ]
+    }
 
 
 def test_oip_routes_with_the_built_in_onnx_handler(dep: Deployment, tmp_path: Path) -> None:
@@ -76,12 +86,27 @@ def test_oip_routes_with_the_built_in_onnx_handler(dep: Deployment, tmp_path: Pa
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "match"),
     [
-        ("POST", INFER, {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 5],
-                                     "data": [0] * 5}]}, 400, "shape"),
-        ("POST", INFER, {"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, 4],
-                                     "data": [0] * 4}]}, 400, "missing input"),
-        ("POST", INFER, {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1, 4],
-                                     "data": ["a"] * 4}]}, 400, "takes FP32"),
+        (
+            "POST",
+            INFER,
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 5], "data": [0] * 5}]},
+            400,
+            "shape",
+        ),
+        (
+            "POST",
+            INFER,
+            {"inputs": [{"name": "z", "datatype": "FP32", "shape": [1, 4], "data": [0] * 4}]},
+            400,
+            "missing input",
+        ),
+        (
+            "POST",
+            INFER,
+            {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1, 4], "data": ["a"] * 4}]},
+            400,
+            "takes FP32",
+        ),
         ("POST", "/v2/models/other/infer", {"inputs": []}, 404, "unknown model"),
         ("GET", INFER, None, 405, "POST"),
         ("GET", f"/v2/models/{MODEL_ID}/versions/7", None, 404, "version"),
@@ -109,8 +134,14 @@ def test_every_response_is_an_envelope_including_errors_and_refusals(
     gateway = generate_private_key("sm2")
     pub = tmp_path / "gw.pub"
     gateway.public_key().save(pub)
-    app, _ = build_app(config(dep, tmp_path, envelope_key=str(pub),
-                              features={f"/v2/models/{MODEL_ID}/versions": "premium"}))
+    app, _ = build_app(
+        config(
+            dep,
+            tmp_path,
+            envelope_key=str(pub),
+            features={f"/v2/models/{MODEL_ID}/versions": "premium"},
+        )
+    )
     opener = EnvelopeOpener(gateway)
     x = np.ones((1, 4), np.float32)
     cases = [
@@ -131,7 +162,9 @@ def test_every_response_is_an_envelope_including_errors_and_refusals(
         assert opened.status == status
         if status == 200 and path == INFER:
             out = json.loads(opened.body)["outputs"][0]
-            np.testing.assert_allclose(np.array(out["data"], np.float32), dep.expected(x)[0], rtol=1e-6)
+            np.testing.assert_allclose(
+                np.array(out["data"], np.float32), dep.expected(x)[0], rtol=1e-6
+            )
         elif status != 200:
             assert "error" in json.loads(opened.body)
     bad = call(app, "GET", "/v2/health/live", headers={"X-Modelseal-Request-Id": "bad id!"})
@@ -169,15 +202,24 @@ def test_example_numpy_handler_on_a_sealed_state_dict(tmp_path: Path) -> None:
     vendor = generate_private_key("ed25519")
     vendor.public_key().save(tmp_path / "v.pub")
     (tmp_path / "l.jwt").write_text(
-        issue_license(signing_key=vendor, issuer="acme", customer="c", audience=["acme/lin"],
-                      request=make_request(collect(), label="t"),
-                      content_keys=[(cek, "acme/lin")]).token
+        issue_license(
+            signing_key=vendor,
+            issuer="acme",
+            customer="c",
+            audience=["acme/lin"],
+            request=make_request(collect(), label="t"),
+            content_keys=[(cek, "acme/lin")],
+        ).token
     )
-    app, _ = build_app(ServeConfig(
-        model=str(tmp_path / "lin.mseal"), license=str(tmp_path / "l.jwt"),
-        trust=(str(tmp_path / "v.pub"),), state_dir=str(tmp_path / "s"),
-        handler="modelseal.serve.examples:NumpyLinear",
-    ))
+    app, _ = build_app(
+        ServeConfig(
+            model=str(tmp_path / "lin.mseal"),
+            license=str(tmp_path / "l.jwt"),
+            trust=(str(tmp_path / "v.pub"),),
+            state_dir=str(tmp_path / "s"),
+            handler="modelseal.serve.examples:NumpyLinear",
+        )
+    )
     x = np.array([[1, 1, 1]], np.float32)
     doc = call(app, "POST", "/v2/models/acme/lin/infer", json=infer_body(x)).json()
     assert doc["outputs"][0]["data"] == (x @ w + b).reshape(-1).tolist()

@@ -34,10 +34,20 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
 
 def post(url: str, x: list[list[float]], timeout: float = 30) -> dict[str, object]:
     body = json.dumps(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [len(x), 4],
-                     "data": [v for row in x for v in row]}]}
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [len(x), 4],
+                    "data": [v for row in x for v in row],
+                }
+            ]
+        }
     ).encode()
-    req = urllib.request.Request(url + INFER, data=body, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + INFER, data=body, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return json.loads(r.read())  # type: ignore[no-any-return]
 
@@ -82,7 +92,9 @@ def test_sigterm_lets_the_request_in_flight_finish(dep: Deployment, tmp_path: Pa
     port = free_port()
     server = Server(
         serve_args(dep, port, "--handler", "tests.serve.slow_handler:SlowOnnx", envelope=False),
-        port, cwd=tmp_path, ready_path="/v2/health/ready",
+        port,
+        cwd=tmp_path,
+        ready_path="/v2/health/ready",
     )
     result: dict[str, object] = {}
 
@@ -100,23 +112,31 @@ def test_sigterm_lets_the_request_in_flight_finish(dep: Deployment, tmp_path: Pa
     server.proc.wait(30)
     assert "error" not in result, result
     out = result["doc"]["outputs"][0]  # type: ignore[index]
-    np.testing.assert_allclose(out["data"], dep.expected(np.array([[1.5, 0, 0, 0]], np.float32))[0],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out["data"], dep.expected(np.array([[1.5, 0, 0, 0]], np.float32))[0], rtol=1e-6
+    )
     with pytest.raises(OSError):
         post(server.url, [[0, 0, 0, 0]], timeout=2)  # and it stopped listening
 
 
 def test_two_workers_answer_and_metrics_cover_both(dep: Deployment, tmp_path: Path) -> None:
     port = free_port()
-    server = Server(serve_args(dep, port, "--workers", "2", envelope=False), port, cwd=tmp_path,
-                    ready_path="/v2/health/ready")
+    server = Server(
+        serve_args(dep, port, "--workers", "2", envelope=False),
+        port,
+        cwd=tmp_path,
+        ready_path="/v2/health/ready",
+    )
     try:
         for _ in range(20):
             post(server.url, [[1, 2, 3, 4]])
         with urllib.request.urlopen(server.url + "/metrics", timeout=10) as r:
             text = r.read().decode()
-        line = next(ln for ln in text.splitlines()
-                    if ln.startswith("modelseal_serve_requests_total") and 'route="infer"' in ln)
+        line = next(
+            ln
+            for ln in text.splitlines()
+            if ln.startswith("modelseal_serve_requests_total") and 'route="infer"' in ln
+        )
         assert float(line.rsplit(" ", 1)[1]) == 20.0
     finally:
         assert server.stop() in (0, -signal.SIGTERM)

@@ -19,12 +19,27 @@ from modelseal.serve.protocol import (
 
 
 def test_json_tensors_of_every_numeric_type_round_trip() -> None:
-    for datatype, dtype in [("FP32", np.float32), ("INT64", np.int64), ("BOOL", np.bool_),
-                            ("UINT8", np.uint8), ("FP16", np.float16), ("FP64", np.float64)]:
+    for datatype, dtype in [
+        ("FP32", np.float32),
+        ("INT64", np.int64),
+        ("BOOL", np.bool_),
+        ("UINT8", np.uint8),
+        ("FP16", np.float16),
+        ("FP64", np.float64),
+    ]:
         arr = np.arange(6).reshape(2, 3).astype(dtype)
         body = json.dumps(
-            {"id": "a", "inputs": [{"name": "x", "datatype": datatype, "shape": [2, 3],
-                                    "data": arr.reshape(-1).tolist()}]}
+            {
+                "id": "a",
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": datatype,
+                        "shape": [2, 3],
+                        "data": arr.reshape(-1).tolist(),
+                    }
+                ],
+            }
         ).encode()
         req = parse_infer_request(body, None)
         assert req.id == "a"
@@ -39,10 +54,18 @@ def test_binary_inputs_and_outputs_as_tritonclient_sends_them() -> None:
     head = json.dumps(
         {
             "inputs": [
-                {"name": "x", "datatype": "FP32", "shape": [2, 4],
-                 "parameters": {"binary_data_size": x.nbytes}},
-                {"name": "s", "datatype": "BYTES", "shape": [2],
-                 "parameters": {"binary_data_size": len(raw_s)}},
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [2, 4],
+                    "parameters": {"binary_data_size": x.nbytes},
+                },
+                {
+                    "name": "s",
+                    "datatype": "BYTES",
+                    "shape": [2],
+                    "parameters": {"binary_data_size": len(raw_s)},
+                },
             ],
             "parameters": {"binary_data_output": True},
         }
@@ -64,7 +87,9 @@ def test_binary_inputs_and_outputs_as_tritonclient_sends_them() -> None:
 def test_requested_outputs_select_and_json_by_default() -> None:
     req = InferRequest(id=None, inputs={}, outputs={"b": False})
     body, n = encode_infer_response(
-        model_name="m", model_version="1", request=req,
+        model_name="m",
+        model_version="1",
+        request=req,
         outputs={"a": np.zeros(1), "b": np.array([[1, 2]], np.int32)},
     )
     assert n is None
@@ -72,8 +97,12 @@ def test_requested_outputs_select_and_json_by_default() -> None:
         {"name": "b", "datatype": "INT32", "shape": [1, 2], "data": [1, 2]}
     ]
     with pytest.raises(InferenceRequestError, match="unknown output"):
-        encode_infer_response(model_name="m", model_version="1",
-                              request=InferRequest(None, {}, {"c": False}), outputs={})
+        encode_infer_response(
+            model_name="m",
+            model_version="1",
+            request=InferRequest(None, {}, {"c": False}),
+            outputs={},
+        )
 
 
 @pytest.mark.parametrize(
@@ -86,8 +115,12 @@ def test_requested_outputs_select_and_json_by_default() -> None:
         (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[-1],"data":[1]}]}', None, "shape"),
         (b'{"inputs":[{"name":"x","datatype":"INT8","shape":[1],"data":["a"]}]}', None, "not INT8"),
         (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}', None, "no 'data'"),
-        (b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],'
-         b'"parameters":{"binary_data_size":8}}]}abcd', "97", "out of range"),
+        (
+            b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1],'
+            b'"parameters":{"binary_data_size":8}}]}abcd',
+            "97",
+            "out of range",
+        ),
         (b'{"inputs":[]}xx', "13", "after the last input"),
         (b'{"inputs":[]}', "x", "not a number"),
     ],
@@ -114,8 +147,9 @@ def test_parser_never_raises_anything_else(body: bytes, header: str | None) -> N
                 "name": st.text(max_size=5),
                 "datatype": st.sampled_from(["FP32", "INT64", "BYTES", "BOOL", "X"]),
                 "shape": st.lists(st.integers(-1, 3), max_size=3),
-                "data": st.lists(st.one_of(st.integers(-300, 300), st.floats(), st.text(max_size=3)),
-                                 max_size=8),
+                "data": st.lists(
+                    st.one_of(st.integers(-300, 300), st.floats(), st.text(max_size=3)), max_size=8
+                ),
             }
         ),
         max_size=3,

@@ -100,8 +100,8 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
         else:
             self._reply(404, b"{}", "application/json")
 
-    do_GET = _handle
-    do_POST = _handle
+    do_GET = _handle  # noqa: N815 - http.server's names
+    do_POST = _handle  # noqa: N815
 
 
 @dataclass
@@ -118,9 +118,10 @@ class Stack:
             text = r.read().decode()
         total = 0.0
         for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                    total += float(line.rsplit(" ", 1)[1])
+            if line.startswith((name + "{", name + " ")) and all(
+                f'{k}="{v}"' in line for k, v in labels.items()
+            ):
+                total += float(line.rsplit(" ", 1)[1])
         return total
 
 

@@ -43,7 +43,7 @@ def test_decrypts_the_model_services_answers(stack: Stack) -> None:
 
 def test_the_model_service_called_directly_answers_only_envelopes(stack: Stack) -> None:
     for path, body in ((INFER, BODY), (META, None), ("/v2/models/nope/infer", BODY)):
-        status, data, headers = request(stack.serve.url + path, body=body)
+        _status, data, headers = request(stack.serve.url + path, body=body)
         assert headers["Content-Type"] == MEDIA_TYPE, path
         assert data.startswith(b"MSEV")
         assert b"outputs" not in data and b"error" not in data and b'"x"' not in data
@@ -60,7 +60,7 @@ def test_no_or_a_wrong_key_is_401_and_the_model_service_sees_nothing(stack: Stac
     ]
     for key, header in cases:
         for path in ("/demo" + INFER, "/tamper" + INFER, "/nowhere"):
-            status, body, headers = request(gw + path, key=key, body=BODY, header=header)
+            status, _body, headers = request(gw + path, key=key, body=BODY, header=header)
             assert status == 401, (key, path)
             assert headers.get("WWW-Authenticate") == "Bearer"
     status, _, _ = request(gw + "/demo" + INFER, body=BODY, header="Authorization", key=None)

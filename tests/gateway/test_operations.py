@@ -136,13 +136,14 @@ def test_two_workers_serve_reload_and_stop(stack: Stack, tmp_path: Path) -> None
         ready_path="/healthz",
     )
     try:
+        assert wait_for(lambda: gw.output().count("gateway worker") == 2)
         assert all(request(gw.url + META, key=alice)[0] == 200 for _ in range(10))
         gw.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: gw.output().count("routes reloaded (SIGHUP)") == 2)
         assert request(gw.url + "/metrics")[1].count(b"modelseal_gateway_requests_total{") >= 1
     finally:
         assert gw.stop() == 0
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"Connection refused"):
         request(gw.url + "/healthz", timeout=2)  # every worker is gone
 
 

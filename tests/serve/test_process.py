@@ -115,7 +115,7 @@ def test_sigterm_lets_the_request_in_flight_finish(dep: Deployment, tmp_path: Pa
     np.testing.assert_allclose(
         out["data"], dep.expected(np.array([[1.5, 0, 0, 0]], np.float32))[0], rtol=1e-6
     )
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"Connection refused"):
         post(server.url, [[0, 0, 0, 0]], timeout=2)  # and it stopped listening
 
 

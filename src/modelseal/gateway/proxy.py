@@ -19,6 +19,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -404,7 +405,13 @@ def configure_logging(access_log: bool) -> None:
         log.setLevel(logging.INFO)
 
 
-async def serve_socket(gateway: Gateway, sock: Any, *, shutdown_timeout: float = 30.0) -> None:
+async def serve_socket(
+    gateway: Gateway,
+    sock: Any,
+    *,
+    shutdown_timeout: float = 30.0,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT; SIGHUP reloads the routes file.
 
     On SIGTERM the listener closes first and requests in flight get up to
@@ -421,6 +428,8 @@ async def serve_socket(gateway: Gateway, sock: Any, *, shutdown_timeout: float =
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, gateway.reload, "SIGHUP")
+    if on_ready is not None:
+        on_ready()
     try:
         await stop.wait()
     finally:

@@ -15,6 +15,7 @@ import errno
 import logging
 import multiprocessing
 import os
+import queue
 import signal
 import socket
 import time
@@ -69,13 +70,20 @@ async def _check_redis(url: str) -> None:
         await limiter.close()
 
 
-def _worker(opts: GatewayOptions) -> None:
+def _worker(opts: GatewayOptions, ready: Any) -> None:
+    # A SIGHUP before the event loop's handler exists must not kill the worker
+    # (the default action); the file watcher picks up any change it missed.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(opts.access_log)
-    gateway = build_gateway(
-        opts.routes, opts.private_key, opts.redis_url, passphrase=opts.passphrase
-    )
-    sock = bind(opts.host, opts.port, listen=True)
-    asyncio.run(serve_socket(gateway, sock))
+    try:
+        gateway = build_gateway(
+            opts.routes, opts.private_key, opts.redis_url, passphrase=opts.passphrase
+        )
+        sock = bind(opts.host, opts.port, listen=True)
+    except ModelsealError as exc:
+        log.error("worker cannot start: %s", exc)
+        raise SystemExit(exc.exit_code) from None
+    asyncio.run(serve_socket(gateway, sock, on_ready=lambda: ready.put(os.getpid())))
 
 
 def run(opts: GatewayOptions) -> None:
@@ -106,10 +114,13 @@ def run(opts: GatewayOptions) -> None:
 def _supervise(opts: GatewayOptions) -> None:
     ctx = multiprocessing.get_context("spawn")
     stopping = False
+    failed = False
     procs: list[Any] = []
+    ready_queue = ctx.Queue()
+    ready: set[int] = set()
 
     def start() -> Any:
-        p = ctx.Process(target=_worker, args=(opts,), daemon=False)
+        p = ctx.Process(target=_worker, args=(opts, ready_queue), daemon=False)
         p.start()
         return p
 
@@ -119,7 +130,7 @@ def _supervise(opts: GatewayOptions) -> None:
 
     def on_hup(signum: int, _frame: Any) -> None:
         for p in procs:
-            if p.pid is not None and p.is_alive():
+            if p.pid in ready and p.is_alive():
                 os.kill(p.pid, signal.SIGHUP)
 
     signal.signal(signal.SIGTERM, on_stop)
@@ -129,13 +140,19 @@ def _supervise(opts: GatewayOptions) -> None:
     log.warning("modelseal gateway: http://%s:%d (%d workers)", opts.host, opts.port, opts.workers)
     restarts: list[float] = []
     while not stopping:
-        time.sleep(0.2)
+        try:
+            pid = ready_queue.get(timeout=0.2)
+        except queue.Empty:
+            pass
+        else:
+            ready.add(pid)
+            log.warning("gateway worker %d ready", pid)
         for i, p in enumerate(procs):
             if not p.is_alive() and not stopping:
                 now = time.monotonic()
                 restarts[:] = [t for t in restarts if now - t < 60] + [now]
                 if len(restarts) > 5 * opts.workers:
-                    log.error("workers keep dying; stopping the gateway")
+                    failed = True
                     stopping = True
                     break
                 log.error("worker %d exited with %s; restarting it", p.pid, p.exitcode)
@@ -148,3 +165,5 @@ def _supervise(opts: GatewayOptions) -> None:
         if p.is_alive():
             p.kill()
             p.join(5)
+    if failed:
+        raise ModelsealError("gateway workers keep exiting; stopped (see the log above)")

@@ -45,10 +45,13 @@ class Deployment:
         return (x @ self.weights + self.bias).astype(np.float32)
 
 
-def make_deployment(root: Path, *, features: tuple[str, ...] = ("classify",)) -> Deployment:
+def make_deployment(
+    root: Path, *, features: tuple[str, ...] = ("classify",), outputs: int = 3
+) -> Deployment:
+    """``outputs`` sets the width of y (the benchmark uses it for ~1 KB responses)."""
     rng = np.random.default_rng(7)
-    w = rng.standard_normal((4, 3)).astype(np.float32)
-    b = rng.standard_normal(3).astype(np.float32)
+    w = rng.standard_normal((4, outputs)).astype(np.float32)
+    b = rng.standard_normal(outputs).astype(np.float32)
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", "W"], ["xw"]),
@@ -56,7 +59,7 @@ def make_deployment(root: Path, *, features: tuple[str, ...] = ("classify",)) ->
         ],
         "classifier",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, outputs])],
         initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -18,7 +18,7 @@ Reports requests/s, p50/p99 latency, gateway CPU per request (utime+stime of
 the gateway's processes over the run, from /proc), and SM2 unwraps per 1,000
 responses (from the gateway's /metrics). Upstream, proxy and wrk share the
 machine's cores, as in the issue's orientation figures. Writes
-bench/out/gateway_overhead.json.
+bench/out/gateway_overhead-AEAD.json.
 """
 
 from __future__ import annotations
@@ -126,6 +126,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", default="1,16")
+    ap.add_argument(
+        "--aead",
+        default="sm4-gcm",
+        choices=["sm4-gcm", "aes-256-gcm"],
+        help="the envelopes' AEAD (serve --envelope-aead)",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk (Debian), then run again")
@@ -140,7 +146,9 @@ def main() -> None:
         root = Path(tmp)
         dep = make_deployment(root, outputs=56)
         sp = free_port()
-        serve = Server(serve_args(dep, sp), sp, cwd=root, ready_path="/metrics")
+        serve = Server(
+            serve_args(dep, sp, "--envelope-aead", args.aead), sp, cwd=root, ready_path="/metrics"
+        )
         key, digest = new_api_key()
         routes = root / "routes.yaml"
         routes.write_text(
@@ -223,7 +231,7 @@ def main() -> None:
             serve.stop()
 
     direct = {r["connections"]: r for r in results if r["scenario"] == "direct"}
-    print(f"response body {body_size} bytes (sealed); {args.seconds}s per run; wrk")
+    print(f"response body {body_size} bytes ({args.aead} envelope); {args.seconds}s per run; wrk")
     print(
         f"{'scenario':30} {'conns':>5} {'req/s':>9} {'x direct':>9} {'p50 ms':>8} "
         f"{'+p50 ms':>8} {'p99 ms':>8} {'gw CPU us/req':>14}"
@@ -243,6 +251,16 @@ def main() -> None:
         c: 1 - by[("gateway, decrypt", c)]["rps"] / by[("gateway, no decrypt", c)]["rps"]
         for c in conns
     }
+    decrypt_cpu = {
+        c: by[("gateway, decrypt", c)]["gateway_cpu_us_per_request"]
+        / by[("gateway, no decrypt", c)]["gateway_cpu_us_per_request"]
+        - 1
+        for c in conns
+    }
+    print(
+        "decryption's gateway CPU per request vs the non-decrypting route: "
+        + ", ".join(f"{100 * v:+.1f}% at {c} conn" for c, v in decrypt_cpu.items())
+    )
     per_1000 = unwraps / opened * 1000 if opened else float("nan")
     print(
         "decryption's throughput cost vs the non-decrypting route: "
@@ -250,13 +268,15 @@ def main() -> None:
     )
     print(f"SM2 unwraps per 1,000 responses: {per_1000:.3f} ({unwraps:.0f} in {opened:.0f})")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "gateway_overhead.json").write_text(
+    (OUT / f"gateway_overhead-{args.aead}.json").write_text(
         json.dumps(
             {
                 "body_bytes": body_size,
                 "seconds": args.seconds,
                 "results": results,
                 "decrypt_cost": decrypt_cost,
+                "decrypt_cpu": decrypt_cpu,
+                "aead": args.aead,
                 "sm2_unwraps_per_1000": per_1000,
             },
             indent=2,

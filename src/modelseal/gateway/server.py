@@ -24,7 +24,7 @@ from typing import Any
 
 from modelseal import _prometheus
 from modelseal.errors import ListenError, ModelsealError
-from modelseal.gateway.proxy import build_gateway, configure_logging, serve_socket
+from modelseal.gateway.proxy import build_gateway, configure_logging, run_loop, serve_socket
 
 log = logging.getLogger("modelseal.gateway")
 
@@ -83,7 +83,7 @@ def _worker(opts: GatewayOptions, ready: Any) -> None:
     except ModelsealError as exc:
         log.error("worker cannot start: %s", exc)
         raise SystemExit(exc.exit_code) from None
-    asyncio.run(serve_socket(gateway, sock, on_ready=lambda: ready.put(os.getpid())))
+    run_loop(serve_socket(gateway, sock, on_ready=lambda: ready.put(os.getpid())))
 
 
 def run(opts: GatewayOptions) -> None:
@@ -98,7 +98,7 @@ def run(opts: GatewayOptions) -> None:
             opts.routes, opts.private_key, opts.redis_url, passphrase=opts.passphrase
         )
         log.warning("modelseal gateway: http://%s:%d", opts.host, sock.getsockname()[1])
-        asyncio.run(serve_socket(gateway, sock))
+        run_loop(serve_socket(gateway, sock))
         return
     holder = bind(opts.host, opts.port, listen=False)
     port = holder.getsockname()[1]

@@ -116,6 +116,8 @@ def test_large_bodies_stream_through_plain_routes(stack: Stack) -> None:
 
 def test_one_unwrap_per_session_key_and_metrics(stack: Stack) -> None:
     gw, alice = stack.gateway.url, stack.keys["alice"]
+    assert request(gw + "/demo" + INFER, body=BODY)[0] == 401
+    assert request(gw + "/demo" + INFER, key=alice, body=BODY)[0] == 200  # key now cached
     unwraps = stack.metric(stack.gateway, "modelseal_gateway_sm2_unwraps_total")
     for _ in range(30):
         assert request(gw + "/demo" + INFER, key=alice, body=BODY)[0] == 200

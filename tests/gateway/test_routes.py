@@ -91,6 +91,7 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         ("routes.0.prefix", "demo", "routes[0].prefix: must start with /"),
         ("routes.0.prefix", "/demo/", "routes[0].prefix"),
         ("routes.0.prefix", "/a/../b", "routes[0].prefix: must be a plain path"),
+        ("routes.0.prefix", "/metrics", "routes[0].prefix: /metrics is the gateway's own"),
         ("routes.1.prefix", "/demo", "routes[1].prefix: '/demo' is also routes[0].prefix"),
         ("routes.1.id", "demo", "routes[1].id: 'demo' is also routes[0].id"),
         ("routes.0.id", "Demo!", "routes[0].id: must match"),

@@ -79,8 +79,12 @@ def create(
     """
     import yaml
 
-    from modelseal.gateway import Rate, new_api_key
+    from modelseal.gateway import Rate, RoutesFileError, check_key_name, new_api_key
 
+    try:
+        check_key_name(name)
+    except RoutesFileError as exc:
+        fail(f"--name: {exc}", 2)
     ids = [r.strip() for r in routes.split(",") if r.strip()]
     if not ids:
         fail("--routes needs at least one route id", 2)

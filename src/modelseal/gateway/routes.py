@@ -24,6 +24,8 @@ from modelseal.errors import FormatError
 
 VERSION: Final = 1
 KEY_PREFIX: Final = "msk_"
+#: The gateway's own endpoints, answered before any route.
+RESERVED_PATHS: Final = ("/metrics", "/healthz")
 _ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 _HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -115,6 +117,12 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def check_key_name(name: str) -> None:
+    """Key names appear in access logs and Redis keys: a short, plain token."""
+    if not _NAME_RE.fullmatch(name):
+        raise RoutesFileError(f"key name must match {_NAME_RE.pattern}")
+
+
 def new_api_key() -> tuple[str, str]:
     """A fresh key (shown once) and the hash the routes file stores."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -175,6 +183,8 @@ def _route(data: Any, where: str) -> Route:
         raise f.err("prefix", "must start with / and not end with / (e.g. /demo)")
     if any(c in prefix for c in "?#% ") or any(p in (".", "..") for p in prefix.split("/")):
         raise f.err("prefix", "must be a plain path (no ?, #, %, spaces, . or ..)")
+    if prefix in RESERVED_PATHS:
+        raise f.err("prefix", f"{prefix} is the gateway's own endpoint")
     url = f.text("forward_url")
     parts = urlsplit(url)
     if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:

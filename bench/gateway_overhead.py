@@ -1,7 +1,8 @@
 """What the gateway adds: the same model service called directly and through the
 gateway (decrypting and not, one and two gateway workers), on loopback.
 
-    .venv/bin/python bench/gateway_overhead.py [--seconds 5] [--connections 1,16]
+    .venv/bin/python bench/gateway_overhead.py [--seconds 5] [--rounds 3] [--connections 1,16]
+        [--aead sm4-gcm|aes-256-gcm]
 
 Needs ``wrk`` (Debian: ``apt-get install wrk``); this script installs nothing.
 A sealed ONNX model licensed to this machine is served by ``modelseal serve``
@@ -28,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,6 +128,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--connections", default="1,16")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
         "--aead",
         default="sm4-gcm",
@@ -206,19 +209,23 @@ def main() -> None:
             ("gateway, decrypt", gateways[1].url + "/sealed" + path, gateways[1]),
             ("gateway, decrypt, 2 workers", gateways[2].url + "/sealed" + path, gateways[2]),
         ]
-        results: list[dict[str, Any]] = []
+        runs: list[dict[str, Any]] = []
         try:
-            for name, url, gw in scenarios:
+            for _, url, _ in scenarios:
                 wrk(url, script, 1, 1)  # warm the pools and the session-key cache
-                for c in conns:
-                    pids = children(gw.proc.pid) if gw is not None else []
-                    cpu0 = cpu_seconds(pids)
-                    r = wrk(url, script, c, args.seconds)
-                    cpu = cpu_seconds(pids) - cpu0
-                    r.update(scenario=name, connections=c)
-                    if gw is not None:
-                        r["gateway_cpu_us_per_request"] = cpu / r["requests"] * 1e6
-                    results.append(r)
+            # Rounds interleave the scenarios, so drifting load on a shared machine
+            # hits all of them alike; the medians over rounds are reported.
+            for _ in range(args.rounds):
+                for name, url, gw in scenarios:
+                    for c in conns:
+                        pids = children(gw.proc.pid) if gw is not None else []
+                        cpu0 = cpu_seconds(pids)
+                        r = wrk(url, script, c, args.seconds)
+                        cpu = cpu_seconds(pids) - cpu0
+                        r.update(scenario=name, connections=c)
+                        if gw is not None:
+                            r["gateway_cpu_us_per_request"] = cpu / r["requests"] * 1e6
+                        runs.append(r)
             unwraps = sum(
                 metric(g.url, "modelseal_gateway_sm2_unwraps_total") for g in gateways.values()
             )
@@ -230,8 +237,20 @@ def main() -> None:
                 g.stop()
             serve.stop()
 
+    results: list[dict[str, Any]] = []
+    for name, _, _ in scenarios:
+        for c in conns:
+            mine = [r for r in runs if r["scenario"] == name and r["connections"] == c]
+            med: dict[str, Any] = {"scenario": name, "connections": c, "rounds": len(mine)}
+            for k in ("rps", "p50_ms", "p99_ms", "requests", "gateway_cpu_us_per_request"):
+                if k in mine[0]:
+                    med[k] = statistics.median(r[k] for r in mine)
+            results.append(med)
     direct = {r["connections"]: r for r in results if r["scenario"] == "direct"}
-    print(f"response body {body_size} bytes ({args.aead} envelope); {args.seconds}s per run; wrk")
+    print(
+        f"response body {body_size} bytes ({args.aead} envelope); {args.seconds}s per run; "
+        f"medians of {args.rounds} interleaved rounds; wrk"
+    )
     print(
         f"{'scenario':30} {'conns':>5} {'req/s':>9} {'x direct':>9} {'p50 ms':>8} "
         f"{'+p50 ms':>8} {'p99 ms':>8} {'gw CPU us/req':>14}"
@@ -272,6 +291,7 @@ def main() -> None:
         json.dumps(
             {
                 "body_bytes": body_size,
+                "runs": runs,
                 "seconds": args.seconds,
                 "results": results,
                 "decrypt_cost": decrypt_cost,

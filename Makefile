@@ -11,6 +11,7 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	.venv/bin/python bench/seal_throughput.py
 	.venv/bin/python bench/load_overhead.py
 	.venv/bin/python bench/guard_overhead.py
+	.venv/bin/python bench/paddle_load.py
 
 clean:
 	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache

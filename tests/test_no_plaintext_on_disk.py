@@ -87,6 +87,12 @@ def _ort_bookkeeping(path: Path, home: Path) -> bool:
     return rel == ".ses" or rel == ".cache" or rel.startswith(".cache/Microsoft")
 
 
+def _paddle_bookkeeping(path: Path, home: Path) -> bool:
+    # `import paddle` creates the empty folder $HOME/.cache/paddle/dataset.
+    rel = path.relative_to(home).as_posix()
+    return rel in (".cache", ".cache/paddle", ".cache/paddle/dataset") and path.is_dir()
+
+
 def _files_with_canary(roots: list[Path]) -> list[Path]:
     hits = []
     for root in roots:
@@ -96,30 +102,82 @@ def _files_with_canary(roots: list[Path]) -> list[Path]:
     return hits
 
 
+TRACED = (
+    "open,openat,openat2,creat,rename,renameat,renameat2,link,linkat,mknod,mknodat,"
+    "symlink,symlinkat,mkdir,mkdirat,memfd_create,fcntl"
+)
+ALL_SEALS = {"F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE"}
+
+
+def _run_traced(script: str, work: Path, tmp: Path, trace: Path) -> list[str]:
+    """Run ``script`` (under strace when available); the file writes it made.
+
+    Allowed: ORT's bookkeeping under HOME, and modelseal's in-memory files
+    (loaders/memfile.py): memfd_create with MFD_CLOEXEC and sealing, every
+    memfd sealed, and one private folder per load under TMPDIR holding only
+    symlinks to /proc/<pid>/fd/<n>.
+    """
+    env = {**os.environ, "TMPDIR": str(tmp), "HOME": str(tmp)}
+    cmd = [sys.executable, "-c", script, str(work)]
+    strace = shutil.which("strace")
+    if strace:
+        cmd = [strace, "-f", "-qq", "-e", f"trace={TRACED}", "-o", str(trace), *cmd]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LOADED" in proc.stdout
+    if not strace:
+        if os.environ.get("CI"):
+            pytest.fail("strace is required in CI for the syscall-level check")
+        return []
+    mem_folder = re.escape(str(tmp)) + r"/modelseal-mem-[A-Za-z0-9_]+"
+    writes: list[str] = []
+    memfds: dict[str, str] = {}  # "pid fd" -> memfd_create line, until sealed
+    for line in trace.read_text().splitlines():
+        if m := re.match(r"(\d+)\s+memfd_create\(.*\) = (\d+)$", line):
+            if not {"MFD_CLOEXEC", "MFD_ALLOW_SEALING"} <= set(re.findall(r"MFD_\w+", line)):
+                writes.append(line)
+            memfds[f"{m.group(1)} {m.group(2)}"] = line
+        elif m := re.match(r"(\d+)\s+fcntl\((\d+), F_ADD_SEALS, ([A-Z_|]+)\) = 0", line):
+            if set(m.group(3).split("|")) >= ALL_SEALS:
+                memfds.pop(f"{m.group(1)} {m.group(2)}", None)
+        elif re.search(r"\bsymlink(at)?\(", line):
+            if not re.search(rf'"/proc/\d+/fd/\d+", (AT_FDCWD, )?"{mem_folder}/[^/"]+"', line):
+                writes.append(line)
+        elif re.search(r"\bmkdir(at)?\(", line):
+            if "ENOENT" in line or "EEXIST" in line:
+                continue
+            path = re.search(r'"([^"]*)"', line)
+            target = Path(path.group(1) if path else "")
+            if target.is_relative_to(tmp) and (
+                _ort_bookkeeping(target, tmp) or _paddle_bookkeeping(target, tmp)
+            ):
+                continue
+            if not re.search(rf'"{mem_folder}", 0700\)', line):
+                writes.append(line)
+        elif re.search(r"\b(creat|rename\w*|link\w*|mknod\w*)\(", line):
+            if "deviceid" not in line:
+                writes.append(line)
+        elif re.search(r"open(at2?)?\(", line) and re.search(r"O_(WRONLY|RDWR|CREAT)", line):
+            path = re.search(r'"([^"]*)"', line)
+            target = path.group(1) if path else ""
+            if target.startswith(("/dev/", "/proc/")) or "ENOENT" in line:
+                continue
+            if target.startswith(str(tmp)) and _ort_bookkeeping(Path(target), tmp):
+                continue
+            if re.match(r"\d+\s+(openat|linkat)\(\d+, \"deviceid", line):
+                continue  # ORT's device id, relative to its own directory fd
+            writes.append(line)
+    writes.extend(f"memfd never sealed: {line}" for line in memfds.values())
+    return writes
+
+
 def test_loading_writes_no_plaintext(tmp_path: Path) -> None:
     work, tmp = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
     tmp.mkdir()
     _make_models(work)
     assert _files_with_canary([work]) == []
-    env = {**os.environ, "TMPDIR": str(tmp), "HOME": str(tmp)}
-    cmd = [sys.executable, "-c", SCRIPT, str(work)]
-    strace = shutil.which("strace")
-    trace = tmp_path / "trace.log"
-    if strace:
-        cmd = [
-            strace,
-            "-f",
-            "-qq",
-            "-e",
-            "trace=open,openat,openat2,creat,rename,renameat,renameat2,link,linkat,mknod,mknodat",
-            "-o",
-            str(trace),
-            *cmd,
-        ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "LOADED" in proc.stdout
+    writes = _run_traced(SCRIPT, work, tmp, tmp_path / "trace.log")
     assert _files_with_canary([work, tmp]) == []
     # ONNX Runtime (1.32) itself records a device id and a session counter under
     # $HOME (.cache/Microsoft/DeveloperTools, .ses). They hold no model bytes (the
@@ -128,22 +186,107 @@ def test_loading_writes_no_plaintext(tmp_path: Path) -> None:
     assert leftovers == [], f"files left in TMPDIR/HOME: {leftovers}"
     before = {p.name for p in work.iterdir()}
     assert before == {"k.json", "st.mseal", "pt.mseal", "onnx.mseal", "dir.mseal"}
-    if strace:
-        writes = []
-        for line in trace.read_text().splitlines():
-            if re.search(r"\b(creat|rename\w*|link\w*|mknod\w*)\(", line):
-                if "deviceid" not in line:
-                    writes.append(line)
-            elif re.search(r"open(at2?)?\(", line) and re.search(r"O_(WRONLY|RDWR|CREAT)", line):
-                path = re.search(r'"([^"]*)"', line)
-                target = path.group(1) if path else ""
-                if target.startswith(("/dev/", "/proc/")) or "ENOENT" in line:
-                    continue
-                if target.startswith(str(tmp)) and _ort_bookkeeping(Path(target), tmp):
-                    continue
-                if re.match(r"\d+\s+(openat|linkat)\(\d+, \"deviceid", line):
-                    continue  # ORT's device id, relative to its own directory fd
-                writes.append(line)
-        assert writes == [], "files opened for writing while loading:\n" + "\n".join(writes)
-    elif os.environ.get("CI"):
-        pytest.fail("strace is required in CI for the syscall-level check")
+    assert writes == [], "files opened for writing while loading:\n" + "\n".join(writes)
+
+
+# --- PaddlePaddle: its own processes (it and torch bring their own OpenMP) ------
+
+PADDLE_EXPORT = textwrap.dedent(
+    """
+    import os, shutil, sys, warnings
+    os.environ["GLOG_minloglevel"] = "2"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No ccache found")
+        import paddle
+    import numpy as np
+    from paddle.static import InputSpec
+    import modelseal
+
+    CANARY = %r
+    work = sys.argv[1]
+
+    class Net(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            # the canary is the weights' bytes and the parameter's name (in the program)
+            self.fc = paddle.nn.Linear(16, 16, weight_attr=paddle.ParamAttr(name=CANARY.decode()))
+
+        def forward(self, x):
+            return self.fc(x)
+
+    net = Net()
+    w = np.frombuffer(CANARY * 32, dtype=np.float32)[:256].reshape(16, 16).copy()
+    assert np.isfinite(w).all()
+    net.fc.weight.set_value(w)
+    net.eval()
+    spec = [InputSpec(shape=[None, 16], dtype="float32", name="x")]
+    plain = os.path.join(work, "plain")
+    paddle.jit.save(net, os.path.join(plain, "pir", "model"), input_spec=spec)
+    with paddle.pir_utils.OldIrGuard():
+        paddle.jit.save(net, os.path.join(plain, "legacy", "model"), input_spec=spec)
+    for name in ("pir/model.json", "pir/model.pdiparams", "legacy/model.pdiparams"):
+        with open(os.path.join(plain, name), "rb") as fh:
+            assert CANARY in fh.read(), name  # else the scan below proves nothing
+    key = modelseal.ContentKey.generate()
+    key.save(os.path.join(work, "k.json"))
+    modelseal.seal(os.path.join(plain, "pir"), os.path.join(work, "pir.mseal"), key=key)
+    modelseal.seal(os.path.join(plain, "legacy"), os.path.join(work, "legacy.mseal"), key=key)
+    shutil.rmtree(plain)  # from here on, plaintext exists only in memory
+    print("EXPORTED")
+    """
+)
+
+PADDLE_LOAD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import numpy as np
+    import modelseal
+    work = Path(sys.argv[1])
+    key = modelseal.ContentKey.load(work / "k.json")
+    x = np.ones((1, 16), np.float32)
+    outs = []
+    for name in ("pir.mseal", "legacy.mseal"):
+        predictor = modelseal.load(work / name, key=key, framework="paddle")
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape([1, 16])
+        handle.copy_from_cpu(x)
+        predictor.run()
+        outs.append(predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu())
+    assert np.array_equal(outs[0], outs[1])
+    print("LOADED", outs[0].shape)
+    """
+)
+
+
+def test_loading_paddle_writes_no_plaintext(tmp_path: Path) -> None:
+    from modelseal.loaders import memfile
+
+    if not memfile.supported():
+        pytest.skip("PIR programs need Linux memfd_create")
+    work, tmp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    export = tmp_path / "export.py"  # paddle.jit.save reads the source of Net
+    export.write_text(PADDLE_EXPORT % CANARY)
+    proc = subprocess.run(
+        [sys.executable, str(export), str(work)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0 and "EXPORTED" in proc.stdout, proc.stderr[-3000:]
+    assert _files_with_canary([work]) == []
+    trace = tmp_path / "trace.log"
+    writes = _run_traced(PADDLE_LOAD, work, tmp, trace)
+    assert _files_with_canary([work, tmp]) == []
+    leftovers = [p for p in tmp.rglob("*") if not _paddle_bookkeeping(p, tmp)]
+    assert leftovers == [], f"files left in TMPDIR/HOME: {leftovers}"
+    assert {p.name for p in work.iterdir()} == {"k.json", "pir.mseal", "legacy.mseal"}
+    assert writes == [], "files opened for writing while loading:\n" + "\n".join(writes)
+    if trace.exists():  # both loads went through sealed memfds and a private folder
+        text = trace.read_text()
+        created = re.findall(r'memfd_create\("modelseal:(model\.\w+)"', text)
+        assert sorted(created) == sorted(["model.json", "model.pdmodel"] + ["model.pdiparams"] * 2)
+        assert len(re.findall(r'symlink(at)?\("/proc/\d+/fd/\d+"', text)) == 4

@@ -154,6 +154,7 @@ class SealedModel:
         *,
         entry: str | None = None,
         weights_only: bool = True,
+        configure: Callable[[Any], None] | None = None,
     ) -> Any:
         """The framework object; see :func:`modelseal.load`."""
         header = self.header
@@ -162,6 +163,8 @@ class SealedModel:
             raise UnsupportedAlgorithmError(
                 f"unknown framework {fw!r}; choose one of {', '.join(FRAMEWORKS)}"
             )
+        if configure is not None and fw != "paddle":
+            raise TypeError(f"configure= applies to framework 'paddle', not {fw!r}")
         if fw == "bytes":
             if header.kind == "file" and entry is None:
                 return self._reader.read_all().tobytes()
@@ -219,20 +222,8 @@ class SealedModel:
             rel = {p[len(prefix) :]: b for p, b in external.items() if p.startswith(prefix)}
             return onnx_loader.create_session(model, rel)
         if fw == "paddle":
-            params = self._entry(entry, (".pdiparams",))
-            stem = params.path[: -len(".pdiparams")]
-            program = next(
-                (e for e in self.entries if e.path in (stem + ".pdmodel", stem + ".json")), None
-            )
-            if program is None:
-                raise LoaderError(f"no {stem}.pdmodel (or .json) beside {params.path}")
-            if program.path.endswith(".json"):
-                # Refuse before decrypting anything: see loaders/paddle.py.
-                return paddle_loader.create_predictor(b"", b"", program_name=program.path)
-            return paddle_loader.create_predictor(
-                self._reader.read_entry(program),
-                self._reader.read_entry(params),
-                program_name=program.path,
+            return paddle_loader.load_predictor(
+                self.entries, self._reader.read_entry_into, entry=entry, configure=configure
             )
         raise LoaderError(f"a sealed {hint!r} model cannot be loaded as {fw!r}")
 
@@ -251,6 +242,7 @@ def load(
     framework: str | None = None,
     entry: str | None = None,
     weights_only: bool = True,
+    configure: Callable[[Any], None] | None = None,
     **guard_options: Any,
 ) -> Any:
     """Decrypt ``path`` in memory and return the framework object.
@@ -266,6 +258,11 @@ def load(
     (``InferenceSession``), ``"paddle"`` (predictor) or ``"bytes"`` (the file,
     or {relative path: bytes} for a directory). ``None`` follows the header's
     framework hint (safetensors: torch when installed, else numpy).
+
+    ``entry`` picks one model in a container of several (Paddle: a program's
+    file, stem or folder, e.g. ``"det"``). ``configure`` is called with the
+    framework's configuration before the model object is built (Paddle: the
+    ``paddle.inference.Config``, for GPU, MKLDNN, threads, TensorRT...).
     """
     if license is not None:
         if key is not None:
@@ -275,8 +272,10 @@ def load(
         from modelseal.guard import Guard
 
         guard = Guard(license, trust, **guard_options)
-        return guard.load(path, framework, entry=entry, weights_only=weights_only)
+        return guard.load(
+            path, framework, entry=entry, weights_only=weights_only, configure=configure
+        )
     if key is None:
         raise TypeError("load() needs key= or license= and trust=")
     with SealedModel(path, key) as model:
-        return model.load(framework, entry=entry, weights_only=weights_only)
+        return model.load(framework, entry=entry, weights_only=weights_only, configure=configure)

@@ -4,6 +4,7 @@ Each framework is optional: importing this package imports none of them;
 a missing one is reported as :class:`MissingDependencyError` when used.
 """
 
+from modelseal.loaders.memfile import MemoryFiles
 from modelseal.loaders.onnx import create_session
 from modelseal.loaders.paddle import create_predictor
 from modelseal.loaders.safetensors import LazySafetensors, TensorInfo, TensorSlice
@@ -14,6 +15,7 @@ FRAMEWORKS = ("torch", "numpy", "onnxruntime", "paddle", "bytes")
 __all__ = [
     "FRAMEWORKS",
     "LazySafetensors",
+    "MemoryFiles",
     "TensorInfo",
     "TensorSlice",
     "UnsafePickleWarning",

@@ -80,7 +80,9 @@ def detect_framework(kind: str, files: Sequence[tuple[str, Path]]) -> str:
     if kind == "directory":
         if any(n.endswith(".safetensors") for n in lower):
             return "safetensors"
-        if any(n.endswith(".pdiparams") for n in lower):
+        # Paddle programs: legacy X.pdmodel, or PIR X.json (Paddle 3's default),
+        # each with X.pdiparams; a lone .json is not a program.
+        if any(n.endswith((".pdiparams", ".pdmodel")) for n in lower):
             return "paddle"
         if any(n.endswith(".onnx") for n in lower):
             return "onnx"

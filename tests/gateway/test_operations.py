@@ -187,3 +187,55 @@ def test_start_up_errors_are_one_line(
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == code, r.stderr
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], r.stderr
+
+
+def test_a_worker_killed_with_sigkill_is_replaced(stack: Stack, tmp_path: Path) -> None:
+    alice, digest = new_api_key()
+    routes, _ = fresh_routes(stack, tmp_path, alice=digest)
+    port = free_port()
+    gw = Server(
+        gateway_args(routes, stack.dep, port, "--workers", "2"),
+        port,
+        cwd=tmp_path,
+        ready_path="/healthz",
+    )
+    try:
+        assert wait_for(lambda: gw.output().count("gateway worker") == 2)
+        victim = int(gw.output().split("gateway worker ", 1)[1].split()[0])
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: f"worker {victim} exited with -9; restarting it" in gw.output())
+        assert wait_for(lambda: gw.output().count("gateway worker") == 3)
+        assert all(request(gw.url + META, key=alice)[0] == 200 for _ in range(10))
+    finally:
+        assert gw.stop() == 0
+
+
+def test_a_model_service_killed_with_sigkill_is_a_502_then_recovers(
+    stack: Stack, tmp_path: Path
+) -> None:
+    from tests.serve._deployment import serve_args
+
+    sp = free_port()
+    serve = Server(serve_args(stack.dep, sp), sp, cwd=tmp_path, ready_path="/metrics")
+    alice, digest = new_api_key()
+    doc = {
+        "version": 1,
+        "routes": [{"id": "demo", "prefix": "/demo", "forward_url": serve.url}],
+        "api_keys": [{"name": "alice", "sha256": digest, "routes": ["demo"]}],
+    }
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(yaml.safe_dump(doc))
+    port = free_port()
+    gw = Server(gateway_args(routes, stack.dep, port), port, cwd=tmp_path, ready_path="/healthz")
+    try:
+        assert request(gw.url + META, key=alice)[0] == 200  # a pooled connection now exists
+        serve.stop(signal.SIGKILL)
+        t0 = time.monotonic()
+        status, body, _ = request(gw.url + META, key=alice)
+        assert status == 502 and b"unreachable" in body
+        assert time.monotonic() - t0 < 10
+        serve = Server(serve_args(stack.dep, sp), sp, cwd=tmp_path, ready_path="/metrics")
+        assert request(gw.url + META, key=alice)[0] == 200
+    finally:
+        gw.stop()
+        serve.stop()

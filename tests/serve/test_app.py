@@ -245,3 +245,56 @@ def test_a_handler_that_does_not_fit_the_model_fails_at_start(
 ) -> None:
     with pytest.raises(HandlerError, match="safetensors"):
         build_app(config(dep, tmp_path, handler="modelseal.serve.examples:NumpyLinear"))
+
+
+def test_torchscript_is_served_by_the_built_in_handler(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+
+    class Affine(torch.nn.Module):  # type: ignore[misc]
+        def forward(self, x, y):  # type: ignore[no-untyped-def]
+            return x * 2 + y, x.sum(dim=1)
+
+    traced = torch.jit.trace(Affine(), (torch.ones(2, 2), torch.ones(2, 2)))
+    torch.jit.save(traced, str(tmp_path / "m.pt"))
+    cek = modelseal.seal(
+        tmp_path / "m.pt", tmp_path / "m.mseal", model_id="acme/ts", framework="torchscript"
+    )
+    vendor = generate_private_key("ed25519")
+    vendor.public_key().save(tmp_path / "v.pub")
+    (tmp_path / "l.jwt").write_text(
+        issue_license(
+            signing_key=vendor,
+            issuer="acme",
+            customer="c",
+            audience=["acme/ts"],
+            request=make_request(collect(), label="t"),
+            content_keys=[(cek, "acme/ts")],
+        ).token
+    )
+    app, _ = build_app(
+        ServeConfig(
+            model=str(tmp_path / "m.mseal"),
+            license=str(tmp_path / "l.jwt"),
+            trust=(str(tmp_path / "v.pub"),),
+            state_dir=str(tmp_path / "s"),
+        )
+    )
+    assert call(app, "GET", "/v2/models/acme/ts").json()["platform"] == "pytorch_torchscript"
+    x = np.array([[1, 2], [3, 4]], np.float32)
+    body = {
+        "inputs": [
+            {"name": "input__1", "datatype": "FP32", "shape": [2, 2], "data": [1, 1, 1, 1]},
+            {
+                "name": "input__0",
+                "datatype": "FP32",
+                "shape": [2, 2],
+                "data": x.reshape(-1).tolist(),
+            },
+        ]
+    }
+    doc = call(app, "POST", "/v2/models/acme/ts/infer", json=body).json()
+    out = {o["name"]: o["data"] for o in doc["outputs"]}
+    assert out["output__0"] == (x * 2 + 1).reshape(-1).tolist()
+    assert out["output__1"] == x.sum(axis=1).tolist()
+    bad = call(app, "POST", "/v2/models/acme/ts/infer", json={"inputs": body["inputs"][:1]})
+    assert bad.status_code == 400 and "rejected the input" in bad.json()["error"]

@@ -194,14 +194,17 @@ def test_any_single_bit_flip_is_refused(
 _OPENERS: dict[str, EnvelopeOpener] = {}
 
 
-def test_envelope_is_importable_without_web_frameworks() -> None:
+def test_importing_modelseal_and_the_envelope_needs_no_server_extra() -> None:
+    """``import modelseal`` (and the core envelope package, and serve's public names)
+    must work without the serve/gateway extras installed."""
     import subprocess
     import sys
 
     code = (
-        "import sys, modelseal.envelope\n"
+        "import sys, modelseal, modelseal.envelope, modelseal.serve\n"
         "bad = {m for m in sys.modules if m.split('.')[0] in "
-        "{'aiohttp','starlette','fastapi','uvicorn','redis','sqlalchemy','prometheus_client'}}\n"
+        "{'aiohttp','starlette','fastapi','uvicorn','redis','sqlalchemy','prometheus_client',"
+        "'yaml','httpx'}}\n"
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})

@@ -77,6 +77,11 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
         elif mode == "slowok":
             time.sleep(1.0)
             self._reply(200, b'{"slow":true}', "application/json")
+        elif mode == "echo":
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else b""
+            doc = {"path": self.path, "headers": dict(self.headers.items()), "body": body.decode()}
+            self._reply(200, json.dumps(doc).encode(), "application/json")
         elif mode == "plain":
             self._reply(200, b'{"outputs":"in the clear"}', "application/json")
         elif mode == "big":
@@ -140,6 +145,7 @@ def routes_doc(serve_url: str, relay_url: str, digests: dict[str, str]) -> dict[
             route("slow", "/slow", relay_url + "/slow", timeout_s=0.5),
             route("slowok", "/slowok", relay_url + "/slowok", decrypt=False),
             route("big", "/big", relay_url + "/big", decrypt=False),
+            route("echo", "/echo", relay_url + "/echo", decrypt=False, strip_prefix=True),
             route("down", "/down", f"http://127.0.0.1:{free_port()}"),
         ],
         "api_keys": [

@@ -4,6 +4,7 @@ misbehaves on purpose): keys, routes, decryption, refusals, upstream failures, l
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import numpy as np
 
@@ -146,3 +147,29 @@ def test_access_log_has_one_line_per_request_without_keys_or_bodies(stack: Stack
     assert entry["upstream_status"] == 200 and entry["path"] == "/demo" + INFER
     for secret in (alice, stack.keys["bob"], "secret=1", '"data"', "4.4389"):
         assert secret not in log
+
+
+def test_what_goes_upstream_never_includes_the_users_key(stack: Stack) -> None:
+    gw, alice = stack.gateway.url, stack.keys["alice"]
+    for header in ("Authorization", "X-Api-Key"):
+        status, body, headers = request(
+            gw + "/echo/some/path?q=1", key=alice, body={"a": 1}, header=header
+        )
+        assert status == 200
+        seen = json.loads(body)
+        sent = {k.lower(): v for k, v in seen["headers"].items()}
+        assert seen["path"] == "/echo/some/path?q=1"  # the relay's base path + the rest
+        assert "authorization" not in sent and "x-api-key" not in sent
+        assert alice not in body.decode()
+        assert sent["x-modelseal-request-id"] == headers["X-Modelseal-Request-Id"]
+        assert sent["x-forwarded-prefix"] == "/echo"
+        assert json.loads(seen["body"]) == {"a": 1}
+    # a client cannot choose the request id an envelope is bound to
+    req = urllib.request.Request(
+        gw + "/echo/x",
+        headers={"Authorization": f"Bearer {alice}", "X-Modelseal-Request-Id": "chosen"},
+    )
+    with urllib.request.urlopen(req, timeout=20) as r:
+        sent = {k.lower(): v for k, v in json.loads(r.read())["headers"].items()}
+    assert sent["x-modelseal-request-id"] not in ("chosen", "chosen, chosen")
+    assert len(sent["x-modelseal-request-id"]) >= 16

@@ -206,3 +206,19 @@ def test_keys_create_cli_prints_the_key_once_and_an_entry_that_validates(tmp_pat
         cwd=tmp_path,
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+def test_a_passphrase_protected_envelope_key(tmp_path: Path) -> None:
+    from modelseal.crypto import generate_private_key
+    from modelseal.errors import KeyFileError
+    from modelseal.gateway.proxy import build_gateway
+
+    key = generate_private_key("sm2")
+    key.save(tmp_path / "gw.pem", passphrase="s3cret")
+    (tmp_path / "routes.yaml").write_text(yaml.safe_dump(base()))
+    gw = build_gateway(
+        str(tmp_path / "routes.yaml"), str(tmp_path / "gw.pem"), None, passphrase="s3cret"
+    )
+    assert gw.opener is not None and gw.opener.key_id == key.key_id
+    with pytest.raises(KeyFileError):
+        build_gateway(str(tmp_path / "routes.yaml"), str(tmp_path / "gw.pem"), None)

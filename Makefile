@@ -12,6 +12,7 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	.venv/bin/python bench/load_overhead.py
 	.venv/bin/python bench/guard_overhead.py
 	.venv/bin/python bench/paddle_load.py
+	.venv/bin/python bench/device_checks.py
 
 clean:
 	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache

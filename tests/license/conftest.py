@@ -15,7 +15,7 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 BASE = {
     "dmi.product_uuid": ("4c4c4544-0042-3510-8052-b3c04f4e3232", "strong", 3),
-    "disk.root_serial": ("S4EWNX0N123456", "strong", 3),
+    "disk.root_serial": ("S4EWNX0N123456", "strong", 2),
     "net.mac": ("52:54:00:12:34:56", "strong", 2),
     "os.machine_id": ("0f1e2d3c4b5a69788796a5b4c3d2e1f0", "weak", 1),
     "os.hostname": ("gpu-node-7", "weak", 1),

@@ -1,16 +1,24 @@
 from __future__ import annotations
 
+import json
+import math
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors import SafetensorError
+from safetensors.numpy import load as reference_load
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file as save_torch
 
 import modelseal
 from modelseal.crypto import ContentKey
 from modelseal.errors import FormatError, LoaderError
+from modelseal.loaders.safetensors import load_buffer
 from modelseal.sealed import SealedReader
 
 KEY = ContentKey(bytes(32))
@@ -134,3 +142,93 @@ def test_corrupt_safetensors_inside_a_valid_seal(tmp_path: Path, header: bytes) 
     modelseal.seal(tmp_path / "c.safetensors", tmp_path / "c.mseal", key=KEY)
     with pytest.raises(FormatError):
         modelseal.load(tmp_path / "c.mseal", key=KEY, framework="numpy")
+
+
+# --- issue #8 item 15: parse exactly what the reference parses ------------------------
+
+
+def _file(header: bytes | dict[str, object], data: bytes) -> bytes:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def _ours(blob: bytes) -> dict[str, np.ndarray]:
+    return load_buffer(np.frombuffer(blob, np.uint8), "numpy")
+
+
+def _u8(begin: int, end: int) -> dict[str, object]:
+    return {"dtype": "U8", "shape": [end - begin], "data_offsets": [begin, end]}
+
+
+@pytest.mark.parametrize(
+    ("header", "data"),
+    [
+        # two names, one range: a write through one would change the other
+        ({"a": _u8(0, 4), "b": _u8(0, 4)}, b"abcd"),
+        ({"a": _u8(0, 4), "b": _u8(2, 4)}, b"abcd"),
+        ({"a": _u8(1, 4)}, b"abcd"),  # a gap
+        ({"a": _u8(0, 3)}, b"abcd"),  # bytes after the last tensor
+        ({"__metadata__": {"k": 1}, "a": _u8(0, 4)}, b"abcd"),
+        ({"a": {"dtype": "U8", "shape": ["4"], "data_offsets": [0, 4]}}, b"abcd"),
+    ],
+)
+def test_overlaps_gaps_and_loose_types_are_refused_like_the_reference(
+    header: dict[str, object], data: bytes
+) -> None:
+    blob = _file(header, data)
+    with pytest.raises(SafetensorError):
+        reference_load(blob)
+    with pytest.raises(FormatError):
+        _ours(blob)
+
+
+def test_duplicate_tensor_names_are_refused(tmp_path: Path) -> None:
+    entry = json.dumps(_u8(0, 4))
+    blob = _file(f'{{"w": {entry}, "w": {entry}}}'.encode(), b"abcd")
+    with pytest.raises(FormatError, match="duplicate"):
+        _ours(blob)
+    # and through a sealed container
+    (tmp_path / "dup.safetensors").write_bytes(blob)
+    modelseal.seal(tmp_path / "dup.safetensors", tmp_path / "dup.mseal", key=KEY)
+    with pytest.raises(FormatError):
+        modelseal.load(tmp_path / "dup.mseal", key=KEY, framework="numpy")
+
+
+_DTYPE_SIZES = {"U8": 1, "I16": 2, "F32": 4, "F64": 8}
+
+
+@st.composite
+def _headers(draw: st.DrawFn) -> tuple[dict[str, object], bytes]:
+    """Headers whose ranges are often, but not always, a proper tiling of the data."""
+    count = draw(st.integers(0, 4))
+    header: dict[str, object] = {}
+    cursor = 0
+    for index in range(count):
+        dtype = draw(st.sampled_from(sorted(_DTYPE_SIZES)))
+        shape = draw(st.lists(st.integers(0, 3), max_size=2))
+        size = math.prod(shape) * _DTYPE_SIZES[dtype]
+        begin = cursor + draw(st.sampled_from([0, 0, 0, -1, 1, -size]))
+        end = begin + size + draw(st.sampled_from([0, 0, 0, 1, -1]))
+        header[f"t{index}"] = {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+        cursor = max(cursor, end)
+    extra = draw(st.sampled_from([0, 0, 1]))
+    return header, bytes(max(cursor, 0) + extra)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_headers())
+def test_accepts_exactly_what_the_reference_accepts(case: tuple[dict[str, object], bytes]) -> None:
+    blob = _file(*case)
+    try:
+        expected = reference_load(blob)
+    except Exception:
+        expected = None
+    try:
+        got = _ours(blob)
+    except FormatError:
+        got = None
+    assert (got is None) == (expected is None), case
+    if got is not None and expected is not None:
+        assert set(got) == set(expected)
+        for name, array in expected.items():
+            np.testing.assert_array_equal(got[name], array)

@@ -221,20 +221,22 @@ def unlock_code(
 
 def _render_claims(claims: dict[str, Any], title: str) -> None:
     table = Table(title=title, show_header=False)
+    # Verified claims are dumped with their unset members as None (no device
+    # binding, perpetual: no exp); they are simply not shown.
     for name in ("iss", "sub", "aud", "jti", "plan", "entitlements", "limits", "grace"):
-        if name in claims:
+        if claims.get(name) is not None:
             table.add_row(name, str(claims[name]))
     for name in ("iat", "nbf", "exp"):
-        if name in claims:
+        if isinstance(claims.get(name), int):
             table.add_row(name, datetime.fromtimestamp(claims[name], UTC).isoformat())
-    if "device" in claims:
-        dev = claims["device"]
+    dev = claims.get("device")
+    if isinstance(dev, dict):
         table.add_row(
             "device",
             f"{dev.get('device_id')} (threshold {dev.get('threshold')} of "
             f"{sum(c.get('weight', 1) for c in dev.get('components', []))})",
         )
-    if "keys" in claims:
+    if isinstance(claims.get("keys"), dict):
         table.add_row(
             "content keys", ", ".join(k["key_id"] for k in claims["keys"]["content_keys"])
         )
@@ -264,7 +266,13 @@ def inspect(
 @app.command("verify")
 def verify(
     file: Annotated[Path, typer.Argument(help="license.jwt")],
-    trust: Annotated[list[Path], typer.Option(help="vendor public key file or directory (repeat)")],
+    trust: Annotated[
+        list[Path],
+        typer.Option(
+            help="[ISSUER=]vendor public key file, directory or trust file (repeat); "
+            "ISSUER= pins the issuer the key may sign for"
+        ),
+    ],
     model: Annotated[Path | None, typer.Option(help="check the license covers this .mseal")] = None,
     device: Annotated[bool, typer.Option(help="also check the binding to this device")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,

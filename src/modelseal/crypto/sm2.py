@@ -15,6 +15,13 @@ backend, so the choice can change without touching callers.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
 from typing import Final
 
 import gmssl_pyx
@@ -52,11 +59,83 @@ def sign(private: bytes, public: bytes, message: bytes, user_id: bytes = DEFAULT
     return bytes(gmssl_pyx.sm2_sign(private, public, message, signer_id=user_id))
 
 
+#: GmSSL's ``error_print()`` trace: one "file.c:line:function():" line per frame,
+#: written with fprintf(stderr) for every signature that fails to verify.
+_GMSSL_TRACE: Final = re.compile(rb"^/\S*\.c:\d+:\w+\(\):\s*$")
+_STDERR_LOCK: Final = threading.Lock()
+
+
+def _without_gmssl_trace(captured: bytes) -> bytes:
+    """``captured`` minus GmSSL's trace lines (another thread's output is kept)."""
+    lines = captured.splitlines(keepends=True)
+    return b"".join(line for line in lines if not _GMSSL_TRACE.match(line))
+
+
+_capture: tuple[int, int] | None = None  # (pid, fd): one capture file per process
+
+
+def _capture_fd() -> int:
+    """This process's capture file: an anonymous memory file where the OS has one.
+
+    Kept open and reused (creating one per verification cost a third of an
+    SM2 verification, bench/RESULTS.md); a forked child makes its own, since
+    the parent's is shared with it.
+    """
+    global _capture
+    if _capture is None or _capture[0] != os.getpid():
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("modelseal-gmssl", os.MFD_CLOEXEC)
+        else:  # pragma: no cover - non-Linux
+            with tempfile.TemporaryFile() as f:
+                fd = os.dup(f.fileno())
+        _capture = (os.getpid(), fd)
+    return _capture[1]
+
+
+@contextlib.contextmanager
+def _quiet_gmssl() -> Iterator[None]:
+    """Keep GmSSL's C-level error trace off stderr (issue #8, item 15).
+
+    A bad SM2 signature is an ordinary, typed outcome here
+    (:class:`InvalidSignatureError`); the CLI prints one ``error:`` line, and
+    GmSSL's trace made it three. The library cannot be told to be quiet, so
+    file descriptor 2 points at a private file while it runs; whatever
+    else was written to it meanwhile (another thread) is copied back to the
+    real stderr afterwards, only GmSSL's trace lines are dropped.
+    """
+    with _STDERR_LOCK:
+        try:
+            capture = _capture_fd()
+            saved = os.dup(2)
+        except OSError:
+            yield  # no stderr, or no capture file: nothing we can keep quiet
+            return
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.lseek(capture, 0, os.SEEK_SET)
+        os.ftruncate(capture, 0)
+        os.dup2(capture, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            written = os.lseek(capture, 0, os.SEEK_CUR)
+            rest = b""
+            if written:
+                os.lseek(capture, 0, os.SEEK_SET)
+                rest = _without_gmssl_trace(os.read(capture, written))
+            if rest:
+                with contextlib.suppress(OSError):
+                    os.write(2, rest)
+
+
 def verify(
     public: bytes, message: bytes, signature: bytes, user_id: bytes = DEFAULT_USER_ID
 ) -> None:
     try:
-        ok = gmssl_pyx.sm2_verify(public, message, signature, signer_id=user_id)
+        with _quiet_gmssl():
+            ok = gmssl_pyx.sm2_verify(public, message, signature, signer_id=user_id)
     except gmssl_pyx.GmsslInnerError:
         ok = False
     if not ok:

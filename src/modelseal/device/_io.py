@@ -7,9 +7,11 @@ unprivileged user in a minimal container.
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
+import stat
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -83,17 +85,108 @@ def meaningful(value: str | None) -> str | None:
     return value
 
 
+def _system_tool_dirs() -> tuple[str, ...]:
+    """Directories a component tool may come from: system locations only the OS writes.
+
+    Never ``PATH``: a fake ``nvidia-smi`` first on ``PATH`` made two GPUs
+    appear and opened a license bound to them on a machine with no GPU
+    (issue #8, item 13).
+    """
+    if sys.platform == "win32":  # pragma: no cover - Windows is best-effort, untested here
+        import ctypes
+
+        buf = ctypes.create_unicode_buffer(260)
+        kernel32 = getattr(ctypes, "windll").kernel32  # noqa: B009 - absent off Windows
+        root = buf.value if kernel32.GetSystemWindowsDirectoryW(buf, 260) else r"C:\Windows"
+        system = os.path.join(root, "System32")
+        return (system, os.path.join(system, "WindowsPowerShell", "v1.0"))
+    if sys.platform == "darwin":
+        return ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+    # Linux: the distribution's directories, and where GPU drivers put nvidia-smi
+    # (GKE/COS: /usr/local/nvidia/bin; NVIDIA GPU operator: /run/nvidia/driver/usr/bin).
+    return (
+        "/usr/bin",
+        "/bin",
+        "/usr/sbin",
+        "/sbin",
+        "/usr/local/nvidia/bin",
+        "/run/nvidia/driver/usr/bin",
+    )
+
+
+def _owned_by_system(path: str) -> bool:
+    """Root owns ``path`` and every directory above it, and none is writable by others.
+
+    A tool whose file or directory another user can write is a tool that
+    user can replace.
+    """
+    if sys.platform == "win32":  # pragma: no cover - ACLs, not modes; System32 is the OS's
+        return True
+    current = path
+    while True:
+        try:
+            st = os.lstat(current)
+        except OSError:
+            return False
+        if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+        parent = os.path.dirname(current)
+        if parent == current:
+            return True
+        current = parent
+
+
+def trusted_tool(name: str, dirs: Sequence[str] | None = None) -> str | None:
+    """The absolute path of tool ``name`` in a system directory, or None.
+
+    Symlinks are resolved first (``/bin`` is ``/usr/bin`` on merged-/usr
+    systems) and the real file must be a root-owned executable in a
+    root-owned tree.
+    """
+    if not name or os.sep in name or (os.altsep and os.altsep in name):
+        return None
+    suffixes = ("", ".exe") if sys.platform == "win32" else ("",)
+    for directory in _system_tool_dirs() if dirs is None else dirs:
+        for suffix in suffixes:
+            real = os.path.realpath(os.path.join(directory, name + suffix))
+            try:
+                st = os.stat(real)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and os.access(real, os.X_OK) and _owned_by_system(real):
+                return real
+    return None
+
+
+def _tool_environment() -> dict[str, str]:
+    """A minimal environment: no ``LD_PRELOAD``/``LD_LIBRARY_PATH``/``PATH`` of the caller."""
+    env = {"LC_ALL": "C", "LANG": "C", "PATH": os.pathsep.join(_system_tool_dirs())}
+    if sys.platform == "win32":  # pragma: no cover
+        for name in ("SystemRoot", "SystemDrive", "windir"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+    return env
+
+
 def run_command(argv: Sequence[str], timeout: float) -> str | None:
-    """Run a tool found on PATH; None if it is missing, fails or takes too long."""
-    if not argv or shutil.which(argv[0]) is None:
+    """Run a system tool by absolute path; None if it is missing, untrusted, fails or hangs.
+
+    ``argv[0]`` is a bare tool name looked up only in :func:`_system_tool_dirs`
+    (never ``PATH``), and the tool runs with a minimal environment.
+    """
+    if not argv:
+        return None
+    executable = trusted_tool(argv[0])
+    if executable is None:
         return None
     try:
         done = subprocess.run(
-            list(argv),
+            [executable, *argv[1:]],
             capture_output=True,
             timeout=timeout,
             check=False,
             stdin=subprocess.DEVNULL,
+            env=_tool_environment(),
         )
     except (OSError, subprocess.SubprocessError, ValueError):
         return None

@@ -1,16 +1,20 @@
-"""GPU UUIDs: NVML when ``pynvml`` is importable, else ``nvidia-smi -L``.
+"""GPU UUIDs from ``nvidia-smi -L``, run by absolute path from a system directory.
 
 Only whole-GPU UUIDs (``GPU-...``) count. MIG instance UUIDs (``MIG-...``)
 change whenever an operator repartitions the GPU, which would unbind a
 license for an ordinary administrative action.
+
+``pynvml`` is deliberately not used: it is imported from ``sys.path``,
+which the user controls (``PYTHONPATH``, the working directory, user
+site-packages), so a fake module could report any GPU (issue #8, item 13).
+``nvidia-smi`` is found only in root-owned system directories and runs with
+a minimal environment (``modelseal.device._io.run_command``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import re
-from typing import Any, Final
+from typing import Final
 
 from modelseal.device._io import CommandRunner, run_command
 
@@ -19,7 +23,6 @@ from modelseal.device._io import CommandRunner, run_command
 NVIDIA_SMI_TIMEOUT: Final = 3.0
 
 _SMI_UUID: Final = re.compile(r"\(UUID:\s*(GPU-[0-9A-Fa-f-]{8,64})\)")
-_GPU_UUID: Final = re.compile(r"^GPU-[0-9a-f-]{8,64}$")
 
 
 def parse_nvidia_smi_list(output: str) -> list[str]:
@@ -27,35 +30,7 @@ def parse_nvidia_smi_list(output: str) -> list[str]:
     return sorted({m.group(1).lower() for m in _SMI_UUID.finditer(output)})
 
 
-def _nvml_uuids() -> list[str] | None:
-    """UUIDs via NVML, or None when pynvml or the driver is unavailable."""
-    try:
-        nvml: Any = importlib.import_module("pynvml")
-    except ImportError:
-        return None
-    try:
-        nvml.nvmlInit()
-    except Exception:  # pynvml raises its own NVMLError family; any means "no NVML"
-        return None
-    try:
-        found: list[str] = []
-        for index in range(int(nvml.nvmlDeviceGetCount())):
-            raw = nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(index))
-            text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
-            found.append(text.strip().lower())
-        return sorted(u for u in found if _GPU_UUID.match(u))
-    except Exception:
-        return None
-    finally:
-        # Shutting down a half-initialised NVML may fail; there is nothing to do about it.
-        with contextlib.suppress(Exception):
-            nvml.nvmlShutdown()
-
-
 def gpu_uuids(run: CommandRunner = run_command) -> list[str]:
-    """Whole-GPU UUIDs of this machine; empty when there are none or no tool answers."""
-    found = _nvml_uuids()
-    if found is not None:
-        return found
+    """Whole-GPU UUIDs of this machine; empty when there are none or no trusted tool answers."""
     output = run(["nvidia-smi", "-L"], NVIDIA_SMI_TIMEOUT)
     return parse_nvidia_smi_list(output) if output else []

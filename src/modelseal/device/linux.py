@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from modelseal.device._io import CommandRunner, clean, meaningful, read_text, run_command
+from modelseal.device._view import HostView
 from modelseal.device.fingerprint import (
     MAX_DETAIL_LENGTH,
     MAX_DETAILS,
@@ -102,8 +103,13 @@ class LinuxSource:
         run: CommandRunner = run_command,
         kube_fetch: KubeFetch = fetch_https,
         gpus: Callable[[], Sequence[str]] | None = None,
+        check_view: bool | None = None,
     ) -> None:
+        """``check_view`` (default: when ``root`` is ``/``) checks every file read is the
+        host's own, not one a namespace mounted over it (``modelseal.device._view``)."""
         self._root = Path(root)
+        live = self._root == Path("/") if check_view is None else check_view
+        self._view: HostView | None = HostView() if live else None
         self._env = dict(os.environ if env is None else env)
         self._run = run
         self._kube_fetch = kube_fetch
@@ -116,7 +122,13 @@ class LinuxSource:
         return self._root / relative.lstrip("/")
 
     def _read(self, relative: str, *, limit: int = _ATTR_LIMIT) -> str | None:
-        return clean(read_text(self._path(relative), limit=limit))
+        return self._read_file(self._path(relative), limit=limit)
+
+    def _read_file(self, path: Path, *, limit: int = _ATTR_LIMIT) -> str | None:
+        """A file's stripped text; on the live system only if it is the host's own file."""
+        if self._view is not None:
+            return clean(self._view.read(path, limit))
+        return clean(read_text(path, limit=limit))
 
     # --- components --------------------------------------------------------
 
@@ -173,11 +185,11 @@ class LinuxSource:
         """
         if not (iface / "device").exists():
             return None
-        assign = clean(read_text(iface / "addr_assign_type"))
+        assign = self._read_file(iface / "addr_assign_type")
         if assign is not None and assign != "0":
             return None
-        mac = clean(read_text(iface / "bonding_slave" / "perm_hwaddr")) or clean(
-            read_text(iface / "address")
+        mac = self._read_file(iface / "bonding_slave" / "perm_hwaddr") or self._read_file(
+            iface / "address"
         )
         if mac is None:
             return None
@@ -199,7 +211,7 @@ class LinuxSource:
         if disk is None:
             return
         for name in _SERIAL_FILES:
-            serial = meaningful(clean(read_text(disk / name, limit=4096)))
+            serial = meaningful(self._read_file(disk / name, limit=4096))
             if serial is not None:
                 yield Component.of("disk.root_serial", serial)
                 return
@@ -257,6 +269,12 @@ class LinuxSource:
                 return
 
     def _kubernetes(self) -> Iterator[Component]:
+        if self._view is not None and self._view.in_user_namespace():
+            # The API server is found from an environment variable and trusted
+            # through a CA file; in a user namespace its owner can replace both
+            # (a mount over the service-account directory, a server of their
+            # own answering with the licensed cluster's uid).
+            return
         uid = cluster_uid(self._root, self._env, self._kube_fetch)
         if uid is not None:
             yield Component.of("k8s.cluster_uid", uid)
@@ -264,7 +282,7 @@ class LinuxSource:
     # --- environment -------------------------------------------------------
 
     def environment(self) -> Environment:
-        container = self._container_evidence()
+        container = self._container_evidence() + self._view_evidence()
         vm = self._vm_evidence()
         decisive = [d for d in container if d != "file:/.dockerenv"]
         virtualization: Virtualization
@@ -284,6 +302,32 @@ class LinuxSource:
         # Bounded like every Environment, however much evidence a strange system offers.
         details = tuple(d[:MAX_DETAIL_LENGTH] for d in container + vm)[:MAX_DETAILS]
         return Environment(virtualization=virtualization, details=details, platform="linux")
+
+    def _view_evidence(self) -> list[str]:
+        """A user namespace, or component files mounted over the host's: a container.
+
+        The component readers run once more (without GPUs or Kubernetes, and
+        without the scrypt of a request: this is cheap) so that every file a
+        component comes from has been checked, whoever calls what first.
+        """
+        if self._view is None:
+            return []
+        self._view.proc_is_real()
+        self._view.user_namespace()
+        readers: tuple[Callable[[], Iterator[Component]], ...] = (
+            self._dmi,
+            self._macs,
+            self._cpu,
+            self._root_disk,
+            self._machine_id,
+            self._hostname,
+        )
+        for reader in readers:
+            try:
+                list(reader())
+            except (OSError, ValueError, UnicodeError):
+                continue
+        return list(self._view.evidence)
 
     def _container_evidence(self) -> list[str]:
         evidence: list[str] = []
@@ -314,7 +358,7 @@ class LinuxSource:
             # Surface laptops also say "Microsoft Corporation"; Hyper-V guests add this product.
             if "microsoft corporation" in vendor and "virtual machine" in product:
                 evidence.append("dmi:hyperv")
-        hypervisor = clean(read_text(self._path("sys/hypervisor/type"), limit=256))
+        hypervisor = self._read("sys/hypervisor/type", limit=256)
         if hypervisor is not None:
             evidence.append(f"sys:{hypervisor.lower()}")
         if "hypervisor" in cpu_flags(self._read("proc/cpuinfo", limit=_TABLE_LIMIT) or ""):

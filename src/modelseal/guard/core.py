@@ -184,12 +184,13 @@ class Guard:
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Guard:
-        """``MODELSEAL_LICENSE``, ``MODELSEAL_TRUST`` (``:``-separated), ``MODELSEAL_STATE_DIR``."""
+        """``MODELSEAL_LICENSE``, ``MODELSEAL_TRUST`` (``:``-separated ``[ISSUER=]PATH``
+        entries, docs/license.md), ``MODELSEAL_STATE_DIR``."""
         license = os.environ.get("MODELSEAL_LICENSE")
         trust = os.environ.get("MODELSEAL_TRUST")
         if not license or not trust:
             raise NotLicensedError("not_configured")
-        return cls(license, trust.split(os.pathsep), **kwargs)
+        return cls(license, TrustStore.from_env_value(trust), **kwargs)
 
     # --- properties -------------------------------------------------------------
 

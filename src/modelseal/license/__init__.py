@@ -22,13 +22,21 @@ from modelseal.license.errors import (
     WrongIssuerError,
 )
 from modelseal.license.issue import (
+    AssessedComponent,
     IssuedLicense,
     WeakBindingError,
+    assess_components,
     default_threshold,
     device_id,
     issue_license,
 )
-from modelseal.license.trust import TrustedKey, TrustStore
+from modelseal.license.trust import (
+    TrustedKey,
+    TrustStore,
+    load_trust_file,
+    parse_trust_entry,
+    trust_file_entry,
+)
 from modelseal.license.verify import (
     License,
     check_device,
@@ -43,6 +51,7 @@ from modelseal.license.verify import (
 __all__ = [
     "LICENSE_TYP",
     "AlgorithmNotAllowedError",
+    "AssessedComponent",
     "ClockRollbackError",
     "EnvironmentRefusedError",
     "FeatureNotLicensedError",
@@ -66,14 +75,18 @@ __all__ = [
     "WrongAudienceError",
     "WrongDeviceError",
     "WrongIssuerError",
+    "assess_components",
     "check_device",
     "default_threshold",
     "device_id",
     "issue_license",
+    "load_trust_file",
     "matched_weight",
     "open_content_key",
     "open_state_key",
     "open_unlock_secret",
+    "parse_trust_entry",
     "read_unverified",
+    "trust_file_entry",
     "verify_license",
 ]

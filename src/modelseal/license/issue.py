@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from modelseal.crypto import ContentKey, PrivateKey, b64url, b64url_decode
 from modelseal.license import jws
@@ -25,9 +25,54 @@ from modelseal.license.errors import LicenseError, LicenseFormatError
 from modelseal.license.keydelivery import ShareHolder, build
 
 if TYPE_CHECKING:
-    from modelseal.device import ActivationRequest
+    from modelseal.device import ActivationRequest, KindInfo, Strength
 
 UNLOCK_SECRET_SIZE = 32
+
+#: What a kind missing from the issuer's table counts for: the weakest there is.
+UNKNOWN_KIND_STRENGTH: Final[Strength] = "weak"
+UNKNOWN_KIND_WEIGHT: Final = 1
+
+
+@dataclass(frozen=True)
+class AssessedComponent:
+    """A request component with the strength and weight the *issuer* gives its kind.
+
+    The request's own ``strength`` and ``weight`` are labels the device (that
+    is, the customer) wrote; nothing covers them, so relabelling a hostname
+    "strong, weight 100" would otherwise pass ``--strict-binding`` and let the
+    hostname alone open the license (issue #8, item 4). They are never used.
+    """
+
+    kind: str
+    digest: str
+    secret: str = field(repr=False)
+    strength: Strength
+    weight: int
+
+
+def assess_components(
+    request: ActivationRequest, kinds: Mapping[str, KindInfo] | None = None
+) -> tuple[AssessedComponent, ...]:
+    """The request's components, weighed from ``kinds`` (default: the built-in table).
+
+    A kind the table does not know gets the weakest strength and weight: a
+    device can invent any kind name, so an unknown one proves nothing.
+    """
+    from modelseal.device import COMPONENT_KINDS
+
+    table = COMPONENT_KINDS if kinds is None else kinds
+    out = []
+    for c in request.components:
+        info = table.get(c.kind)
+        strength: Strength = info.strength if info is not None else UNKNOWN_KIND_STRENGTH
+        weight = info.weight if info is not None else UNKNOWN_KIND_WEIGHT
+        out.append(
+            AssessedComponent(
+                kind=c.kind, digest=c.digest, secret=c.secret, strength=strength, weight=weight
+            )
+        )
+    return tuple(out)
 
 
 class WeakBindingError(LicenseError):
@@ -55,20 +100,25 @@ def device_id(request: ActivationRequest) -> str:
     return b64url(h.digest()[:16])
 
 
-def default_threshold(request: ActivationRequest) -> int:
+def default_threshold(components: ActivationRequest | Sequence[AssessedComponent]) -> int:
     """A majority of the weight, raised so weak components alone cannot meet it when possible.
+
+    Weights are the issuer's (:func:`assess_components`); a request is assessed
+    with the built-in table first.
 
     Hostname, machine-id and CPU model travel with a disk image or are shared
     by many machines, so a binding they can satisfy on their own binds little.
     """
-    total = sum(c.weight for c in request.components)
-    weak = sum(c.weight for c in request.components if c.strength == "weak")
+    if not isinstance(components, Sequence):
+        components = assess_components(components)
+    total = sum(c.weight for c in components)
+    weak = sum(c.weight for c in components if c.strength == "weak")
     return min(total, max(total // 2 + 1, weak + 1))
 
 
-def binding_warnings(request: ActivationRequest, threshold: int) -> list[str]:
-    weak = sum(c.weight for c in request.components if c.strength == "weak")
-    strong = sum(c.weight for c in request.components if c.strength == "strong")
+def binding_warnings(components: Sequence[AssessedComponent], threshold: int) -> list[str]:
+    weak = sum(c.weight for c in components if c.strength == "weak")
+    strong = sum(c.weight for c in components if c.strength == "strong")
     out = []
     if weak >= threshold:
         out.append(
@@ -104,8 +154,13 @@ def issue_license(
     allow_container: bool = True,
     strict_binding: bool = False,
     license_id: str | None = None,
+    component_kinds: Mapping[str, KindInfo] | None = None,
 ) -> IssuedLicense:
-    """Sign a license; with a request, bind it and deliver the content keys to that device."""
+    """Sign a license; with a request, bind it and deliver the content keys to that device.
+
+    Component strengths and weights come from ``component_kinds`` (default:
+    :data:`modelseal.device.COMPONENT_KINDS`), never from the request.
+    """
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     nbf = not_before or now
     jti = license_id or f"lic_{uuid.uuid4().hex}"
@@ -128,29 +183,45 @@ def issue_license(
     keys = None
     unlock_secret = None
     if request is not None:
-        total = sum(c.weight for c in request.components)
+        components = assess_components(request, component_kinds)
+        total = sum(c.weight for c in components)
         if total > 255:
             raise LicenseFormatError(f"total component weight {total} exceeds 255 key shares")
-        k = threshold if threshold is not None else default_threshold(request)
+        k = threshold if threshold is not None else default_threshold(components)
         if not 1 <= k <= total:
             raise LicenseFormatError(f"threshold must be between 1 and the total weight {total}")
-        warnings += binding_warnings(request, k)
-        if strict_binding and any(w.startswith("weak components") for w in warnings):
-            raise WeakBindingError(warnings[0])
+        relabelled = sorted(
+            {
+                f"{c.kind} ({c.strength}, weight {c.weight})"
+                for c, a in zip(request.components, components, strict=True)
+                if (c.strength, c.weight) != (a.strength, a.weight)
+            }
+        )
+        if relabelled:
+            # The device's own code writes the table's labels: a difference means an
+            # edited request or another version's table. Either way, ours are used.
+            warnings.append(
+                "the request labels differ from the issuer's table, which is used: "
+                + ", ".join(relabelled)
+            )
+        warnings += binding_warnings(components, k)
+        weak_alone = [w for w in warnings if w.startswith("weak components")]
+        if strict_binding and weak_alone:
+            raise WeakBindingError(weak_alone[0])
         binding = DeviceBinding(
             device_id=device_id(request),
             salt=request.salt,
             threshold=k,
             components=tuple(
                 BoundComponent(kind=c.kind, digest=c.digest, weight=c.weight, strength=c.strength)
-                for c in request.components
+                for c in components
             ),
             allow_vm=allow_vm,
             allow_container=allow_container,
         )
         holders = [
             ShareHolder(kind=c.kind, weight=c.weight, secret=b64url_decode(c.secret))
-            for c in request.components
+            for c in components
         ]
         unlock_secret = os.urandom(UNLOCK_SECRET_SIZE)
         keys = build(

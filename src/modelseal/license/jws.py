@@ -10,8 +10,11 @@ passes exactly the algorithms its trusted key allows (RFC 8725 §3.1), and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-from typing import Any
+import re
+from typing import Any, Final
 
 import jwt
 from jwt.algorithms import Algorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
@@ -79,7 +82,35 @@ def encode(claims: dict[str, Any], key: PrivateKey, *, alg: str, headers: dict[s
     return _JWS.encode(payload, _backend_key(key), algorithm=alg, headers=headers)
 
 
+_SEGMENT: Final = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def check_compact(token: str) -> None:
+    """Refuse any spelling of a JWS but the one canonical form (RFC 7515 §2, §7.1).
+
+    Three segments of unpadded base64url whose unused trailing bits are
+    zero. Decoders accept ``=`` padding and stray bits, so without this
+    check one signed license had many strings (a signature segment with
+    ``==`` appended still verified, issue #8, item 15): every component that
+    keys on the token (revocation lists, caches, audit records) must see
+    exactly one.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise LicenseFormatError("a license is a compact JWS: three base64url parts")
+    for name, part in zip(("header", "payload", "signature"), parts, strict=True):
+        if not _SEGMENT.match(part) or len(part) % 4 == 1:
+            raise LicenseFormatError(f"license {name} is not unpadded base64url")
+        try:
+            raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        except (binascii.Error, ValueError):
+            raise LicenseFormatError(f"license {name} is not base64url") from None
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != part:
+            raise LicenseFormatError(f"license {name} is not canonical base64url")
+
+
 def unverified_header(token: str) -> dict[str, Any]:
+    check_compact(token)
     try:
         header = jwt.get_unverified_header(token)
     except InvalidTokenError as exc:
@@ -91,6 +122,7 @@ def decode(token: str, key: PublicKey, *, alg: str) -> dict[str, Any]:
     """Verify the signature with ``key`` and ``alg`` only; returns the payload object."""
     if alg not in key.algorithms:
         raise AlgorithmNotAllowedError(f"algorithm {alg!r} is not allowed for this {key.kty} key")
+    check_compact(token)
     try:
         payload = _JWS.decode(token, _backend_key(key), algorithms=[alg])
     except InvalidSignatureError:

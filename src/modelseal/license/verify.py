@@ -2,7 +2,8 @@
 
 Order of checks: header shape and ``typ``; ``kid`` in the trust store; the
 algorithm must be one the trusted key allows (the token never chooses);
-signature; claims schema (unknown claims refused); issuer; audience;
+signature; claims schema (unknown claims refused); issuer (the trusted key's
+pin, then the caller's expectation); audience;
 ``nbf``/``exp`` with leeway; device binding and environment.
 """
 
@@ -121,9 +122,12 @@ def verify_license(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
         raise LicenseFormatError(f"invalid license claims ({where}: {first.get('msg')})") from None
-    expected_issuer = issuer or trusted.issuer
-    if expected_issuer is not None and claims.iss != expected_issuer:
-        raise WrongIssuerError(f"issued by {claims.iss!r}, expected {expected_issuer!r}")
+    # The key's own pin first: a caller's ``issuer`` never widens what a key
+    # may sign for (a key pinned to vendor B cannot sign as A because the
+    # caller expects A), and an unpinned key cannot claim a pinned vendor's name.
+    trust.check_issuer(trusted, claims.iss)
+    if issuer is not None and claims.iss != issuer:
+        raise WrongIssuerError(f"issued by {claims.iss!r}, expected {issuer!r}")
     if audience is not None:
         wanted = [audience] if isinstance(audience, str) else list(audience)
         if not any(a in claims.aud for a in wanted):

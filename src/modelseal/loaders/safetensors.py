@@ -10,7 +10,6 @@ here: the plain file load peaks at twice the model's size).
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from modelseal._json import StrictJSONError, strict_loads
 from modelseal.errors import FormatError, LoaderError
 from modelseal.loaders._memio import import_torch as _torch
 
@@ -64,41 +64,66 @@ class SafetensorsIndex:
     data_start: int
 
 
+def _int_list(value: object) -> list[int] | None:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        return None
+    return value
+
+
 def parse_header(read: Callable[[int, int], bytes], file_size: int) -> SafetensorsIndex:
-    """Parse the header through ``read(offset, size)``; validates every offset."""
+    """Parse the header through ``read(offset, size)``; validates every offset.
+
+    As strict as the reference implementation, so that no file means one
+    thing here and another there (issue #8, item 15): duplicate names are
+    refused (the reference keeps the last copy; two parsers could pick
+    different ones), and the tensors' byte ranges, sorted, must tile the data
+    section exactly: no overlap (two names aliasing one buffer), no gap and
+    nothing after the last tensor.
+    """
     if file_size < 8:
         raise FormatError("not a safetensors file (shorter than 8 bytes)")
     (n,) = struct.unpack("<Q", read(0, 8))
     if n > MAX_HEADER or 8 + n > file_size:
         raise FormatError("safetensors header length out of range")
     try:
-        obj = json.loads(read(8, n).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise FormatError("safetensors header is not JSON") from None
+        obj = strict_loads(read(8, n))
+    except StrictJSONError as exc:
+        raise FormatError(f"safetensors header is not strict JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise FormatError("safetensors header is not a JSON object")
     data_start = 8 + n
     data_len = file_size - data_start
     meta_raw = obj.pop("__metadata__", None) or {}
-    if not isinstance(meta_raw, dict):
-        raise FormatError("safetensors __metadata__ is not an object")
+    if not isinstance(meta_raw, dict) or not all(isinstance(v, str) for v in meta_raw.values()):
+        raise FormatError("safetensors __metadata__ must map strings to strings")
     tensors: dict[str, TensorInfo] = {}
     for name, info in obj.items():
-        try:
-            dtype = info["dtype"]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(x) for x in info["data_offsets"])
-        except (TypeError, KeyError, ValueError):
-            raise FormatError(f"safetensors entry {name!r} is malformed") from None
-        if dtype not in _DTYPES:
+        if not isinstance(info, dict):
+            raise FormatError(f"safetensors entry {name!r} is malformed")
+        dtype, shape_raw, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        shape_list, offset_list = _int_list(shape_raw), _int_list(offsets)
+        if shape_list is None or offset_list is None or len(offset_list) != 2:
+            raise FormatError(f"safetensors entry {name!r} is malformed")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise FormatError(f"tensor {name!r} has unknown dtype {dtype!r}")
+        shape = tuple(shape_list)
+        begin, end = offset_list
         itemsize = np.dtype(_DTYPES[dtype][0]).itemsize
         if any(d < 0 for d in shape) or not 0 <= begin <= end <= data_len:
             raise FormatError(f"tensor {name!r} lies outside the data section")
         if math.prod(shape) * itemsize != end - begin:
             raise FormatError(f"tensor {name!r}: shape and byte size disagree")
         tensors[name] = TensorInfo(name, dtype, shape, data_start + begin, data_start + end)
-    return SafetensorsIndex(tensors, {str(k): str(v) for k, v in meta_raw.items()}, data_start)
+    covered = data_start
+    for info in sorted(tensors.values(), key=lambda t: (t.start, t.end)):
+        if info.start != covered:
+            raise FormatError(f"tensor {info.name!r} overlaps another tensor or leaves a gap")
+        covered = info.end
+    if covered != file_size:
+        raise FormatError("safetensors data section has bytes no tensor covers")
+    return SafetensorsIndex(tensors, dict(meta_raw), data_start)
 
 
 def _numpy_view(buf: np.ndarray[Any, Any], info: TensorInfo, base: int) -> np.ndarray[Any, Any]:

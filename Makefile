@@ -13,6 +13,8 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	.venv/bin/python bench/guard_overhead.py
 	.venv/bin/python bench/paddle_load.py
 	.venv/bin/python bench/device_checks.py
+	if command -v wrk >/dev/null; then .venv/bin/python bench/gateway_overhead.py; \
+	else echo "bench/gateway_overhead.py skipped: needs wrk (apt-get install wrk)"; fi
 
 clean:
 	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -64,6 +64,7 @@ def main() -> None:
             token,
             TrustStore([vendor.public_key()]),
             state_dir=state,
+            audience="bench/model",
             source=source,
             recheck_every=timedelta(seconds=30),
             reserve_calls=1000,

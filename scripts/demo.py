@@ -147,7 +147,10 @@ def main() -> int:
     step("8. customer: load with the license (no key file) and run, guarded")
     (WORK / "classifier.key").unlink()  # the customer never had it
     guard = Guard(
-        WORK / "license.jwt", TrustStore.load(WORK / "vendor.pub"), state_dir=WORK / "state"
+        WORK / "license.jwt",
+        TrustStore.load(WORK / "vendor.pub"),
+        audience="demo/classifier",
+        state_dir=WORK / "state",
     )
     state = guard.load(sealed, framework="torch")
     licensed = TinyClassifier().eval()

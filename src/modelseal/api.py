@@ -270,7 +270,13 @@ def load(
         if trust is None:
             raise TypeError("license= needs trust= (the vendor's public key file)")
         from modelseal.guard import Guard
+        from modelseal.sealed import read_header
 
+        if "audience" not in guard_options:
+            # the product is the sealed model being loaded: a license for another
+            # product is refused before anything is decrypted
+            header = read_header(path)
+            guard_options["audience"] = header.model_id or header.key_id
         guard = Guard(license, trust, **guard_options)
         return guard.load(
             path, framework, entry=entry, weights_only=weights_only, configure=configure

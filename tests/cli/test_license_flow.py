@@ -164,8 +164,6 @@ def test_vendor_and_device_flow(tmp_path: Path) -> None:
                 "license.jwt.vendor.json",
                 "--serial",
                 "1",
-                "--hours",
-                "24",
                 "--json",
             )
         ).stdout

@@ -460,3 +460,84 @@ def test_log_may_run_ahead_of_the_anchor(tmp_path: Path) -> None:
     wrong = verify(path, expected_head=(2, written[3]["hash"]))
     assert wrong.problem is not None and wrong.problem.kind == "head_mismatch"
     assert wrong.problem.line == 3
+
+
+# --- anchored appends (issue #8: the guard never extends a chain it did not anchor) ----
+
+
+def test_append_after_the_anchor_or_one_past_it_only(tmp_path: Path) -> None:
+    from modelseal.guard.audit import AuditLog, AuditTamperedError, Head
+
+    log = AuditLog(tmp_path / "a.jsonl")
+    first = log.append("a", after=None)  # an empty log: nothing anchored yet
+    a0 = Head(first["seq"], first["hash"])
+    second = log.append("b", after=a0)
+    a1 = Head(second["seq"], second["hash"])
+    log.append("c", after=a0)  # one record past the anchor: the crash window
+    with pytest.raises(AuditTamperedError) as info:
+        log.append("d", after=a0)  # two past: the state is older than the log
+    assert info.value.kind == "head_mismatch"
+    with pytest.raises(AuditTamperedError):
+        log.append("d", after=None)  # a log where none was anchored
+    with pytest.raises(AuditTamperedError):
+        log.append("d", after=Head(a1.seq, a0.hash))  # right seq, another hash
+    log.expect_head(a1)
+    with pytest.raises(AuditTamperedError):
+        log.expect_head(a0)
+    with pytest.raises(AuditTamperedError):
+        AuditLog(tmp_path / "missing.jsonl").expect_head(a0)
+    AuditLog(tmp_path / "missing.jsonl").expect_head(None)
+
+
+def test_rollback_removes_only_the_last_record_it_names(tmp_path: Path) -> None:
+    from modelseal.guard.audit import AuditLog
+
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path)
+    r0 = log.append("a")
+    r1 = log.append("b")
+    assert not log.rollback(r0)  # not the last line: left alone
+    assert log.rollback(r1)
+    assert [r["event"] for r in iter_records(path)] == ["a"]
+    assert not log.rollback(r1)  # already gone
+    assert verify(path).ok
+    assert not AuditLog(tmp_path / "none.jsonl").rollback(r0)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(st.sampled_from(["ok", "state_fails", "crash"]), min_size=1, max_size=12))
+def test_failed_anchors_never_leave_the_log_more_than_one_ahead(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[str]
+) -> None:
+    """The guard's protocol over any mix of successes, failed state writes and
+    crashes: the anchor always verifies, at most one record past it."""
+    from modelseal.guard.audit import AuditLog, AuditTamperedError, Head
+
+    path = tmp_path_factory.mktemp("log") / "a.jsonl"
+    log = AuditLog(path)
+    anchor: Head | None = None
+    crashed = False
+    for step in steps:
+        if step == "crash" and crashed:
+            # a second crash between an append and its state write before any
+            # anchor succeeded would leave two records: out of this model
+            step = "ok"
+        crashed = (crashed or step == "crash") and step != "ok"
+        try:
+            record = log.append(step, after=anchor)
+        except AuditTamperedError:
+            pytest.fail("a log the protocol wrote was refused")
+        if step == "ok":
+            anchor = Head(record["seq"], record["hash"])
+        elif step == "state_fails":
+            assert log.rollback(record)
+        # "crash": the record stays, unanchored; the next append chains onto it
+        # and anchors both
+        report = verify(path, expected_head=anchor)
+        assert report.ok
+        head = report.head
+        assert head is not None or anchor is None
+        if head is not None:
+            assert head.seq <= (anchor.seq if anchor else -1) + 1

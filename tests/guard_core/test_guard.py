@@ -20,7 +20,8 @@ from modelseal.guard.audit import iter_records
 from modelseal.guard.audit import verify as verify_audit
 from modelseal.guard.core import HeartbeatReply, HeartbeatReport
 from modelseal.guard.unlock import issue_unlock_code
-from modelseal.license import TrustStore, issue_license, open_unlock_secret
+from modelseal.license import TrustStore, issue_license
+from modelseal.license.verify import read_unverified
 from tests.license.conftest import NOW, make_device
 
 
@@ -59,11 +60,20 @@ def _license(vendor: PrivateKey, cek: ContentKey, **kw: object) -> str:
         threshold=6,
     )
     args.update(kw)
-    return issue_license(**args).token  # type: ignore[arg-type]
+    issued = issue_license(**args)  # type: ignore[arg-type]
+    if issued.unlock_seed is not None:
+        _SEEDS[issued.claims.jti] = issued.unlock_seed
+    return issued.token
+
+
+#: The vendor's unlock seeds of the licenses issued in these tests, by license id.
+_SEEDS: dict[str, bytes] = {}
 
 
 def _guard(vendor: PrivateKey, token: str, tmp_path: Path, clock: FakeClock, **kw: object) -> Guard:
-    args: dict[str, object] = dict(state_dir=tmp_path / "state", source=None, clock=clock)
+    args: dict[str, object] = dict(
+        state_dir=tmp_path / "state", source=None, clock=clock, audience="acme/ocr"
+    )
     args.update(kw)
     src = kw.get("device", make_device())
     args.pop("device", None)
@@ -143,7 +153,15 @@ def test_refusals_have_reason_codes_and_a_generic_message(
         _guard(vendor, token, tmp_path, clock, **kw)
     assert str(info.value) == "not licensed"
     assert info.value.reason == reason
-    records = list(iter_records(tmp_path / "state" / "unverified.audit.jsonl"))
+    if case == "wrong_device":
+        # no state of this license opens here: nothing to anchor in
+        records = list(iter_records(tmp_path / "state" / "unverified.audit.jsonl"))
+    else:
+        # a genuine license on its bound device: the refusal is in its own,
+        # anchored log (deleting it locks the license, see the item 6 tests)
+        jti = read_unverified(token)[1]["jti"]
+        records = list(iter_records(tmp_path / "state" / f"{jti}.audit.jsonl"))
+        assert not (tmp_path / "state" / "unverified.audit.jsonl").exists()
     assert records[-1]["reason"] == reason
 
 
@@ -205,6 +223,7 @@ def _child(args: tuple[str, str, str, int]) -> int:
             state_dir=state_dir,
             source=StaticSource(list(dev.components), dev.environment),
             clock=lambda: NOW,
+            audience="acme/ocr",
             reserve_calls=5,
         )
     except NotLicensedError as exc:
@@ -249,7 +268,7 @@ def test_clock_rollback_locks_and_unlock_code_frees(vendor, model, tmp_path) -> 
         _guard(vendor, token, tmp_path, clock)  # a restart does not reset it
     # the vendor issues an emergency code for this device
     # the vendor's clock is right (day 3): its code is valid for 4 hours from then
-    code = _code(guard.license, NOW + timedelta(days=3, hours=4), serial=1, hours=24)
+    code = _code(guard.license, serial=1)  # the license's codes grant 24 h
     guard.unlock(code)
     guard.check()  # runs with the clock still behind, inside the window
     clock.now = NOW + timedelta(days=1, hours=12)
@@ -362,10 +381,10 @@ def test_wrong_unlock_codes_are_rate_limited(vendor, model, tmp_path) -> None:  
     guard = _guard(vendor, _license(vendor, cek), tmp_path, clock)
     lic = guard.license
     for serial in range(5):
-        bad = _code(lic, NOW + timedelta(hours=1), serial=serial, hours=1, secret=bytes(32))
+        bad = _code(lic, serial=serial, seed=bytes(32))
         with pytest.raises(modelseal.IntegrityError):
             guard.unlock(bad)
-    good = _code(lic, NOW + timedelta(hours=3), serial=9, hours=1)
+    good = _code(lic, serial=7)
     with pytest.raises(UnlockRateLimitedError):
         guard.unlock(good)
     clock.now = NOW + timedelta(hours=2)
@@ -387,7 +406,7 @@ def test_guard_from_env(vendor, model, tmp_path, monkeypatch) -> None:  # type: 
     monkeypatch.setenv("MODELSEAL_LICENSE", str(tmp_path / "license.jwt"))
     monkeypatch.setenv("MODELSEAL_TRUST", str(tmp_path / "vendor.pub"))
     monkeypatch.setenv("MODELSEAL_STATE_DIR", str(tmp_path / "env-state"))
-    guard = Guard.from_env(source=source)
+    guard = Guard.from_env(source=source, audience="acme/ocr")
     guard.check("ocr")
     assert guard.audit_path.parent == tmp_path / "env-state"
 
@@ -395,39 +414,37 @@ def test_guard_from_env(vendor, model, tmp_path, monkeypatch) -> None:  # type: 
 # --- regressions from the review -----------------------------------------------
 
 
-def _code(lic, valid_until, serial=1, hours=24, secret=None):  # type: ignore[no-untyped-def]
-    """A vendor's unlock code for the test device (or under a given secret)."""
+def _code(lic, serial=1, seed=None):  # type: ignore[no-untyped-def]
+    """The vendor's unlock code #serial for the test device (or from another seed)."""
     assert lic.claims.device is not None
     return issue_unlock_code(
-        secret if secret is not None else open_unlock_secret(lic, make_device()),
+        seed if seed is not None else _SEEDS[lic.claims.jti],
         license_id=lic.claims.jti,
         device_id=lic.claims.device.device_id,
-        valid_until=valid_until,
         serial=serial,
-        grant_hours=hours,
     )
 
 
 def test_an_unlock_never_extends_the_license(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
     _, cek = model
     clock = FakeClock(NOW + timedelta(days=29))
-    token = _license(vendor, cek)  # 30 days from NOW
+    token = _license(vendor, cek, unlock_hours=720)  # 30 days from NOW
     guard = _guard(vendor, token, tmp_path, clock, recheck_every=timedelta(0))
     clock.now = NOW + timedelta(days=1)  # back four weeks
     with pytest.raises(NotLicensedError):
         guard.check()
-    guard.unlock(_code(guard.license, NOW + timedelta(days=29, hours=4), hours=720))
+    guard.unlock(_code(guard.license))
     guard.check()
     clock.now = NOW + timedelta(days=2, hours=1)  # 25 h of forward movement: day 30 + 1 h
     with pytest.raises(NotLicensedError) as info:
         guard.check()
     assert info.value.reason == "expired"
-    # an expired code is refused on the forward-only clock, whatever the wall says
+    # a code of one license is worthless for another on the same device
     guard2 = _guard(
         vendor, _license(vendor, cek, now=NOW), tmp_path / "b", FakeClock(NOW), verify=False
     )
-    with pytest.raises(modelseal.ModelsealError):
-        guard2.unlock(_code(guard.license, NOW - timedelta(hours=1)))
+    with pytest.raises(modelseal.IntegrityError):
+        guard2.unlock(_code(guard.license, serial=2))
 
 
 def test_restoring_an_old_state_file_is_detected(vendor, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -486,7 +503,7 @@ def test_an_unlock_does_not_lift_the_call_limit(vendor, model, tmp_path) -> None
     guard.close()
     fresh = _guard(vendor, token, tmp_path, clock, verify=False)
     with pytest.raises(NotLicensedError) as info:
-        fresh.unlock(_code(guard.license, NOW + timedelta(hours=4)))
+        fresh.unlock(_code(guard.license))
     assert info.value.reason == "over_quota"
     with pytest.raises(NotLicensedError):
         fresh.check()

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelseal.guard import (
     Guard,
@@ -163,3 +165,23 @@ def test_websockets_are_guarded_and_exempt_paths_match_exactly(guard: Guard) -> 
     assert _asgi_get(strict, "/healthz")[0] == 200
     assert _asgi_get(strict, "/healthz/live")[0] == 200
     assert _asgi_get(strict, "/healthzz/x")[0] == 403
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    root=st.sampled_from(["", "/", "/api", "/api/", "/a/b"]),
+    tail=st.text(alphabet="/abhdz", max_size=12),
+)
+def test_no_reading_of_a_gated_path_is_served_without_its_feature(root: str, tail: str) -> None:
+    """Whatever a server puts in path/root_path, a path that any reading maps to
+    a feature is never exempt, and that feature is required (fail closed)."""
+    from modelseal.guard.integrations import _PathPolicy, app_paths
+
+    policy = _PathPolicy(None, {"/hd": "hd", "/a": "a"}, ["/healthz", "/h"])  # type: ignore[arg-type]
+    for path in (tail, root.rstrip("/") + "/" + tail.lstrip("/")):
+        readings = app_paths(path, root)
+        exempt, needed = policy.decide(readings)
+        for reading in readings:
+            wanted = policy.feature(reading)
+            if wanted is not None and not policy.exempt(reading):
+                assert not exempt and wanted in needed

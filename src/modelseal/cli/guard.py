@@ -28,11 +28,11 @@ def status(
 
     Example: modelseal guard status --license license.jwt --trust vendor.pub
     """
-    from modelseal.guard import Guard, NotLicensedError
+    from modelseal.guard import ANY_PRODUCT, Guard, NotLicensedError
 
     with errors_as_exit_codes():
         try:
-            guard = Guard(license, trust, state_dir=state_dir)
+            guard = Guard(license, trust, state_dir=state_dir, audience=ANY_PRODUCT)
         except NotLicensedError as exc:
             if as_json:
                 emit_json({"licensed": False, "reason": exc.reason})
@@ -73,10 +73,10 @@ def unlock(
 
     Example: modelseal guard unlock 7K3M-Q9TX-... --license license.jwt --trust vendor.pub
     """
-    from modelseal.guard import Guard
+    from modelseal.guard import ANY_PRODUCT, Guard
 
     with errors_as_exit_codes():
-        guard = Guard(license, trust, state_dir=state_dir, verify=False)
+        guard = Guard(license, trust, state_dir=state_dir, audience=ANY_PRODUCT, verify=False)
         until = guard.unlock(code)
         out.print(
             f"[green]unlocked[/] until {until:%Y-%m-%d %H:%M} UTC (recorded in the audit log)"

@@ -73,6 +73,12 @@ def issue(
     ] = False,
     allow_vm: Annotated[bool, typer.Option(help="allow virtual machines")] = True,
     allow_container: Annotated[bool, typer.Option(help="allow containers")] = True,
+    unlock_codes: Annotated[
+        int, typer.Option(help="one-time emergency unlock codes in the license (0: none)")
+    ] = 8,
+    unlock_hours: Annotated[
+        int, typer.Option(help="hours of grace each unlock code grants (1-720)")
+    ] = 24,
     alg: Annotated[
         str | None, typer.Option(help="EdDSA, RS256, PS256 or SM2 (default: key's)")
     ] = None,
@@ -128,13 +134,20 @@ def issue(
             allow_vm=allow_vm,
             allow_container=allow_container,
             strict_binding=strict_binding,
+            unlock_codes=unlock_codes,
+            unlock_hours=unlock_hours,
         )
         out_path.write_text(issued.token + "\n")
         claims = issued.claims
         record_path = out_path.with_name(out_path.name + ".vendor.json")
-        if issued.unlock_secret is not None and claims.device is not None:
+        if issued.unlock_seed is not None and claims.device and claims.unlock:
             _save_vendor_record(
-                record_path, claims.jti, claims.device.device_id, issued.unlock_secret
+                record_path,
+                claims.jti,
+                claims.device.device_id,
+                issued.unlock_seed,
+                codes=len(claims.unlock.verifiers),
+                hours=claims.unlock.hours,
             )
         if as_json:
             emit_json(
@@ -155,29 +168,44 @@ def issue(
         )
 
 
-def _save_vendor_record(path: Path, license_id: str, device_id: str, secret: bytes) -> None:
-    """What the vendor keeps to issue unlock codes later (mode 0600, never shipped)."""
+def _save_vendor_record(
+    path: Path, license_id: str, device_id: str, seed: bytes, *, codes: int, hours: int
+) -> None:
+    """What the vendor keeps to issue unlock codes later (mode 0600, never shipped).
+
+    The seed is the only thing that makes codes: the license carries their hashes.
+    """
     import json
 
     from modelseal.crypto import b64url
     from modelseal.crypto.keys import _write_private
 
-    record = {"license_id": license_id, "device_id": device_id, "unlock_secret": b64url(secret)}
+    record = {
+        "license_id": license_id,
+        "device_id": device_id,
+        "unlock_seed": b64url(seed),
+        "unlock_codes": codes,
+        "unlock_hours": hours,
+    }
     _write_private(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
 @app.command("unlock-code")
 def unlock_code(
     record: Annotated[Path, typer.Option(help="LICENSE.vendor.json written by `license issue`")],
-    serial: Annotated[int, typer.Option(help="serial number; each code is single-use")],
-    hours: Annotated[int, typer.Option(help="hours of unlock the code grants (1-720)")] = 24,
-    valid_for: Annotated[str, typer.Option(help="how long the code may be entered")] = "4h",
+    serial: Annotated[
+        int, typer.Option(help="which of the license's codes (0, 1, ...); each is single-use")
+    ],
     qr: Annotated[bool, typer.Option(help="also print the code as a QR code")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Issue an emergency unlock code for one licensed device (read it over the phone).
+    """Read out one of a license's emergency unlock codes (over the phone).
 
-    Example: modelseal license unlock-code --record license.jwt.vendor.json --serial 1 --hours 24
+    The license fixed how many codes exist and the hours each grants
+    (`license issue --unlock-codes/--unlock-hours`); give out serials in
+    order and note which were used.
+
+    Example: modelseal license unlock-code --record license.jwt.vendor.json --serial 0
     """
     import json
 
@@ -187,33 +215,27 @@ def unlock_code(
     with errors_as_exit_codes():
         try:
             rec = json.loads(record.read_text())
-            secret = b64url_decode(rec["unlock_secret"])
+            seed = b64url_decode(rec["unlock_seed"])
             license_id, device_id = str(rec["license_id"]), str(rec["device_id"])
+            count, hours = int(rec["unlock_codes"]), int(rec["unlock_hours"])
         except (OSError, ValueError, KeyError, TypeError):
             fail(f"{record} is not a vendor record written by `license issue`", 5)
-        until = datetime.now(UTC) + parse_duration(valid_for)
-        code = issue_unlock_code(
-            secret,
-            license_id=license_id,
-            device_id=device_id,
-            valid_until=until,
-            serial=serial,
-            grant_hours=hours,
-        )
+        if not 0 <= serial < count:
+            fail(f"the license carries unlock codes #0 to #{count - 1}, not #{serial}", 2)
+        try:
+            code = issue_unlock_code(
+                seed, license_id=license_id, device_id=device_id, serial=serial
+            )
+        except ValueError as exc:
+            fail(f"cannot make unlock code #{serial}: {exc}", 2)
         if as_json:
             emit_json(
-                {
-                    "code": code,
-                    "license_id": license_id,
-                    "serial": serial,
-                    "grant_hours": hours,
-                    "valid_until": until.isoformat(),
-                }
+                {"code": code, "license_id": license_id, "serial": serial, "grant_hours": hours}
             )
             return
         out.print(
-            f"unlock code for {license_id} (serial {serial}, {hours} h, enter before "
-            f"{until:%Y-%m-%d %H:%M} UTC):\n\n    [bold]{code}[/]\n"
+            f"unlock code #{serial} of {count} for {license_id} (grants {hours} h once):"
+            f"\n\n    [bold]{code}[/]\n"
         )
         if qr:
             out.print(unlock_qr(code), highlight=False)

@@ -1,7 +1,9 @@
 """Runtime enforcement of licenses: Guard, state, audit log, unlock codes."""
 
 from modelseal.guard.core import (
+    ANY_PRODUCT,
     Guard,
+    GuardStorageError,
     HeartbeatClient,
     HeartbeatReply,
     HeartbeatReport,
@@ -16,7 +18,9 @@ from modelseal.guard.integrations import (
 )
 
 __all__ = [
+    "ANY_PRODUCT",
     "Guard",
+    "GuardStorageError",
     "HeartbeatClient",
     "HeartbeatReply",
     "HeartbeatReport",

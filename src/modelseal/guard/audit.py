@@ -24,6 +24,7 @@ cuts it off and records that it did. Spec: docs/guard-audit-unlock.md.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import hashlib
 import hmac
@@ -265,6 +266,26 @@ def _write_all(fd: int, buf: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _check_extends(
+    head: Head, anchor: Head | None, last: bytes | None, mac_key: bytes | None
+) -> None:
+    """Refuse to extend a chain whose end is neither ``anchor`` nor one record past it."""
+    want = Head(-1, genesis_hash(mac_key)) if anchor is None else Head(*anchor)
+    if head.seq == want.seq and hmac.compare_digest(head.hash, want.hash):
+        return
+    if (
+        last is not None
+        and head.seq == want.seq + 1
+        and hmac.compare_digest(parse_record(last)["prev"], want.hash)
+    ):
+        return  # the one record a crash may leave unanchored
+    raise AuditTamperedError(
+        f"the audit log ends at seq {head.seq}, not at the head the guard anchored "
+        f"(seq {want.seq}): it was rewritten, cut or replaced",
+        kind="head_mismatch",
+    )
+
+
 class AuditLog:
     """Append records to one log file; safe across threads and processes on one device.
 
@@ -306,14 +327,30 @@ class AuditLog:
             )
         return Head(record["seq"], record["hash"])
 
+    def after_fork(self) -> None:
+        """A forked child gets a fresh thread lock: the parent's may have been held."""
+        self._thread_lock = threading.Lock()
+
     def append(
         self,
         event: str,
         *,
         reason: str | None = None,
         data: Mapping[str, Any] | None = None,
+        after: Head | Literal["any"] | None = "any",
     ) -> dict[str, Any]:
-        """Append one record and return it as written (parsed back from its line)."""
+        """Append one record and return it as written (parsed back from its line).
+
+        ``after`` is the head the caller last anchored (``None``: it anchored
+        nothing yet, the log must be empty). The log's last record must be
+        that head, or one record chained directly onto it (a crash between
+        appending and anchoring); anything else is :class:`AuditTamperedError`
+        with kind ``head_mismatch``: extending a chain someone rewrote would
+        re-anchor the rewrite (docs/guard-audit-unlock.md, "Anchored appends").
+
+        A failed write (full disk, I/O error) is cut back off before the
+        error propagates, so it never leaves a torn line behind.
+        """
         if not isinstance(event, str) or not event:
             raise ValueError("an audit event needs a non-empty name")
         reason_text = None if reason is None else str(reason)
@@ -324,6 +361,8 @@ class AuditLog:
                 size = os.fstat(fd).st_size
                 end, last = _read_tail(fd)
                 head = self._chain_from(last)
+                if after != "any":
+                    _check_extends(head, after, last, self._mac_key)
                 ts = format_ts(self._clock())
                 lines = b""
                 if end != size:
@@ -350,13 +389,59 @@ class AuditLog:
                     prev=head.hash,
                     mac_key=self._mac_key,
                 )
-                _write_all(fd, lines + line)
-                if self._fsync:
-                    os.fsync(fd)
+                try:
+                    _write_all(fd, lines + line)
+                    if self._fsync:
+                        os.fsync(fd)
+                except OSError:
+                    # ENOSPC can land after part of the line: take it back, so
+                    # the failure leaves the log as it was (shrinking needs no space)
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, end)
+                    raise
             finally:
                 os.close(fd)  # also releases the flock
         record: dict[str, Any] = json.loads(line)
         return record
+
+    def rollback(self, record: Mapping[str, Any]) -> bool:
+        """Remove ``record`` if it is still the log's last line; True if removed.
+
+        The guard appends a record and then anchors it in its state; when the
+        state write fails (a full disk), the record it would have anchored is
+        taken back, so a failed write never leaves the log ahead of its anchor.
+        """
+        line = canonical_json(dict(record)) + b"\n"
+        with self._thread_lock:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = os.fstat(fd).st_size
+                if size < len(line) or os.pread(fd, len(line), size - len(line)) != line:
+                    return False
+                os.ftruncate(fd, size - len(line))
+                return True
+            finally:
+                os.close(fd)
+
+    def expect_head(self, after: Head | None) -> None:
+        """Raise :class:`AuditTamperedError` unless the log ends at ``after`` or one
+        record chained onto it: the per-call-cheap form of an anchor check."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if after is None:
+                return
+            raise AuditTamperedError("the audit log was deleted", kind="truncated") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            _end, last = _read_tail(fd)
+        finally:
+            os.close(fd)
+        _check_extends(self._chain_from(last), after, last, self._mac_key)
 
     def head(self) -> Head | None:
         """``(seq, hash)`` of the last complete record, or None for an empty or missing log.

@@ -16,6 +16,14 @@ Usage counting reserves blocks of calls from the shared state file under
 an exclusive lock and counts down in memory: correct across threads and
 processes (the total never exceeds the limit), conservative on a crash
 (a dead process's unused reservation counts as used), and cheap per call.
+A forked child starts with no reservation (``os.register_at_fork``): the
+parent's block is the parent's, so fork cannot multiply it.
+
+Every audit record is appended and anchored in the state file inside one
+state transaction (:meth:`Guard._txn`): the append checks that the log
+still ends at the anchor, and a state write that fails takes its record
+back, so a full disk is a typed, retried refusal (``storage_unavailable``)
+and never leaves the log ahead of its anchor, i.e. never a tamper verdict.
 """
 
 from __future__ import annotations
@@ -23,25 +31,30 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import enum
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from modelseal.crypto import ContentKey, PublicKey, hkdf_sha256
 from modelseal.device import DeviceFingerprint, FingerprintSource, collect
-from modelseal.errors import IntegrityError, ModelsealError
+from modelseal.errors import ModelsealError
 from modelseal.guard.clock import ClockState, Verdict, observe, offline_grace_ok
 from modelseal.guard.state import GuardState, StateStore
 from modelseal.license import (
     ClockRollbackError,
+    EnvironmentRefusedError,
+    KeyDeliveryError,
     License,
     LicenseError,
     LicenseExpiredError,
+    LicenseNotYetValidError,
     LicenseRevokedError,
     OfflineGraceExceededError,
     QuotaExceededError,
@@ -49,12 +62,23 @@ from modelseal.license import (
     TrustedKey,
     TrustStore,
     WrongAudienceError,
+    WrongDeviceError,
     verify_license,
 )
-from modelseal.license.keydelivery import state_key, unwrap_content_key, unwrap_unlock_secret
-from modelseal.license.verify import license_kek
+from modelseal.license.keydelivery import state_key, unwrap_content_key
+from modelseal.license.verify import license_kek, read_unverified
 
 Clock = Callable[[], datetime]
+
+
+class _AnyProduct(enum.Enum):
+    ANY = "any"
+
+
+#: ``Guard(..., audience=ANY_PRODUCT)``: accept a license for any product.
+#: Only for tools that inspect licenses (``modelseal guard status``); a
+#: service names the model ids it is, so another product's license is refused.
+ANY_PRODUCT: Final = _AnyProduct.ANY
 
 
 class UnlockRateLimitedError(LicenseError):
@@ -62,6 +86,18 @@ class UnlockRateLimitedError(LicenseError):
 
     reason = "unlock_rate_limited"
     exit_code = 17
+
+
+class GuardStorageError(LicenseError):
+    """The guard could not read or write its state or audit log (disk full, I/O error).
+
+    Not a verdict about the license: nothing was written, the next call
+    retries, and recovery needs no unlock code. Web integrations can answer
+    503 for it (``unavailable_status``) so clients retry.
+    """
+
+    reason = "storage_unavailable"
+    exit_code = 19
 
 
 class NotLicensedError(LicenseError):
@@ -142,7 +178,7 @@ class Guard:
         *,
         state_dir: str | os.PathLike[str] | None = None,
         source: FingerprintSource | None = None,
-        audience: str | Sequence[str] | None = None,
+        audience: str | Sequence[str] | Literal[_AnyProduct.ANY] | None = None,
         issuer: str | None = None,
         clock: Clock = _utcnow,
         leeway: timedelta = timedelta(seconds=60),
@@ -152,11 +188,25 @@ class Guard:
         heartbeat: HeartbeatClient | None = None,
         verify: bool = True,
     ) -> None:
+        if audience is None:
+            raise TypeError(
+                "Guard needs audience=: the model id(s) of the product this service is "
+                "(a license for another product is refused); tools that inspect any "
+                "license pass modelseal.guard.ANY_PRODUCT"
+            )
+        if not isinstance(audience, _AnyProduct | str) and not list(audience):
+            raise ValueError("audience= needs at least one model id")
         self._token = _read_token(license)
         self._trust = _trust(trust)
         self._state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         self._source = source
-        self._audience = audience
+        self._audience: str | list[str] | None = (
+            None
+            if isinstance(audience, _AnyProduct)
+            else audience
+            if isinstance(audience, str)
+            else list(audience)
+        )
         self._issuer = issuer
         self._clock = clock
         self._leeway = leeway
@@ -179,13 +229,35 @@ class Guard:
         self._reserved_left = 0
         self._registered_exit = False
         self._feature_refusals: dict[str, tuple[float, int]] = {}
+        self._pid = os.getpid()
+        _GUARDS.add(self)
         if verify:
             self.verify()
+
+    def _after_fork_in_child(self) -> None:
+        """A forked child owns no calls: the parent's reserved block stays the parent's.
+
+        Without this a pre-fork server or a fork-started ``multiprocessing.Pool``
+        lets every child spend the parent's in-memory block, and a child's
+        ``atexit`` give-back returns calls it never reserved. Locks are
+        renewed: another thread of the parent may have held them at fork.
+        """
+        self._lock = threading.Lock()
+        self._reserved_left = 0
+        self._pid = os.getpid()
+        if self._store is not None:
+            self._store.after_fork()
+        if self._audit is not None:
+            self._audit.after_fork()
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> Guard:
         """``MODELSEAL_LICENSE``, ``MODELSEAL_TRUST`` (``:``-separated ``[ISSUER=]PATH``
-        entries, docs/license.md), ``MODELSEAL_STATE_DIR``."""
+        entries, docs/license.md), ``MODELSEAL_STATE_DIR``.
+
+        The product (``audience=``) comes from the caller's code, never from
+        the environment: the environment is the customer's to set.
+        """
         license = os.environ.get("MODELSEAL_LICENSE")
         trust = os.environ.get("MODELSEAL_TRUST")
         if not license or not trust:
@@ -208,37 +280,153 @@ class Guard:
 
     @property
     def audit_path(self) -> Path:
-        name = self._license.claims.jti if self._license else "unverified"
-        return self._state_dir / f"{name}.audit.jsonl"
+        return self._audit_path(self._license.claims.jti if self._license else None)
 
-    # --- audit --------------------------------------------------------------------
+    def _audit_path(self, jti: str | None) -> Path:
+        return self._state_dir / f"{jti or 'unverified'}.audit.jsonl"
 
-    def _log(self, event: str, *, reason: str | None = None, **data: Any) -> None:
-        """Append to the audit log and anchor its new head in the state file.
+    # --- state and audit: one transaction per change -------------------------------
 
-        Anchoring after every append means the log may run past the anchor by
-        at most one record (a crash between the two writes): a cut log, or an
-        older state file put back beside a newer log, shows at the next start.
-        """
-        record = self._append_audit(event, reason=reason, **data)
-        if self._store is not None and self._license is not None and self._store.exists():
-            with self._store.transaction(create=False) as st:
-                st.audit_head = [record["seq"], record["hash"]]
-
-    def _append_audit(self, event: str, *, reason: str | None = None, **data: Any) -> Any:
+    def _audit_log(self, jti: str | None) -> Any:
         from modelseal.guard.audit import AuditLog
 
-        if self._audit is None or Path(self._audit.path) != self.audit_path:
+        path = self._audit_path(jti)
+        if self._audit is None or Path(self._audit.path) != path:
             self._state_dir.mkdir(parents=True, exist_ok=True)
-            self._audit = AuditLog(self.audit_path, clock=self._clock)
-        return self._audit.append(event, reason=reason, data=data or None)
+            self._audit = AuditLog(path, clock=self._clock)
+        return self._audit
 
-    def _refuse(self, error: LicenseError) -> NotLicensedError:
-        self._denied = error.reason
+    def _first_run(self, jti: str) -> Callable[[], bool]:
+        """May a missing state file be created? Only while the license has no audit log:
+        a log without its state means the state was deleted (asked under the state lock)."""
+        path = self._audit_path(jti)
+
+        def allowed() -> bool:
+            try:
+                return path.stat().st_size == 0
+            except FileNotFoundError:
+                return True
+
+        return allowed
+
+    @contextlib.contextmanager
+    def _txn(
+        self,
+        store: StateStore | None = None,
+        *,
+        jti: str | None = None,
+        create: bool | Callable[[], bool] = False,
+    ) -> Iterator[_Txn]:
+        """A state transaction that can append audit records and anchor them.
+
+        Records are appended under the state lock, after checking the log still
+        ends at the state's anchor, and the new anchor is written with the
+        state. If anything fails before the state is written (a refusal raised
+        in the body, a full disk), the records are taken back off the log, so
+        the log never runs ahead of its anchor by more than a crash can leave.
+        """
+        store = store or self._store
+        assert store is not None
+        txn = _Txn(self._audit_log(jti or (self._license.claims.jti if self._license else None)))
+        try:
+            with store.transaction(create=create) as st:
+                txn.state = st
+                yield txn
+        except BaseException:
+            txn.take_back()
+            raise
+
+    def _storage_error(self, exc: OSError) -> GuardStorageError:
+        return GuardStorageError(f"guard state or audit log: {exc.strerror or exc}")
+
+    def _log(self, event: str, *, reason: str | None = None, **data: Any) -> None:
+        """Append an anchored audit record in its own state transaction."""
+        with self._txn() as t:
+            t.log(event, reason=reason, **data)
+
+    def _refuse(self, error: LicenseError, *, sticky: bool = True) -> NotLicensedError:
+        """Audit a refusal and return what the caller sees.
+
+        ``sticky`` refusals are about the license as a whole (expired, revoked,
+        tampered, over quota) and hold until the next full verification; a
+        refusal of one model or feature is only that call's (``sticky=False``).
+        A storage failure is never sticky: the next call retries the slow path.
+        """
+        if isinstance(error, GuardStorageError):
+            self._recheck_at = 0.0
+        elif sticky:
+            self._denied = error.reason
         # refusing must not depend on the log being writable
         with contextlib.suppress(OSError, ModelsealError):
-            self._log("refused", reason=error.reason, detail=str(error))
+            if isinstance(error, StateTamperedError) or self._store is None:
+                # never anchor on top of a log or state found tampered: that
+                # would make the next start accept the tampered log
+                self._audit_log(None if self._store is None else self._license_id()).append(
+                    "refused", reason=error.reason, data={"detail": str(error)}
+                )
+            else:
+                self._log("refused", reason=error.reason, detail=str(error))
         return NotLicensedError(error.reason)
+
+    def _license_id(self) -> str | None:
+        return self._license.claims.jti if self._license is not None else None
+
+    def _refuse_unverified(self, error: LicenseError) -> NotLicensedError:
+        """A refusal before the license verified on this device, anchored where possible.
+
+        A date or environment refusal is raised after the signature, issuer and
+        audience checks passed: the license is genuine. When this device also
+        opens its state (the bound device, an expired license), the refusal
+        goes into the license's own log and is anchored, so deleting it shows;
+        otherwise (wrong device, bad signature) there is no state on this
+        device to anchor in, and it goes to ``unverified.audit.jsonl``.
+        """
+        self._denied = error.reason
+        with contextlib.suppress(OSError, ModelsealError):
+            if isinstance(
+                error,
+                LicenseExpiredError
+                | LicenseNotYetValidError
+                | EnvironmentRefusedError
+                | WrongDeviceError,
+            ):
+                lic = self._genuine_license()
+                if lic is not None:
+                    with contextlib.suppress(LicenseError):
+                        store = self._open_store(lic)
+                        with self._txn(
+                            store, jti=lic.claims.jti, create=self._first_run(lic.claims.jti)
+                        ) as t:
+                            t.log("refused", reason=error.reason, detail=str(error))
+                        return NotLicensedError(error.reason)
+            self._audit_log(None).append(
+                "refused", reason=error.reason, data={"detail": str(error)}
+            )
+        return NotLicensedError(error.reason)
+
+    def _genuine_license(self) -> License | None:
+        """The license with its signature, issuer and audience checked, dates ignored."""
+        try:
+            _, claims = read_unverified(self._token)
+            nbf = claims.get("nbf")
+            if not isinstance(nbf, int) or isinstance(nbf, bool):
+                return None
+            return verify_license(
+                self._token,
+                self._trust,
+                audience=self._audience,
+                issuer=self._issuer,
+                now=datetime.fromtimestamp(nbf, UTC),
+                leeway=self._leeway,
+            )
+        except (LicenseError, ValueError, OverflowError, OSError):
+            return None
+
+    def _open_store(self, lic: License) -> StateStore:
+        """The license's state store; raises a LicenseError where its key does not open."""
+        return StateStore(
+            self._state_dir / f"{lic.claims.jti}.state", self._state_key(lic), lic.claims.jti
+        )
 
     # --- verification -------------------------------------------------------------
 
@@ -260,23 +448,28 @@ class Guard:
         """Full verification; raises :class:`NotLicensedError` with the reason code."""
         with self._lock:
             try:
-                lic = self._verify_token(with_device=True)
-                self._store = StateStore(
-                    self._state_dir / f"{lic.claims.jti}.state",
-                    self._state_key(lic),
-                    lic.claims.jti,
+                lic = verify_license(
+                    self._token,
+                    self._trust,
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    now=self._clock(),
+                    leeway=self._leeway,
+                    fingerprint=self.fingerprint,
                 )
-                self._check_state(first=True)
+                store = self._open_store(lic)
+            except LicenseError as exc:
+                raise self._refuse_unverified(exc) from None
+            self._license, self._store = lic, store
+            try:
+                with self._txn(create=self._first_run(lic.claims.jti)) as t:
+                    self._check_audit_anchor(t.state)
+                    self._check_state(t.state, first=True)
+                    t.log("verified", license=lic.claims.jti, customer=lic.claims.sub)
             except LicenseError as exc:
                 raise self._refuse(exc) from None
-            except (OSError, ModelsealError) as exc:
-                # an unreadable state directory, a damaged audit log...: refuse, typed
-                raise self._refuse(StateTamperedError(f"guard state: {exc}")) from None
-            try:
-                self._log("verified", license=lic.claims.jti, customer=lic.claims.sub)
-            except (OSError, IntegrityError) as exc:
-                # the audit log's last record was edited: the chain cannot be extended
-                raise self._refuse(StateTamperedError(f"audit log: {exc}")) from None
+            except OSError as exc:
+                raise self._refuse(self._storage_error(exc)) from None
             self._features = frozenset(lic.claims.entitlements)
             self._calls_limited = lic.claims.limits.calls is not None
             self._denied = None
@@ -309,26 +502,20 @@ class Guard:
             delay = min(delay, max(1.0, lic.claims.exp - self._clock().timestamp()))
         self._recheck_at = time.monotonic() + delay
 
-    def _check_state(self, *, first: bool = False) -> None:
+    def _check_state(self, st: GuardState, *, first: bool = False) -> None:
         lic = self.license
-        store = self._store
-        assert store is not None
-        audit_exists = self.audit_path.exists() and self.audit_path.stat().st_size > 0
-        with store.transaction(create=not audit_exists) as st:
-            if first:
-                self._check_audit_anchor(st)
-            trusted = self._check_clock(st, self._clock())
-            if st.revoked:
-                raise LicenseRevokedError("the license was revoked")
-            if lic.claims.exp is not None and trusted - self._leeway.total_seconds() >= (
-                lic.claims.exp
-            ):
-                # the wall clock may say otherwise; the forward-only clock does not
-                raise LicenseExpiredError("the license has expired")
-            limit = lic.claims.limits.calls
-            if limit is not None and st.calls_reserved >= limit and first:
-                raise QuotaExceededError(f"all {limit} licensed calls are used")
-            self._check_grace(st)
+        trusted = self._check_clock(st, self._clock())
+        if st.revoked:
+            raise LicenseRevokedError("the license was revoked")
+        if lic.claims.exp is not None and trusted - self._leeway.total_seconds() >= (
+            lic.claims.exp
+        ):
+            # the wall clock may say otherwise; the forward-only clock does not
+            raise LicenseExpiredError("the license has expired")
+        limit = lic.claims.limits.calls
+        if limit is not None and st.calls_reserved >= limit and first:
+            raise QuotaExceededError(f"all {limit} licensed calls are used")
+        self._check_grace(st)
 
     def _check_audit_anchor(self, st: GuardState) -> None:
         """The state remembers the log's last record: a cut, edited or swapped log shows."""
@@ -337,6 +524,8 @@ class Guard:
         if st.audit_head is None:
             return
         seq, digest = int(str(st.audit_head[0])), str(st.audit_head[1])
+        if not self.audit_path.exists():
+            raise StateTamperedError("the audit log was deleted")
         report = verify_audit(self.audit_path, expected_head=(seq, digest))
         if report.problem is not None:
             raise StateTamperedError(f"the audit log was modified: {report.problem.message}")
@@ -407,22 +596,36 @@ class Guard:
                 return
             try:
                 self._verify_token(with_device=False)
-                self._check_state()
+                with self._txn() as t:
+                    t.expect_anchored_head()
+                    self._check_state(t.state)
             except LicenseError as exc:
                 raise self._refuse(exc) from None
+            except OSError as exc:
+                raise self._refuse(self._storage_error(exc)) from None
             self._schedule_recheck()
 
     # --- the per-call path --------------------------------------------------------
 
-    def check(self, feature: str | None = None) -> None:
-        """Raise :class:`NotLicensedError` unless this call is licensed (and count it)."""
+    def check(self, feature: str | Sequence[str] | None = None) -> None:
+        """Raise :class:`NotLicensedError` unless this call is licensed (and count it).
+
+        ``feature`` may be several features a call needs at once (counted as one call).
+        """
         if self._denied is not None:
             raise NotLicensedError(self._denied)
         if time.monotonic() >= self._recheck_at:
             self._recheck()
-        if feature is not None and feature not in self._features:
-            self._log_feature_refusal(feature)
-            raise NotLicensedError("feature_missing")
+        if feature is not None:
+            if isinstance(feature, str):
+                if feature not in self._features:
+                    self._log_feature_refusal(feature)
+                    raise NotLicensedError("feature_missing")
+            else:
+                for one in feature:
+                    if one not in self._features:
+                        self._log_feature_refusal(one)
+                        raise NotLicensedError("feature_missing")
         if self._calls_limited:
             with self._lock:
                 if self._reserved_left <= 0:
@@ -450,12 +653,19 @@ class Guard:
                 also_refused_since_last_record=suppressed,
             )
 
-    async def acheck(self, feature: str | None = None) -> None:
+    async def acheck(self, feature: str | Sequence[str] | None = None) -> None:
         """``check`` for async code: the rare slow path runs in a worker thread."""
         if (
             self._denied is None
             and time.monotonic() < self._recheck_at
-            and (feature is None or feature in self._features)
+            and (
+                feature is None
+                or (
+                    feature in self._features
+                    if isinstance(feature, str)
+                    else all(f in self._features for f in feature)
+                )
+            )
             and (not self._calls_limited or self._reserved_left > 0)
         ):
             self.check(feature)
@@ -466,9 +676,9 @@ class Guard:
         lic = self.license
         limit = lic.claims.limits.calls
         assert limit is not None
-        assert self._store is not None
         try:
-            with self._store.transaction(create=False) as st:
+            with self._txn() as t:
+                st = t.state
                 self._check_clock(st, self._clock())
                 remaining = limit - st.calls_reserved
                 if remaining <= 0:
@@ -477,10 +687,13 @@ class Guard:
                 st.calls_reserved += take
                 # Logged and anchored in the same transaction: a saved copy of an
                 # older state file no longer matches the log's head (replay).
-                record = self._append_audit("reserved", calls=take, total=st.calls_reserved)
-                st.audit_head = [record["seq"], record["hash"]]
+                t.log("reserved", calls=take, total=st.calls_reserved)
         except LicenseError as exc:
             raise self._refuse(exc) from None
+        except OSError as exc:
+            # nothing was reserved (the state write is the commit): refuse this
+            # call, typed, and try again on the next one
+            raise self._refuse(self._storage_error(exc)) from None
         self._reserved_left = take
         if not self._registered_exit:
             atexit.register(self.close)
@@ -490,18 +703,18 @@ class Guard:
         """Give back this process's unused reserved calls."""
         with self._lock:
             left, self._reserved_left = self._reserved_left, 0
-            if left <= 0 or self._store is None:
-                return
-            try:
-                with self._store.transaction(create=False) as st:
-                    st.calls_reserved = max(0, st.calls_reserved - left)
-            except (OSError, ModelsealError):
-                pass
+            if left <= 0 or self._store is None or self._pid != os.getpid():
+                return  # a forked child never gives back what its parent reserved
+            with contextlib.suppress(OSError, ModelsealError), self._txn() as t:
+                t.state.calls_reserved = max(0, t.state.calls_reserved - left)
 
     def usage(self) -> int:
         """Calls used so far on this device (reserved by all processes, minus ours unused)."""
         assert self._store is not None
-        st = self._store.read()
+        try:
+            st = self._store.read()
+        except OSError as exc:
+            raise NotLicensedError(self._storage_error(exc).reason) from None
         if st is None:
             raise StateTamperedError("the guard state file was deleted")
         return st.calls_reserved - self._reserved_left
@@ -513,12 +726,14 @@ class Guard:
         if key_id not in self._keys:
             try:
                 lic = self.license
-                assert lic.claims.keys is not None
+                if lic.claims.keys is None:
+                    raise KeyDeliveryError("the license delivers no content keys")
                 self._keys[key_id] = unwrap_content_key(
                     lic.claims.keys, self._license_kek(lic), jti=lic.claims.jti, key_id=key_id
                 )
             except LicenseError as exc:
-                raise self._refuse(exc) from None
+                # a key this license does not deliver refuses this load, not the license
+                raise self._refuse(exc, sticky=False) from None
         return self._keys[key_id]
 
     def load(
@@ -530,7 +745,9 @@ class Guard:
 
         header = read_header(path)
         if header.model_id is not None and header.model_id not in self.license.claims.aud:
-            raise self._refuse(WrongAudienceError(f"model {header.model_id!r} is not licensed"))
+            raise self._refuse(
+                WrongAudienceError(f"model {header.model_id!r} is not licensed"), sticky=False
+            )
         key = self.content_key(header.key_id)
         with api.SealedModel(path, key) as model:
             return model.load(framework, **kwargs)
@@ -552,7 +769,8 @@ class Guard:
             audit_head=current.audit_head if current else None,
         )
         reply = self._heartbeat.send(report)
-        with self._store.transaction(create=False) as st:
+        with self._txn() as t:
+            st = t.state
             now = self._clock()
             self._advance(st, now)
             st.high_water = max(st.high_water or 0.0, now.timestamp())
@@ -570,26 +788,44 @@ class Guard:
         return reply
 
     def unlock(self, code: str) -> datetime:
-        """Apply a vendor-issued emergency unlock code; always audited. Returns its end."""
-        from modelseal.guard.unlock import unlock_attempt_allowed, verify_unlock_code
+        """Apply a vendor-issued emergency unlock code; always audited. Returns its end.
 
+        The code is checked against the hashes the license carries: nothing on
+        this device can make a code (docs/guard-audit-unlock.md §2).
+        """
         lic = verify_license(
             self._token,
             self._trust,
+            audience=self._audience,
+            issuer=self._issuer,
             now=self._clock(),
             leeway=self._leeway,
             fingerprint=self.fingerprint,
         )
         self._license = lic
         if self._store is None:
-            self._store = StateStore(
-                self._state_dir / f"{lic.claims.jti}.state", self._state_key(lic), lic.claims.jti
-            )
-        assert lic.claims.keys is not None
-        secret = unwrap_unlock_secret(lic.claims.keys, self._license_kek(lic), jti=lic.claims.jti)
+            self._store = self._open_store(lic)
+        try:
+            until = self._apply_unlock(lic, code)
+        except OSError as exc:
+            raise self._storage_error(exc) from None
+        # a full verification: dates, quota and features all apply again
+        self.verify()
+        return until
+
+    def _apply_unlock(self, lic: License, code: str) -> datetime:
+        from modelseal.guard.unlock import (
+            UnlockCodeInvalidError,
+            unlock_attempt_allowed,
+            verify_unlock_code,
+        )
+
         device_id = lic.claims.device.device_id if lic.claims.device else ""
+        codes = lic.claims.unlock
         failure: ModelsealError | None = None
-        with self._store.transaction(create=not self.audit_path.exists()) as st:
+        with self._txn(create=self._first_run(lic.claims.jti)) as t:
+            st = t.state
+            t.expect_anchored_head()
             self._advance(st, self._clock())
             assert st.trusted is not None
             # every time here is the forward-only clock: setting the clock back
@@ -600,12 +836,14 @@ class Guard:
                 failure = UnlockRateLimitedError("too many wrong unlock codes; try again later")
             else:
                 try:
+                    if codes is None:
+                        raise UnlockCodeInvalidError("the license carries no unlock codes")
                     grant = verify_unlock_code(
-                        secret,
                         code,
                         license_id=lic.claims.jti,
                         device_id=device_id,
-                        now=trusted,
+                        verifiers=codes.verifiers,
+                        grant_hours=codes.hours,
                         used_serials=st.unlock_serials,
                     )
                 except ModelsealError as exc:
@@ -621,10 +859,69 @@ class Guard:
                     # (to fix a wrong clock), never past the license's expiry.
                     until = trusted + timedelta(hours=grant.grant_hours)
                     st.unlock_until = until.timestamp()
+            # in the same transaction as the counters it changes: a failed write
+            # neither spends the code nor forgets the failure without a trace
+            if failure is not None:
+                t.log("unlock_refused", reason="unlock_invalid", detail=str(failure))
+            else:
+                end = until.isoformat()
+                t.log("unlock_used", reason="unlock_used", serial=grant.serial, until=end)
         if failure is not None:
-            self._log("unlock_refused", reason="unlock_invalid", detail=str(failure))
             raise failure
-        self._log("unlock_used", reason="unlock_used", serial=grant.serial, until=until.isoformat())
-        # a full verification: dates, quota and features all apply again
-        self.verify()
         return until
+
+
+@dataclass
+class _Txn:
+    """One state transaction's view: the state, and the audit records it anchors."""
+
+    audit: Any
+    state: GuardState = field(init=False)
+    appended: list[dict[str, Any]] = field(default_factory=list)
+
+    def _anchor(self) -> Any:
+        from modelseal.guard.audit import Head
+
+        head = self.state.audit_head
+        return None if head is None else Head(int(str(head[0])), str(head[1]))
+
+    def log(self, event: str, *, reason: str | None = None, **data: Any) -> dict[str, Any]:
+        """Append a record after the anchored head and anchor it (written with the state)."""
+        from modelseal.guard.audit import AuditFormatError, AuditTamperedError
+
+        try:
+            record: dict[str, Any] = self.audit.append(
+                event, reason=reason, data=data or None, after=self._anchor()
+            )
+        except (AuditTamperedError, AuditFormatError) as exc:
+            raise StateTamperedError(f"the audit log was modified: {exc}") from None
+        self.appended.append(record)
+        self.state.audit_head = [record["seq"], record["hash"]]
+        return record
+
+    def expect_anchored_head(self) -> None:
+        """Cheap (tail-only) check that the log still ends at the anchor."""
+        from modelseal.guard.audit import AuditFormatError, AuditTamperedError
+
+        try:
+            self.audit.expect_head(self._anchor())
+        except (AuditTamperedError, AuditFormatError) as exc:
+            raise StateTamperedError(f"the audit log was modified: {exc}") from None
+
+    def take_back(self) -> None:
+        """The state was not written: remove the records it would have anchored."""
+        for record in reversed(self.appended):
+            with contextlib.suppress(OSError, ModelsealError):
+                self.audit.rollback(record)
+        self.appended.clear()
+
+
+_GUARDS: weakref.WeakSet[Guard] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for guard in list(_GUARDS):
+        guard._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

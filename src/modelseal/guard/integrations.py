@@ -1,8 +1,14 @@
 """Guarding functions and web apps: decorator, ASGI and WSGI middleware, FastAPI dependency.
 
 HTTP callers get a bare 403 ``{"error": "not licensed"}`` whatever the
-reason; the guard's audit log has the reason code. Nothing here imports a
-web framework at module load.
+reason; the guard's audit log has the reason code. The one exception an app
+may choose: when the guard cannot write its state (a full disk), which says
+nothing about the license, ``unavailable_status=503`` tells clients to
+retry. Nothing here imports a web framework at module load.
+
+Paths are matched relative to where the app is mounted (ASGI ``root_path``,
+WSGI ``SCRIPT_NAME``): under ``Mount("/api", app)`` the app's routes are
+``/hd``, not ``/api/hd``, and a policy written for the app must hold there.
 """
 
 from __future__ import annotations
@@ -11,14 +17,45 @@ import functools
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar, cast
+from http import HTTPStatus
+from typing import Any, Final, TypeVar, cast
 
 from modelseal.errors import ModelsealError
-from modelseal.guard.core import Guard
+from modelseal.guard.core import Guard, GuardStorageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 FORBIDDEN_BODY = json.dumps({"error": "not licensed"}).encode()
+UNAVAILABLE_BODY = json.dumps({"error": "license check unavailable, retry"}).encode()
+#: Seconds a client is asked to wait before retrying a 503.
+RETRY_AFTER: Final = "5"
+
+
+def _status_for(exc: BaseException, unavailable_status: int) -> int:
+    """403 for every refusal; ``unavailable_status`` when only storage failed."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, OSError) or reason == GuardStorageError.reason:
+        return unavailable_status
+    return 403
+
+
+def app_paths(path: str, root: str) -> list[str]:
+    """The request's path relative to the app's root first, then other readings.
+
+    The first reading is the one Starlette routes on (``get_route_path``:
+    ``root_path`` stripped when ``path`` starts with it and a ``/``). Servers
+    have disagreed on whether ``path`` includes ``root_path`` (the ASGI spec
+    and uvicorn since 0.26 say it does; older servers strip it), so when the
+    root was stripped the raw path is a second reading, and the policy fails
+    closed over both (:meth:`_PathPolicy.decide`).
+    """
+    path = path or "/"
+    root = root.rstrip("/")
+    if root and path.startswith(root + "/"):
+        return [path[len(root) :], path]
+    if root and path == root:
+        return ["/", path]
+    return [path]
 
 
 def require_license(
@@ -75,6 +112,22 @@ class _PathPolicy:
     def feature(self, path: str) -> str | None:
         return next((f for prefix, f in self._features if path.startswith(prefix)), None)
 
+    def decide(self, paths: list[str]) -> tuple[bool, list[str]]:
+        """``(exempt, features needed)`` for a request that may be any of ``paths``.
+
+        An exempt reading needs nothing; every other reading's feature is
+        needed (fail closed). The request is exempt when the routed path (the
+        first) is exempt and no other reading needs a feature: a mounted app's
+        health check stays exempt, and no reading of a gated route is ever
+        served without its feature.
+        """
+        needed: list[str] = []
+        for p in paths:
+            f = None if self.exempt(p) else self.feature(p)
+            if f is not None and f not in needed:
+                needed.append(f)
+        return self.exempt(paths[0]) and not needed, needed
+
 
 class LicenseASGIMiddleware:
     """ASGI middleware (Starlette, FastAPI, any ASGI app): checks every HTTP request.
@@ -90,34 +143,39 @@ class LicenseASGIMiddleware:
         *,
         features: dict[str, str] | None = None,
         exempt: Iterable[str] = ("/healthz",),
+        unavailable_status: int = 403,
     ) -> None:
         self.app = app
         self.routes = _PathPolicy(guard, features, exempt)
+        self.unavailable_status = unavailable_status
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path = str(scope.get("path", ""))
         kind = scope.get("type")
-        if kind not in ("http", "websocket") or self.routes.exempt(path):
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        paths = app_paths(str(scope.get("path", "")), str(scope.get("root_path", "")))
+        exempt, needed = self.routes.decide(paths)
+        if exempt:
             await self.app(scope, receive, send)
             return
         try:
-            await self.routes.guard.acheck(self.routes.feature(path))
-        except ModelsealError:
+            await self.routes.guard.acheck(needed[0] if len(needed) == 1 else needed or None)
+        except (ModelsealError, OSError) as exc:
             # any failure of the guard is a refusal; callers learn nothing more
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 403,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(FORBIDDEN_BODY)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": FORBIDDEN_BODY})
+            status = _status_for(exc, self.unavailable_status)
+            body = FORBIDDEN_BODY if status == 403 else UNAVAILABLE_BODY
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            if status == 503:
+                headers.append((b"retry-after", RETRY_AFTER.encode()))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
             return
         await self.app(scope, receive, send)
 
@@ -132,38 +190,50 @@ class LicenseWSGIMiddleware:
         *,
         features: dict[str, str] | None = None,
         exempt: Iterable[str] = ("/healthz",),
+        unavailable_status: int = 403,
     ) -> None:
         self.app = app
         self.routes = _PathPolicy(guard, features, exempt)
+        self.unavailable_status = unavailable_status
 
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        path = str(environ.get("PATH_INFO", ""))
-        if not self.routes.exempt(path):
+        # WSGI keeps the mount point in SCRIPT_NAME and the app's path in
+        # PATH_INFO; this is unambiguous, so PATH_INFO is the app's path
+        exempt, needed = self.routes.decide([str(environ.get("PATH_INFO", "")) or "/"])
+        if not exempt:
             try:
-                self.routes.guard.check(self.routes.feature(path))
-            except ModelsealError:
-                start_response(
-                    "403 Forbidden",
-                    [
-                        ("Content-Type", "application/json"),
-                        ("Content-Length", str(len(FORBIDDEN_BODY))),
-                    ],
-                )
-                return [FORBIDDEN_BODY]
+                self.routes.guard.check(needed[0] if len(needed) == 1 else needed or None)
+            except (ModelsealError, OSError) as exc:
+                status = _status_for(exc, self.unavailable_status)
+                body = FORBIDDEN_BODY if status == 403 else UNAVAILABLE_BODY
+                headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+                if status == 503:
+                    headers.append(("Retry-After", RETRY_AFTER))
+                start_response(f"{status} {HTTPStatus(status).phrase}", headers)
+                return [body]
         return self.app(environ, start_response)
 
 
-def fastapi_dependency(guard: Guard, feature: str | None = None) -> Callable[[], Awaitable[None]]:
+def fastapi_dependency(
+    guard: Guard, feature: str | None = None, *, unavailable_status: int = 403
+) -> Callable[[], Awaitable[None]]:
     """``Depends(fastapi_dependency(guard, "hd"))`` on a route: 403 unless licensed."""
 
     async def dependency() -> None:
         try:
             await guard.acheck(feature)
-        except ModelsealError:
+        except (ModelsealError, OSError) as exc:
             from fastapi import HTTPException
 
-            raise HTTPException(status_code=403, detail="not licensed") from None
+            status = _status_for(exc, unavailable_status)
+            if status == 403:
+                raise HTTPException(status_code=403, detail="not licensed") from None
+            raise HTTPException(
+                status_code=status,
+                detail="license check unavailable, retry",
+                headers={"Retry-After": RETRY_AFTER},
+            ) from None
 
     return dependency

@@ -16,7 +16,7 @@ import fcntl
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
@@ -53,6 +53,10 @@ class StateStore:
         self._license_id = license_id
         self._thread_lock = threading.Lock()
 
+    def after_fork(self) -> None:
+        """A forked child gets a fresh thread lock: the parent's may have been held."""
+        self._thread_lock = threading.Lock()
+
     def exists(self) -> bool:
         return self.path.exists()
 
@@ -81,17 +85,32 @@ class StateStore:
     def _write(self, state: GuardState) -> None:
         blob = MAGIC + self._aead.seal_random(json.dumps(asdict(state)).encode(), self._aad)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, blob)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(blob)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError:
+            # A full disk or an I/O error: the old state stays in place, whole
+            # (the rename is the commit), and no half-written temporary is left.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     @contextlib.contextmanager
-    def transaction(self, *, create: bool) -> Iterator[GuardState]:
-        """Exclusive read-modify-write. ``create`` allows a missing file (first run only)."""
+    def transaction(self, *, create: bool | Callable[[], bool]) -> Iterator[GuardState]:
+        """Exclusive read-modify-write. ``create`` allows a missing file (first run only).
+
+        A callable ``create`` is asked under the lock, only when the file is
+        missing: whether a first run is allowed depends on files (the audit
+        log) that other processes create, so the question must be asked where
+        they cannot be halfway through their own first run.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._thread_lock:
             fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -99,7 +118,7 @@ class StateStore:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 state = self.read()
                 if state is None:
-                    if not create:
+                    if not (create() if callable(create) else create):
                         raise StateTamperedError("the guard state file was deleted")
                     state = GuardState(license_id=self._license_id)
                 yield state

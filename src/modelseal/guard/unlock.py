@@ -1,51 +1,56 @@
-"""Emergency unlock codes: short enough to read over the phone, bound to one device.
+"""Emergency unlock codes: short enough to read over the phone, minted only by the vendor.
 
 When the guard blocks a licensed device for a reason its operator cannot fix
 at once (a clock problem, offline beyond the grace), the vendor's support
-issues a code that grants hours of grace on that device only. A code is 25
-Crockford base32 characters, e.g. ``2WH8A-R000G-C5VZ0-59NZ1-RKE8T``:
+reads out one of the license's one-time codes; the guard grants the
+license's ``unlock.hours`` of grace once. A code is 25 Crockford base32
+characters, e.g. ``28000-6KQ4G-...``:
 
-    payload (7 bytes) = version:4 | expiry minute:26 | serial:16 | grant hours:10
-    mac (8 bytes)     = HMAC-SHA256(unlock_secret, "modelseal/unlock/v1"
-                          || u16 len || license id || u16 len || device id || payload)[:8]
-    code              = base32(payload || mac) (24 chars) || check char
+    raw (15 bytes) = version:4 (2) | serial:12 || secret (13 bytes)
+    secret         = HMAC-SHA256(seed, "modelseal/unlock/v2/code" || ids || serial)[:13]
+    code           = base32(raw) (24 chars) || check char
 
-The check character (a weighted sum over GF(32)) catches every single-
-character typo and every swap of two characters before the MAC is tried, so
-a typo reads as "mistyped", not "forged". The 64-bit MAC is a margin against
-online guessing, which the guard rate-limits and audits. Spec, security
-argument and test vectors: docs/guard-audit-unlock.md, tests/vectors/unlock-v1.json.
+The vendor keeps ``seed``; the license carries only
+``verifier = SHA-256("modelseal/unlock/v2/verifier" || ids || serial || secret)[:16]``
+per serial (:mod:`modelseal.license.unlockcodes`). So a device that opens
+everything in its license still cannot mint a code: that is a 2^104
+preimage search, not a public-API call (the v1 codes were an HMAC under a
+secret the bound device could unwrap). The check character (a weighted sum
+over GF(32)) catches every single-character typo and every swap of two
+characters before the verifier is tried, so a typo reads as "mistyped", not
+"forged". Spec and vectors: docs/guard-audit-unlock.md, tests/vectors/unlock-v2.json.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import importlib
 import io
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
+from modelseal.crypto import b64url_decode
 from modelseal.errors import FormatError, IntegrityError, MissingDependencyError, ModelsealError
+from modelseal.license.unlockcodes import (
+    MAX_CODES,
+    SECRET_SIZE,
+    VERSION,
+    code_secret,
+    code_verifier,
+)
 
-VERSION: Final = 1
-DOMAIN: Final = b"modelseal/unlock/v1"
-SECRET_SIZE: Final = 32
-PAYLOAD_SIZE: Final = 7
-MAC_SIZE: Final = 8
-DATA_CHARS: Final = (PAYLOAD_SIZE + MAC_SIZE) * 8 // 5  # 24
+RAW_SIZE: Final = 2 + SECRET_SIZE  # 15 bytes = 120 bits = 24 base32 characters
+DATA_CHARS: Final = RAW_SIZE * 8 // 5  # 24
 CODE_CHARS: Final = DATA_CHARS + 1  # plus the check character
 GROUP_SIZE: Final = 5
-MAX_SERIAL: Final = 0xFFFF
+MAX_SERIAL: Final = MAX_CODES - 1
 MAX_GRANT_HOURS: Final = 720  # 30 days: beyond that, issue a new license
-MAX_EXPIRY_MINUTE: Final = (1 << 26) - 1  # minutes since the Unix epoch: until 2097-08
 
 ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
 _VALUES: Final[dict[str, int]] = {c: i for i, c in enumerate(ALPHABET)}
 _VALUES.update({"O": 0, "I": 1, "L": 1})  # Crockford's read-alike aliases
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # --- errors ------------------------------------------------------------------
@@ -60,11 +65,7 @@ class UnlockCodeMalformedError(UnlockError, FormatError):
 
 
 class UnlockCodeInvalidError(UnlockError, IntegrityError):
-    """Well-formed, but not issued for this license and device (MAC mismatch)."""
-
-
-class UnlockCodeExpiredError(UnlockError):
-    """A genuine code entered after its expiry."""
+    """Well-formed, but not one of this license's codes for this device."""
 
 
 class UnlockCodeUsedError(UnlockError):
@@ -76,14 +77,12 @@ class UnlockCodeUsedError(UnlockError):
 
 @dataclass(frozen=True)
 class UnlockGrant:
-    """What a verified code allows. ``valid_until`` ends the code's acceptance,
-    ``grant_hours`` is the grace it grants once entered."""
+    """What a verified code allows: ``grant_hours`` of grace, once."""
 
     license_id: str
     device_id: str
     serial: int
     grant_hours: int
-    valid_until: datetime
 
     @property
     def grant(self) -> timedelta:
@@ -142,7 +141,7 @@ def _decode(code: str) -> bytes:
     n = 0
     for v in values[:DATA_CHARS]:
         n = (n << 5) | v
-    return n.to_bytes(PAYLOAD_SIZE + MAC_SIZE, "big")
+    return n.to_bytes(RAW_SIZE, "big")
 
 
 def normalize_unlock_code(code: str) -> str:
@@ -153,108 +152,58 @@ def normalize_unlock_code(code: str) -> str:
     return _encode(_decode(code))
 
 
-def _aware(name: str, when: datetime) -> datetime:
-    if when.tzinfo is None or when.utcoffset() is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime")
-    return when
-
-
-def _id_bytes(name: str, value: str) -> bytes:
-    raw = value.encode("utf-8")
-    if not raw or len(raw) > 0xFFFF:
-        raise ValueError(f"{name} must be 1 to 65535 bytes of UTF-8")
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def _mac(secret: bytes, license_id: str, device_id: str, payload: bytes) -> bytes:
-    if len(secret) != SECRET_SIZE:
-        raise ValueError(f"the unlock secret is {SECRET_SIZE} bytes")
-    msg = DOMAIN + _id_bytes("license_id", license_id) + _id_bytes("device_id", device_id) + payload
-    return hmac.new(secret, msg, hashlib.sha256).digest()[:MAC_SIZE]
-
-
-def _pack(expiry_minute: int, serial: int, grant_hours: int) -> bytes:
-    n = (VERSION << 52) | (expiry_minute << 26) | (serial << 10) | grant_hours
-    return n.to_bytes(PAYLOAD_SIZE, "big")
-
-
-def _unpack(payload: bytes) -> tuple[int, int, int, int]:
-    n = int.from_bytes(payload, "big")
-    return n >> 52, (n >> 26) & MAX_EXPIRY_MINUTE, (n >> 10) & MAX_SERIAL, n & 0x3FF
+def _pack(serial: int, secret: bytes) -> bytes:
+    return ((VERSION << 12) | serial).to_bytes(2, "big") + secret
 
 
 # --- issue and verify --------------------------------------------------------
 
 
-def issue_unlock_code(
-    secret: bytes,
-    *,
-    license_id: str,
-    device_id: str,
-    valid_until: datetime,
-    serial: int,
-    grant_hours: int,
-) -> str:
-    """A code for one device, accepted until ``valid_until`` (rounded down to the
-    minute, so never later than asked), granting ``grant_hours`` (1..720) once.
-
-    The vendor keeps ``serial`` unique per license (the device refuses a
-    serial it has seen).
-    """
-    valid_until = _aware("valid_until", valid_until)
-    minute = int((valid_until - _EPOCH) // timedelta(minutes=1))
-    if not 0 <= minute <= MAX_EXPIRY_MINUTE:
-        raise ValueError("valid_until must lie between 1970 and 2097")
+def issue_unlock_code(seed: bytes, *, license_id: str, device_id: str, serial: int) -> str:
+    """Code ``serial`` of a license (vendor side: needs the seed the license never carries)."""
     if not 0 <= serial <= MAX_SERIAL:
         raise ValueError(f"serial must be in 0..{MAX_SERIAL}")
-    if not 1 <= grant_hours <= MAX_GRANT_HOURS:
-        raise ValueError(f"grant_hours must be in 1..{MAX_GRANT_HOURS}")
-    payload = _pack(minute, serial, grant_hours)
-    return _encode(payload + _mac(secret, license_id, device_id, payload))
+    secret = code_secret(seed, license_id=license_id, device_id=device_id, serial=serial)
+    return _encode(_pack(serial, secret))
 
 
 def verify_unlock_code(
-    secret: bytes,
     code: str,
     *,
     license_id: str,
     device_id: str,
-    now: datetime,
+    verifiers: Sequence[str],
+    grant_hours: int,
     used_serials: Collection[int],
 ) -> UnlockGrant:
-    """Check a code entered on this device; return what it grants.
+    """Check a code entered on this device against the license's verifiers.
 
     Order: shape and check character (:class:`UnlockCodeMalformedError`),
-    version, MAC (:class:`UnlockCodeInvalidError`: also the answer for a code
-    of another license or device), single use (:class:`UnlockCodeUsedError`),
-    expiry (:class:`UnlockCodeExpiredError`). ``now`` should be the guard's
-    trusted time (``clock.trusted_now``), so a clock set back cannot revive an
-    expired code. The caller records the serial as used and audits every
-    attempt, accepted or not.
+    version, serial within the license's codes and the verifier
+    (:class:`UnlockCodeInvalidError`: also the answer for a code of another
+    license or device), single use (:class:`UnlockCodeUsedError`). The
+    caller records the serial as used and audits every attempt.
     """
-    now = _aware("now", now)
     raw = _decode(code)
-    payload, tag = raw[:PAYLOAD_SIZE], raw[PAYLOAD_SIZE:]
-    version, minute, serial, grant_hours = _unpack(payload)
+    head, secret = int.from_bytes(raw[:2], "big"), raw[2:]
+    version, serial = head >> 12, head & MAX_SERIAL
     if version != VERSION:
         raise UnlockCodeMalformedError(f"unlock code version {version} is not supported")
-    if not hmac.compare_digest(_mac(secret, license_id, device_id, payload), tag):
-        raise UnlockCodeInvalidError("the unlock code was not issued for this license and device")
     if not 1 <= grant_hours <= MAX_GRANT_HOURS:
-        raise UnlockCodeMalformedError("the unlock code grants an impossible number of hours")
+        raise ValueError(f"grant_hours must be in 1..{MAX_GRANT_HOURS}")
+    if serial >= len(verifiers):
+        raise UnlockCodeInvalidError("the unlock code was not issued for this license and device")
+    want = code_verifier(secret, license_id=license_id, device_id=device_id, serial=serial)
+    try:
+        expected = b64url_decode(verifiers[serial])
+    except ValueError:
+        expected = b""
+    if not hmac.compare_digest(want, expected):
+        raise UnlockCodeInvalidError("the unlock code was not issued for this license and device")
     if serial in used_serials:
         raise UnlockCodeUsedError(f"unlock code #{serial} was already used on this device")
-    valid_until = _EPOCH + timedelta(minutes=minute)
-    if now >= valid_until:
-        raise UnlockCodeExpiredError(
-            f"unlock code #{serial} expired at {valid_until:%Y-%m-%d %H:%M} UTC"
-        )
     return UnlockGrant(
-        license_id=license_id,
-        device_id=device_id,
-        serial=serial,
-        grant_hours=grant_hours,
-        valid_until=valid_until,
+        license_id=license_id, device_id=device_id, serial=serial, grant_hours=grant_hours
     )
 
 
@@ -267,10 +216,13 @@ def unlock_attempt_allowed(
 ) -> bool:
     """Rate limit for entering codes: fewer than ``limit`` failures in ``window``.
 
-    With the defaults an attacker gets 43,800 guesses a year against a 2^64
-    MAC; the guard persists the failure times in its state.
+    Defence in depth: a guess succeeds with probability 2^-104 whatever the
+    rate, so a limiter reset by restoring an old state (docs/threat-model.md)
+    buys nothing; it keeps a stuck or scripted operator from filling the
+    audit log. The guard persists the failure times in its state.
     """
-    now = _aware("now", now)
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
     return sum(1 for t in recent_failures if now - window < t <= now) < limit
 
 
@@ -303,7 +255,6 @@ __all__ = [
     "CODE_CHARS",
     "MAX_GRANT_HOURS",
     "MAX_SERIAL",
-    "UnlockCodeExpiredError",
     "UnlockCodeInvalidError",
     "UnlockCodeMalformedError",
     "UnlockCodeUsedError",

@@ -6,7 +6,7 @@ understand can never be silently ignored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,19 @@ class KeyDelivery(_Strict):
     unlock_secret: str | None = None
 
 
+class UnlockCodes(_Strict):
+    """Hashes of the license's one-time emergency unlock codes (docs/guard-audit-unlock.md).
+
+    Verifiers only: the device checks a code it is given against
+    ``verifiers[serial]`` and can mint none; each grants ``hours`` once.
+    """
+
+    hours: int = Field(ge=1, le=720)
+    verifiers: tuple[
+        Annotated[str, Field(min_length=22, max_length=22, pattern=r"^[A-Za-z0-9_-]{22}$")], ...
+    ] = Field(min_length=1, max_length=4096)
+
+
 class Limits(_Strict):
     calls: int | None = Field(default=None, ge=1)
     devices: int | None = Field(default=None, ge=1)
@@ -88,6 +101,7 @@ class LicenseClaims(_Strict):
     heartbeat: Heartbeat | None = None
     device: DeviceBinding | None = None
     keys: KeyDelivery | None = None
+    unlock: UnlockCodes | None = None
 
     def model_post_init(self, __context: object) -> None:
         if self.exp is None and self.plan != "perpetual":
@@ -96,3 +110,5 @@ class LicenseClaims(_Strict):
             raise ValueError("exp must be after nbf")
         if self.keys is not None and self.device is None:
             raise ValueError("content keys are delivered only to a bound device")
+        if self.unlock is not None and self.device is None:
+            raise ValueError("unlock codes are bound to a device")

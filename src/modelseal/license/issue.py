@@ -20,14 +20,14 @@ from modelseal.license.claims import (
     LicenseClaims,
     Limits,
     Plan,
+    UnlockCodes,
 )
 from modelseal.license.errors import LicenseError, LicenseFormatError
 from modelseal.license.keydelivery import ShareHolder, build
+from modelseal.license.unlockcodes import SEED_SIZE, make_verifiers
 
 if TYPE_CHECKING:
     from modelseal.device import ActivationRequest, KindInfo, Strength
-
-UNLOCK_SECRET_SIZE = 32
 
 #: What a kind missing from the issuer's table counts for: the weakest there is.
 UNKNOWN_KIND_STRENGTH: Final[Strength] = "weak"
@@ -87,9 +87,9 @@ class IssuedLicense:
     token: str
     claims: LicenseClaims
     warnings: tuple[str, ...] = field(default=())
-    #: The emergency-unlock secret, for the vendor's records only (it is also
-    #: in the license, wrapped so that only the bound device opens it).
-    unlock_secret: bytes | None = field(default=None, repr=False)
+    #: The seed of the license's unlock codes, for the vendor's records only:
+    #: the license carries only the codes' hashes, so no device can mint one.
+    unlock_seed: bytes | None = field(default=None, repr=False)
 
 
 def device_id(request: ActivationRequest) -> str:
@@ -155,11 +155,17 @@ def issue_license(
     strict_binding: bool = False,
     license_id: str | None = None,
     component_kinds: Mapping[str, KindInfo] | None = None,
+    unlock_codes: int = 8,
+    unlock_hours: int = 24,
 ) -> IssuedLicense:
     """Sign a license; with a request, bind it and deliver the content keys to that device.
 
     Component strengths and weights come from ``component_kinds`` (default:
     :data:`modelseal.device.COMPONENT_KINDS`), never from the request.
+
+    A bound license carries ``unlock_codes`` one-time emergency codes (0 for
+    none), each granting ``unlock_hours`` (1..720) once; the vendor derives
+    them later from :attr:`IssuedLicense.unlock_seed`.
     """
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     nbf = not_before or now
@@ -181,7 +187,8 @@ def issue_license(
         warnings.append("offline grace has no effect without a heartbeat URL")
     binding = None
     keys = None
-    unlock_secret = None
+    unlock_seed = None
+    unlock = None
     if request is not None:
         components = assess_components(request, component_kinds)
         total = sum(c.weight for c in components)
@@ -223,14 +230,18 @@ def issue_license(
             ShareHolder(kind=c.kind, weight=c.weight, secret=b64url_decode(c.secret))
             for c in components
         ]
-        unlock_secret = os.urandom(UNLOCK_SECRET_SIZE)
-        keys = build(
-            jti=jti,
-            holders=holders,
-            threshold=k,
-            content_keys=content_keys,
-            unlock_secret=unlock_secret,
-        )
+        keys = build(jti=jti, holders=holders, threshold=k, content_keys=content_keys)
+        if unlock_codes:
+            if not 1 <= unlock_hours <= 720:
+                raise LicenseFormatError("unlock_hours must be in 1..720")
+            unlock_seed = os.urandom(SEED_SIZE)
+            try:
+                verifiers = make_verifiers(
+                    unlock_seed, license_id=jti, device_id=binding.device_id, count=unlock_codes
+                )
+            except ValueError as exc:
+                raise LicenseFormatError(str(exc)) from None
+            unlock = UnlockCodes(hours=unlock_hours, verifiers=verifiers)
     claims = LicenseClaims(
         iss=issuer,
         sub=customer,
@@ -248,6 +259,7 @@ def issue_license(
         else None,
         device=binding,
         keys=keys,
+        unlock=unlock,
     )
     chosen = alg or signing_key.default_algorithm
     token = jws.encode(
@@ -257,5 +269,5 @@ def issue_license(
         headers={"typ": LICENSE_TYP, "kid": signing_key.key_id},
     )
     return IssuedLicense(
-        token=token, claims=claims, warnings=tuple(warnings), unlock_secret=unlock_secret
+        token=token, claims=claims, warnings=tuple(warnings), unlock_seed=unlock_seed
     )

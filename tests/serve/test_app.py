@@ -298,3 +298,24 @@ def test_torchscript_is_served_by_the_built_in_handler(tmp_path: Path) -> None:
     assert out["output__1"] == x.sum(axis=1).tolist()
     bad = call(app, "POST", "/v2/models/acme/ts/infer", json={"inputs": body["inputs"][:1]})
     assert bad.status_code == 400 and "rejected the input" in bad.json()["error"]
+
+
+def test_a_license_for_another_product_does_not_serve_this_model(
+    dep: Deployment, tmp_path: Path
+) -> None:
+    from modelseal.guard import NotLicensedError
+
+    save_file(
+        {"weight": np.ones((3, 2), np.float32), "bias": np.zeros(2, np.float32)},
+        str(tmp_path / "o.safetensors"),
+    )
+    modelseal.seal(tmp_path / "o.safetensors", tmp_path / "o.mseal", model_id="acme/other")
+    with pytest.raises(NotLicensedError):
+        build_app(
+            config(
+                dep,
+                tmp_path,
+                model=str(tmp_path / "o.mseal"),
+                handler="modelseal.serve.examples:NumpyLinear",
+            )
+        )

@@ -46,8 +46,15 @@ def build_app(config: ServeConfig) -> tuple[ASGIApp, ModelService]:
         sealer = EnvelopeSealer(load_public_key(config.envelope_key), aead=config.envelope_aead)
     # A handler that cannot be imported fails before the model is decrypted.
     handler = import_handler(config.handler) if config.handler else None
-    guard = Guard(config.license, list(config.trust), state_dir=config.state_dir)
     header = read_header(config.model)
+    # The product this service is: the model it serves (as modelseal.load does),
+    # so a license for another product is refused at start.
+    guard = Guard(
+        config.license,
+        list(config.trust),
+        state_dir=config.state_dir,
+        audience=header.model_id or header.key_id,
+    )
     model = guard.load(config.model)
     if handler is None:
         handler = default_handler(model)

@@ -31,8 +31,8 @@ def ok(r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
 def test_vendor_and_device_flow(tmp_path: Path) -> None:
     os.chdir(tmp_path)
     save_file({"w": np.arange(64, dtype=np.float32)}, "m.safetensors")
-    ok(ms("keys", "generate", "--out", "keys"))
-    ok(ms("keys", "generate", "--out", "other", "--alg", "sm2"))
+    ok(ms("keys", "generate", "--out-dir", "keys"))
+    ok(ms("keys", "generate", "--out-dir", "other", "--alg", "sm2"))
     ok(
         ms(
             "seal",

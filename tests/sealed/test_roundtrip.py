@@ -113,7 +113,7 @@ def test_property_any_payload_any_range(
 ) -> None:
     src, out = tmp_path / "p.bin", tmp_path / "p.mseal"
     src.write_bytes(data)
-    seal_path(src, out, KEY, chunk_size=1 << chunk_pow, aead=aead, workers=2)
+    seal_path(src, out, KEY, chunk_size=1 << chunk_pow, aead=aead, workers=2, overwrite=True)
     with SealedReader(out, KEY, workers=2) as r:
         assert r.read_all().tobytes() == data
         for a, b in ranges:
@@ -135,7 +135,7 @@ def test_property_entry_stream_reads_like_a_file(
 
     src, out = tmp_path / "s.bin", tmp_path / "s.mseal"
     src.write_bytes(data)
-    seal_path(src, out, KEY, chunk_size=1024)
+    seal_path(src, out, KEY, chunk_size=1024, overwrite=True)
     plain = io.BytesIO(data)
     with SealedReader(out, KEY, workers=2) as r:
         stream = r.entry_stream("s.bin")

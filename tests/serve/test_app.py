@@ -17,6 +17,7 @@ import modelseal
 from modelseal.crypto import generate_private_key
 from modelseal.device import collect, make_request
 from modelseal.envelope import MEDIA_TYPE, EnvelopeOpener
+from modelseal.errors import LoaderError
 from modelseal.license import issue_license
 from modelseal.serve import HandlerError, ServeConfig, import_handler
 from modelseal.serve.server import build_app
@@ -271,14 +272,15 @@ def test_torchscript_is_served_by_the_built_in_handler(tmp_path: Path) -> None:
             content_keys=[(cek, "acme/ts")],
         ).token
     )
-    app, _ = build_app(
-        ServeConfig(
-            model=str(tmp_path / "m.mseal"),
-            license=str(tmp_path / "l.jwt"),
-            trust=(str(tmp_path / "v.pub"),),
-            state_dir=str(tmp_path / "s"),
-        )
+    base = dict(
+        model=str(tmp_path / "m.mseal"),
+        license=str(tmp_path / "l.jwt"),
+        trust=(str(tmp_path / "v.pub"),),
+        state_dir=str(tmp_path / "s"),
     )
+    with pytest.raises(LoaderError, match="torchscript"):  # code runs only on request
+        build_app(ServeConfig(**base))  # type: ignore[arg-type]
+    app, _ = build_app(ServeConfig(**base, framework="torchscript"))  # type: ignore[arg-type]
     assert call(app, "GET", "/v2/models/acme/ts").json()["platform"] == "pytorch_torchscript"
     x = np.array([[1, 2], [3, 4]], np.float32)
     body = {

@@ -78,13 +78,13 @@ def test_bad_license_is_one_line_and_a_license_exit_code(dep: Deployment, tmp_pa
     assert "not licensed" in one_error_line(r.stderr)
 
 
-def test_port_in_use_is_one_line_and_exit_20(dep: Deployment, tmp_path: Path) -> None:
+def test_port_in_use_is_one_line_and_exit_21(dep: Deployment, tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
         r = run_cli(*serve_args(dep, port), cwd=tmp_path)
-    assert r.returncode == 20
+    assert r.returncode == 21
     assert "already in use" in one_error_line(r.stderr)
 
 

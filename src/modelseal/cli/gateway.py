@@ -99,7 +99,7 @@ def create(
         if rate_limit is not None:
             entry["rate_limit"] = rate_limit
         if as_json:
-            emit_json({"key": key, "entry": entry})
+            emit_json({"ok": True, "key": key, "entry": entry})
             return
         out.print(
             f"API key for {name} (shown once; give it to the user):\n{key}\n", highlight=False

@@ -17,6 +17,13 @@ def serve(
     handler: Annotated[
         str | None, typer.Option(help="pkg.module:Class; default: built-in ONNX / TorchScript")
     ] = None,
+    framework: Annotated[
+        str | None,
+        typer.Option(
+            help="load as: torchscript (runs the archive's code: only on request), "
+            "onnxruntime, torch, numpy...; default: the header's hint"
+        ),
+    ] = None,
     name: Annotated[
         str | None, typer.Option(help="model name in URLs; default: the header's model id")
     ] = None,
@@ -63,6 +70,7 @@ def serve(
             license=str(license),
             trust=tuple(str(t) for t in trust),
             handler=handler,
+            framework=framework,
             name=name,
             envelope_key=str(envelope_key) if envelope_key else None,
             envelope_aead=envelope_aead,

@@ -22,6 +22,9 @@ class ServeConfig:
     license: str
     trust: tuple[str, ...]
     handler: str | None = None
+    #: passed to modelseal's loader; "torchscript" is the explicit consent to run
+    #: a TorchScript archive (code), which is never loaded by default
+    framework: str | None = None
     name: str | None = None
     envelope_key: str | None = None
     envelope_aead: str = "sm4-gcm"

@@ -55,7 +55,7 @@ def build_app(config: ServeConfig) -> tuple[ASGIApp, ModelService]:
         state_dir=config.state_dir,
         audience=header.model_id or header.key_id,
     )
-    model = guard.load(config.model)
+    model = guard.load(config.model, config.framework)
     if handler is None:
         handler = default_handler(model)
     try:

@@ -10,6 +10,7 @@ envelopes, and logs one line per request. Needs the ``gateway`` extra
 from modelseal.gateway.routes import (
     ApiKey,
     GatewayConfig,
+    GatewayConfigError,
     Rate,
     Route,
     RoutesFileError,
@@ -23,6 +24,7 @@ from modelseal.gateway.routes import (
 __all__ = [
     "ApiKey",
     "GatewayConfig",
+    "GatewayConfigError",
     "Rate",
     "Route",
     "RoutesFileError",

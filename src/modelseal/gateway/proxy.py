@@ -38,7 +38,13 @@ from modelseal.envelope.errors import (
 from modelseal.errors import ModelsealError
 from modelseal.gateway.metrics import GatewayMetrics
 from modelseal.gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from modelseal.gateway.routes import ApiKey, GatewayConfig, Route, load_config
+from modelseal.gateway.routes import (
+    ApiKey,
+    GatewayConfig,
+    GatewayConfigError,
+    Route,
+    load_config,
+)
 
 log = logging.getLogger("modelseal.gateway")
 access = logging.getLogger("modelseal.gateway.access")
@@ -125,7 +131,7 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self._watcher: asyncio.Task[None] | None = None
         if opener is None and any(r.decrypt for r in self.config.routes):
-            raise ModelsealError("routes with decrypt: true need --envelope-private-key")
+            raise GatewayConfigError("routes with decrypt: true need --envelope-private-key")
 
     # --- lifecycle and reloads --------------------------------------------------------
 
@@ -162,7 +168,7 @@ class Gateway:
         try:
             config = load_config(self.routes_path)
             if self.opener is None and any(r.decrypt for r in config.routes):
-                raise ModelsealError("routes with decrypt: true need --envelope-private-key")
+                raise GatewayConfigError("routes with decrypt: true need --envelope-private-key")
         except ModelsealError as exc:
             log.error("routes reload (%s) refused, keeping the previous routes: %s", why, exc)
             self.metrics.reloads.labels("refused").inc()

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from modelseal.errors import FormatError
+from modelseal.errors import FormatError, ModelsealError
 
 VERSION: Final = 1
 KEY_PREFIX: Final = "msk_"
@@ -36,6 +36,13 @@ _PERIODS_H: Final = {"h": 3600, "hour": 3600}
 
 class RoutesFileError(FormatError):
     """The routes file is not valid; the message names the field."""
+
+
+class GatewayConfigError(ModelsealError):
+    """The gateway's options do not fit together (a decrypting route without a key,
+    an unreachable Redis at start)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,15 @@ from typing import Any
 from modelseal import _prometheus
 from modelseal.errors import ListenError, ModelsealError
 from modelseal.gateway.proxy import build_gateway, configure_logging, run_loop, serve_socket
+from modelseal.gateway.routes import GatewayConfigError
 
 log = logging.getLogger("modelseal.gateway")
+
+
+class GatewayWorkersError(ModelsealError):
+    """Workers kept dying after start (each one's error is in the log above)."""
+
+    exit_code = 22
 
 
 @dataclass(frozen=True)
@@ -65,7 +72,7 @@ async def _check_redis(url: str) -> None:
     try:
         await limiter.ping()
     except Exception as exc:
-        raise ModelsealError(f"cannot reach Redis at {url}: {exc}") from None
+        raise GatewayConfigError(f"cannot reach Redis at {url}: {exc}") from None
     finally:
         await limiter.close()
 
@@ -166,4 +173,4 @@ def _supervise(opts: GatewayOptions) -> None:
             p.kill()
             p.join(5)
     if failed:
-        raise ModelsealError("gateway workers keep exiting; stopped (see the log above)")
+        raise GatewayWorkersError("gateway workers keep exiting; stopped (see the log above)")

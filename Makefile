@@ -1,4 +1,4 @@
-.PHONY: run test bench clean
+.PHONY: run test bench mutation clean
 
 run:  ## set up and run the demo end to end
 	bash scripts/run.sh
@@ -16,5 +16,9 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	if command -v wrk >/dev/null; then .venv/bin/python bench/gateway_overhead.py; \
 	else echo "bench/gateway_overhead.py skipped: needs wrk (apt-get install wrk)"; fi
 
+mutation:  ## mutation testing of the security-critical modules (20 min budget; see tests/MUTATION.md)
+	bash scripts/bootstrap.sh
+	PY=.venv/bin/python bash scripts/mutation.sh --max-minutes $${MUTATION_MINUTES:-20}
+
 clean:
-	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache .mutation

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from modelseal.crypto import ContentKey
 from modelseal.errors import FormatError
 from modelseal.sealed import SealedReader, read_header, seal_path
-from modelseal.sealed.format import TAG_SIZE
+from modelseal.sealed.format import MAC_SIZE, PREAMBLE_SIZE, TAG_SIZE
 
 KEY = ContentKey(bytes(range(32)))
 
@@ -32,13 +32,14 @@ def test_file_roundtrip_every_read_path(tmp_path: Path, aead: str, size: int) ->
         r.verify()
         for lo, hi in [(0, size), (size // 3, size // 2), (max(0, size - 1), size)]:
             assert r.read_range(lo, hi - lo) == data[lo:hi]
-    # ciphertext is plaintext + one tag per chunk, nothing else varies with size
+    # ciphertext is plaintext + one tag per chunk, after the preamble, header and MAC
     expected_chunks = max(1, -(-size // 1024))
     assert header.chunk_count == expected_chunks
-    sealed_size = (tmp_path / "m.mseal").stat().st_size
-    assert sealed_size - size - TAG_SIZE * expected_chunks == sealed_size - header.payload_size - (
-        TAG_SIZE * expected_chunks
-    )
+    assert header.payload_size == size
+    blob = (tmp_path / "m.mseal").read_bytes()
+    header_len = int.from_bytes(blob[12:16], "big")
+    assert blob[PREAMBLE_SIZE + header_len - 1 : PREAMBLE_SIZE + header_len] == b"}"
+    assert len(blob) == PREAMBLE_SIZE + header_len + MAC_SIZE + size + TAG_SIZE * expected_chunks
 
 
 def test_directory_roundtrip_keeps_relative_paths(tmp_path: Path) -> None:

@@ -144,6 +144,13 @@ class CodeExecutionRefusedError(LoaderError):
     """
 
 
+class DeviceUnavailableError(LoaderError):
+    """The device asked for (``device="cuda"``...) is not usable here.
+
+    Never answered with a quiet CPU load: the caller asked for the GPU.
+    """
+
+
 # --- servers (serve, gateway) --------------------------------------------------
 
 
@@ -157,6 +164,7 @@ __all__ = [
     "ChunkIntegrityError",
     "CodeExecutionRefusedError",
     "DecryptionError",
+    "DeviceUnavailableError",
     "FormatError",
     "HeaderIntegrityError",
     "IntegrityError",

@@ -15,6 +15,8 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	.venv/bin/python bench/guard_overhead.py
 	.venv/bin/python bench/paddle_load.py
 	.venv/bin/python bench/device_checks.py
+	if command -v wrk >/dev/null; then .venv/bin/python bench/gateway_overhead.py; \
+	else echo "bench/gateway_overhead.py skipped: needs wrk (apt-get install wrk)"; fi
 
 mutation:  ## mutation testing of the security-critical modules (20 min budget; see tests/MUTATION.md)
 	bash scripts/bootstrap.sh

@@ -151,6 +151,15 @@ class DeviceUnavailableError(LoaderError):
     """
 
 
+# --- servers (serve, gateway) --------------------------------------------------
+
+
+class ListenError(ModelsealError):
+    """A server cannot listen on the address given (in use, or not permitted)."""
+
+    exit_code = 26
+
+
 __all__ = [
     "ChunkIntegrityError",
     "CodeExecutionRefusedError",
@@ -163,6 +172,7 @@ __all__ = [
     "InvalidSignatureError",
     "KeyFileError",
     "KeyMaterialError",
+    "ListenError",
     "LoaderError",
     "MissingDependencyError",
     "ModelsealError",

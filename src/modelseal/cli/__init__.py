@@ -18,10 +18,12 @@ from modelseal.cli import (
     controlplane,
     device,
     device_activate,
+    gateway,
     guard,
     keys,
     license,
     seal,
+    serve,
 )
 
 app = typer.Typer(
@@ -54,7 +56,8 @@ def _root(
     """Seal AI models, license them to devices, and enforce the license at run time.
 
     Exit codes: docs/cli.md (0 ok, 1 bug, 2 usage, 3 bad input, 4 tampered,
-    5 key, 6-7 framework, 8 cannot write, 10-20 license and guard).
+    5 key, 6-7 framework, 8 cannot write, 10-20 license and guard, 21-25
+    license server, 26-27 serve and gateway).
     """
 
 
@@ -69,6 +72,8 @@ device.app.command("activate")(device_activate.activate)
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
+app.command("serve")(serve.serve)
+app.add_typer(gateway.app, name="gateway")
 
 
 def main() -> NoReturn:

@@ -1,0 +1,175 @@
+"""The gateway as a real process in front of a real model service (and a relay that
+misbehaves on purpose): keys, routes, decryption, refusals, upstream failures, logs."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+
+from modelseal.envelope import MEDIA_TYPE
+from tests.gateway.conftest import Stack, request
+from tests.serve._deployment import MODEL_ID
+
+META = f"/v2/models/{MODEL_ID}"
+INFER = f"{META}/infer"
+X = [[1.0, 2.0, 3.0, 4.0]]
+BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": X[0]}]}
+
+
+def infer_count(stack: Stack) -> float:
+    return stack.metric(stack.serve, "modelseal_serve_requests_total", route="infer")
+
+
+def test_decrypts_the_model_services_answers(stack: Stack) -> None:
+    gw = stack.gateway.url
+    for header in ("Authorization", "X-Api-Key"):
+        status, body, headers = request(
+            gw + "/demo" + INFER, key=stack.keys["alice"], body=BODY, header=header
+        )
+        assert status == 200, body
+        assert headers["Content-Type"] == "application/json"
+        y = json.loads(body)["outputs"][0]["data"]
+        np.testing.assert_allclose(y, stack.dep.expected(np.array(X, np.float32))[0], rtol=1e-6)
+        assert len(headers["X-Modelseal-Request-Id"]) >= 16
+    status, body, _ = request(gw + "/demo" + META, key=stack.keys["alice"])
+    assert status == 200
+    assert json.loads(body)["inputs"][0]["name"] == "x"
+    # an error from the model service comes through decrypted with its status
+    status, body, _ = request(gw + "/demo" + INFER, key=stack.keys["alice"], body={"inputs": 1})
+    assert status == 400
+    assert "inputs" in json.loads(body)["error"]
+
+
+def test_the_model_service_called_directly_answers_only_envelopes(stack: Stack) -> None:
+    for path, body in ((INFER, BODY), (META, None), ("/v2/models/nope/infer", BODY)):
+        _status, data, headers = request(stack.serve.url + path, body=body)
+        assert headers["Content-Type"] == MEDIA_TYPE, path
+        assert data.startswith(b"MSEV")
+        assert b"outputs" not in data and b"error" not in data and b'"x"' not in data
+
+
+def test_no_or_a_wrong_key_is_401_and_the_model_service_sees_nothing(stack: Stack) -> None:
+    before_serve, before_relay = infer_count(stack), stack.relay.seen
+    gw = stack.gateway.url
+    cases = [
+        (None, "Authorization"),
+        ("msk_wrong", "Authorization"),
+        ("msk_wrong", "X-Api-Key"),
+        (stack.keys["alice"][:-1], "Authorization"),
+    ]
+    for key, header in cases:
+        for path in ("/demo" + INFER, "/tamper" + INFER, "/nowhere"):
+            status, _body, headers = request(gw + path, key=key, body=BODY, header=header)
+            assert status == 401, (key, path)
+            assert headers.get("WWW-Authenticate") == "Bearer"
+    status, _, _ = request(gw + "/demo" + INFER, body=BODY, header="Authorization", key=None)
+    assert status == 401
+    assert infer_count(stack) == before_serve
+    assert stack.relay.seen == before_relay
+
+
+def test_forbidden_route_unknown_prefix_and_prefix_boundaries(stack: Stack) -> None:
+    gw, bob, alice = stack.gateway.url, stack.keys["bob"], stack.keys["alice"]
+    before = infer_count(stack)
+    status, body, _ = request(gw + "/demo" + INFER, key=bob, body=BODY)
+    assert status == 403 and b"may not use route 'demo'" in body
+    assert infer_count(stack) == before
+    assert request(gw + "/nothing/here", key=alice)[0] == 404
+    assert request(gw + "/demox" + META, key=alice)[0] == 404
+
+
+def test_tampered_replayed_and_wrong_key_envelopes_are_refused(stack: Stack) -> None:
+    gw, alice = stack.gateway.url, stack.keys["alice"]
+    expected = {
+        "/tamper": "authentication failed",
+        "/replay": "another request",
+        "/wrongkey": "is for gateway key",
+        "/leak": "without an envelope",
+    }
+    for prefix, message in expected.items():
+        status, body, _ = request(gw + prefix + INFER, key=alice, body=BODY)
+        assert status == 502, prefix
+        error = json.loads(body)["error"]
+        assert message in error, (prefix, error)
+        assert "outputs" not in body.decode()
+    for reason in ("authentication", "wrong_key_id", "not_an_envelope"):
+        assert (
+            stack.metric(stack.gateway, "modelseal_gateway_envelope_failures_total", reason=reason)
+            >= 1
+        )
+
+
+def test_upstream_down_is_502_and_slow_is_504(stack: Stack) -> None:
+    gw, alice = stack.gateway.url, stack.keys["alice"]
+    status, body, _ = request(gw + "/down/v2", key=alice)
+    assert status == 502 and b"unreachable" in body
+    status, body, _ = request(gw + "/slow/v2", key=alice)
+    assert status == 504 and b"did not answer in 0.5s" in body
+
+
+def test_large_bodies_stream_through_plain_routes(stack: Stack) -> None:
+    status, body, _ = request(stack.gateway.url + "/big/anything", key=stack.keys["bob"])
+    assert status == 200
+    assert len(body) == 48 * 65536 and set(body) == {ord("x")}
+
+
+def test_one_unwrap_per_session_key_and_metrics(stack: Stack) -> None:
+    gw, alice = stack.gateway.url, stack.keys["alice"]
+    assert request(gw + "/demo" + INFER, body=BODY)[0] == 401
+    assert request(gw + "/demo" + INFER, key=alice, body=BODY)[0] == 200  # key now cached
+    unwraps = stack.metric(stack.gateway, "modelseal_gateway_sm2_unwraps_total")
+    for _ in range(30):
+        assert request(gw + "/demo" + INFER, key=alice, body=BODY)[0] == 200
+    assert stack.metric(stack.gateway, "modelseal_gateway_sm2_unwraps_total") == unwraps
+    assert (
+        stack.metric(stack.gateway, "modelseal_gateway_envelopes_opened_total", route="demo") >= 30
+    )
+    assert (
+        stack.metric(stack.gateway, "modelseal_gateway_requests_total", route="demo", status="200")
+        >= 30
+    )
+    assert stack.metric(stack.gateway, "modelseal_gateway_refused_total", reason="no_key") >= 1
+
+
+def test_access_log_has_one_line_per_request_without_keys_or_bodies(stack: Stack) -> None:
+    gw, alice = stack.gateway.url, stack.keys["alice"]
+    status, _, headers = request(gw + "/demo" + INFER + "?secret=1", key=alice, body=BODY)
+    assert status == 200
+    rid = headers["X-Modelseal-Request-Id"]
+    log = stack.gateway.output()
+    lines = [json.loads(ln) for ln in log.splitlines() if ln.startswith("{")]
+    mine = [ln for ln in lines if ln["rid"] == rid]
+    assert len(mine) == 1
+    entry = mine[0]
+    assert entry["key"] == "alice" and entry["route"] == "demo" and entry["status"] == 200
+    assert entry["upstream_status"] == 200 and entry["path"] == "/demo" + INFER
+    for secret in (alice, stack.keys["bob"], "secret=1", '"data"', "4.4389"):
+        assert secret not in log
+
+
+def test_what_goes_upstream_never_includes_the_users_key(stack: Stack) -> None:
+    gw, alice = stack.gateway.url, stack.keys["alice"]
+    for header in ("Authorization", "X-Api-Key"):
+        status, body, headers = request(
+            gw + "/echo/some/path?q=1", key=alice, body={"a": 1}, header=header
+        )
+        assert status == 200
+        seen = json.loads(body)
+        sent = {k.lower(): v for k, v in seen["headers"].items()}
+        assert seen["path"] == "/echo/some/path?q=1"  # the relay's base path + the rest
+        assert "authorization" not in sent and "x-api-key" not in sent
+        assert alice not in body.decode()
+        assert sent["x-modelseal-request-id"] == headers["X-Modelseal-Request-Id"]
+        assert sent["x-forwarded-prefix"] == "/echo"
+        assert json.loads(seen["body"]) == {"a": 1}
+    # a client cannot choose the request id an envelope is bound to
+    req = urllib.request.Request(
+        gw + "/echo/x",
+        headers={"Authorization": f"Bearer {alice}", "X-Modelseal-Request-Id": "chosen"},
+    )
+    with urllib.request.urlopen(req, timeout=20) as r:
+        sent = {k.lower(): v for k, v in json.loads(r.read())["headers"].items()}
+    assert sent["x-modelseal-request-id"] not in ("chosen", "chosen, chosen")
+    assert len(sent["x-modelseal-request-id"]) >= 16

@@ -153,7 +153,7 @@ def test_two_workers_serve_reload_and_stop(stack: Stack, tmp_path: Path) -> None
         ("bad_routes", 3, "routes[0].prefix"),
         ("no_key", 2, "need --envelope-private-key"),
         ("wrong_key_type", 2, "must be an SM2 key"),
-        ("port_in_use", 21, "already in use"),
+        ("port_in_use", 26, "already in use"),
     ],
 )
 def test_start_up_errors_are_one_line(

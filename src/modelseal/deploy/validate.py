@@ -30,6 +30,7 @@ def validate_manifests(
     """Check every object strictly against every version; the first failure is raised."""
     try:
         import kubernetes_validate
+        from kubernetes_validate.utils import VersionNotSupportedError
     except ImportError:  # pragma: no cover - exercised only without the extra
         raise MissingDependencyError(
             "validating manifests needs kubernetes-validate: pip install 'modelseal[deploy]'"
@@ -45,8 +46,7 @@ def validate_manifests(
                     f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')} fails Kubernetes "
                     f"{version}: {path}: {exc.message}"
                 ) from None
-            except (kubernetes_validate.SchemaNotFoundError,
-                    kubernetes_validate.VersionNotSupportedError) as exc:
+            except (kubernetes_validate.SchemaNotFoundError, VersionNotSupportedError) as exc:
                 raise ManifestValidationError(
                     f"{obj.get('kind')}: no Kubernetes {version} schema: {exc.message}"
                 ) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from modelseal.cli import audit, device, guard, keys, license, seal
+from modelseal.cli import audit, deploy, device, guard, keys, license, seal
 
 app = typer.Typer(
     name="modelseal",
@@ -18,6 +18,7 @@ app.add_typer(device.app, name="device")
 app.add_typer(license.app, name="license")
 app.add_typer(guard.app, name="guard")
 app.add_typer(audit.app, name="audit")
+app.add_typer(deploy.app, name="deploy")
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)

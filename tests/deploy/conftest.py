@@ -38,7 +38,7 @@ metadata:
   labels: {team: vision, example.com/cost-centre: "42"}
 spec:
   model: {name: resnet, version: "2.1"}
-  image: localhost:5000/vision/resnet@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+  image: localhost:5000/vision/resnet@sha256:0123456789abcdef0123456789abcdef
   imagePullPolicy: Always
   containerPort: 9000
   extraPorts: [{name: grpc, containerPort: 9001}, {name: metrics, containerPort: 9100}]
@@ -59,9 +59,7 @@ spec:
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """License and key texts, made once: issuing signs, key generation costs."""
     vendor = generate_private_key("ed25519")
-    issued = issue_license(
-        signing_key=vendor, issuer="acme", customer="example", audience=["demo"]
-    )
+    issued = issue_license(signing_key=vendor, issuer="acme", customer="example", audience=["demo"])
     gateway = generate_private_key("sm2")
     return {
         "license.jwt": issued.token + "\n",

@@ -31,7 +31,11 @@ def test_absolute_paths_work_too(tmp_path: Path, inputs: dict[str, str]) -> None
     elsewhere = tmp_path / "secrets"
     elsewhere.mkdir()
     (elsewhere / "l.jwt").write_text(inputs["license.jwt"])
-    spec = write_spec_dir(tmp_path / "s", DEMO_SPEC.replace("file: license.jwt", f"file: {elsewhere / 'l.jwt'}"), inputs)
+    spec = write_spec_dir(
+        tmp_path / "s",
+        DEMO_SPEC.replace("file: license.jwt", f"file: {elsewhere / 'l.jwt'}"),
+        inputs,
+    )
     assert load_bundle(spec).license == inputs["license.jwt"]
 
 

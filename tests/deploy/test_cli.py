@@ -36,12 +36,20 @@ def test_export_prints_multi_document_yaml_with_recommended_ports(demo_spec: Pat
 
 
 def test_export_avoids_used_ports_and_honours_the_range(full_spec: Path) -> None:
-    r = ms("deploy", "export", full_spec, "--used-ports", "31000-31002,31004", "--node-port-range", "31000-31010")
+    r = ms(
+        "deploy",
+        "export",
+        full_spec,
+        "--used-ports",
+        "31000-31002,31004",
+        "--node-port-range",
+        "31000-31010",
+    )
     assert r.returncode == 0, r.stderr
-    service = [d for d in yaml.safe_load_all(r.stdout) if d["kind"] == "Service"][0]
+    service = next(d for d in yaml.safe_load_all(r.stdout) if d["kind"] == "Service")
     assert [p["nodePort"] for p in service["spec"]["ports"]] == [31005, 31006, 31007]
     r = ms("deploy", "export", full_spec, env={"MODELSEAL_NODE_PORT_RANGE": "32000-32002"})
-    service = [d for d in yaml.safe_load_all(r.stdout) if d["kind"] == "Service"][0]
+    service = next(d for d in yaml.safe_load_all(r.stdout) if d["kind"] == "Service")
     assert [p["nodePort"] for p in service["spec"]["ports"]] == [32000, 32001, 32002]
 
 
@@ -53,9 +61,21 @@ def test_export_with_chosen_ports(demo_spec: Path) -> None:
 
 def test_errors_are_one_line_with_documented_exit_codes(demo_spec: Path, tmp_path: Path) -> None:
     cases = [
-        (["--node-ports", "40000"], 30, "error: NodePort(s) [40000] outside the node port range 30000-32767"),
-        (["--node-ports", "30080,30081"], 30, "error: the deployment exposes 1 port(s) but 2 NodePort(s) were given"),
-        (["--node-port-range", "30000-30000", "--used-ports", "30000"], 30, "error: 1 NodePort(s) needed but only 0 free"),
+        (
+            ["--node-ports", "40000"],
+            30,
+            "error: NodePort(s) [40000] outside the node port range 30000-32767",
+        ),
+        (
+            ["--node-ports", "30080,30081"],
+            30,
+            "error: the deployment exposes 1 port(s) but 2 NodePort(s) were given",
+        ),
+        (
+            ["--node-port-range", "30000-30000", "--used-ports", "30000"],
+            30,
+            "error: 1 NodePort(s) needed but only 0 free",
+        ),
         (["--node-port-range", "9-1"], 2, "error: node port range 9-1 must satisfy"),
     ]
     for extra, code, message in cases:
@@ -87,17 +107,25 @@ def test_out_file_and_helm_chart(demo_spec: Path, tmp_path: Path) -> None:
     assert ms("deploy", "export", demo_spec, "--out", out, "--force").returncode == 0
 
     chart = tmp_path / "chart"
-    r = ms("deploy", "export", demo_spec, "--format", "helm", "--out", chart, "--node-ports", "30080")
+    r = ms(
+        "deploy", "export", demo_spec, "--format", "helm", "--out", chart, "--node-ports", "30080"
+    )
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load((chart / "values.yaml").read_text())["nodePorts"] == [30080]
     r = ms("deploy", "export", demo_spec, "--format", "helm", "--out", chart)
     assert r.returncode == 2 and "not empty" in r.stderr
 
 
-def test_helm_chart_defaults_to_a_folder_named_after_the_deployment(demo_spec: Path, tmp_path: Path) -> None:
+def test_helm_chart_defaults_to_a_folder_named_after_the_deployment(
+    demo_spec: Path, tmp_path: Path
+) -> None:
     r = subprocess.run(
         [*EXE, "deploy", "export", str(demo_spec), "--format", "helm"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
     )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "demo-classifier" / "Chart.yaml").is_file()
@@ -106,18 +134,23 @@ def test_helm_chart_defaults_to_a_folder_named_after_the_deployment(demo_spec: P
 def test_the_core_and_the_rest_of_the_cli_do_not_load_the_deploy_library() -> None:
     code = (
         "import sys, modelseal, modelseal.cli; "
-        "bad = [m for m in ('modelseal.deploy', 'yaml', 'kubernetes', 'kubernetes_validate', 'helm_python') "
-        "if m in sys.modules]; print(bad)"
+        "bad = [m for m in ('modelseal.deploy', 'yaml', 'kubernetes', 'kubernetes_validate', "
+        "'helm_python') if m in sys.modules]; print(bad)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert r.stdout.strip() == "[]"
 
 
 def test_the_deploy_library_imports_no_server_database_or_cluster_client() -> None:
     code = (
         "import sys, modelseal.deploy, modelseal.deploy.validate; "
-        "bad = [m for m in ('fastapi', 'starlette', 'sqlalchemy', 'asyncpg', 'psycopg', 'kubernetes', "
-        "'helm_python', 'modelseal.cli', 'modelseal.controlplane') if m in sys.modules]; print(bad)"
+        "bad = [m for m in ('fastapi', 'starlette', 'sqlalchemy', 'asyncpg', 'psycopg', "
+        "'kubernetes', 'helm_python', 'modelseal.cli', 'modelseal.controlplane') "
+        "if m in sys.modules]; print(bad)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert r.stdout.strip() == "[]"

@@ -24,7 +24,9 @@ from modelseal.deploy.validate import SUPPORTED_KUBERNETES_VERSIONS, validate_ma
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def helm_render(chart_dir: Path, namespace: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def helm_render(
+    chart_dir: Path, namespace: str, values: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     with helm.Chart.load(str(chart_dir)) as chart:
         rendered = chart.render(values, name="release", namespace=namespace)
     docs = []
@@ -35,7 +37,9 @@ def helm_render(chart_dir: Path, namespace: str, values: dict[str, Any] | None =
     return sorted(docs, key=lambda d: order.index(d["kind"]))
 
 
-@pytest.mark.parametrize(("which", "ports"), [("demo_spec", [30080]), ("full_spec", [30001, 30002, 30003])])
+@pytest.mark.parametrize(
+    ("which", "ports"), [("demo_spec", [30080]), ("full_spec", [30001, 30002, 30003])]
+)
 def test_helm_renders_exactly_our_manifests_and_they_validate(
     which: str, ports: list[int], request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
@@ -54,20 +58,39 @@ def test_chart_layout_values_and_lint(demo_spec: Path, tmp_path: Path) -> None:
     assert meta["version"] == "1.0.0" and meta["appVersion"] == "1.0.0"
     values = yaml.safe_load((chart / "values.yaml").read_text())
     spec = bundle.deployment.to_data()["spec"]
-    for key in ("model", "image", "imagePullPolicy", "containerPort", "command", "env", "replicas", "resources", "volumes", "route"):
+    for key in (
+        "model",
+        "image",
+        "imagePullPolicy",
+        "containerPort",
+        "command",
+        "env",
+        "replicas",
+        "resources",
+        "volumes",
+        "route",
+    ):
         assert values[key] == spec[key], key
     assert values["nodePorts"] == [30080]
     assert values["license"] == ""  # the license is a chart file, never a value
     assert bundle.license not in (chart / "values.yaml").read_text()
     assert (chart / "files" / "license.jwt").read_text() == bundle.license
     assert (chart / "files" / "license.jwt").stat().st_mode & 0o077 == 0
-    assert {p.name for p in (chart / "templates").iterdir()} >= {"deployment.yaml", "service.yaml", "secret.yaml", "configmap.yaml", "_helpers.tpl"}
+    assert {p.name for p in (chart / "templates").iterdir()} >= {
+        "deployment.yaml",
+        "service.yaml",
+        "secret.yaml",
+        "configmap.yaml",
+        "_helpers.tpl",
+    }
     result = helm.lint(str(chart))
     assert result["errors"] == []
     assert all(m["severity"] <= 1 for m in result["messages"]), result  # info only (icon)
 
 
-def test_a_non_semver_model_version_still_makes_a_valid_chart(full_spec: Path, tmp_path: Path) -> None:
+def test_a_non_semver_model_version_still_makes_a_valid_chart(
+    full_spec: Path, tmp_path: Path
+) -> None:
     chart = write_helm_chart(load_bundle(full_spec), [30001, 30002, 30003], tmp_path / "c")
     meta = yaml.safe_load((chart / "Chart.yaml").read_text())
     assert meta["version"] == "0.1.0" and meta["appVersion"] == "2.1"
@@ -82,7 +105,9 @@ def test_overrides_at_install_time(demo_spec: Path, tmp_path: Path, inputs: dict
     bundle = load_bundle(demo_spec)
     chart = write_helm_chart(bundle, [30080], tmp_path / "chart")
     renewed = inputs["license.jwt"].strip()  # what --set-file license=renewed.jwt passes
-    docs = _by_kind(helm_render(chart, "models", {"license": renewed, "replicas": 5, "nodePorts": [31000]}))
+    docs = _by_kind(
+        helm_render(chart, "models", {"license": renewed, "replicas": 5, "nodePorts": [31000]})
+    )
     assert base64.b64decode(docs["Secret"]["data"]["license.jwt"]).decode() == renewed
     assert docs["Deployment"]["spec"]["replicas"] == 5
     assert docs["Service"]["spec"]["ports"][0]["nodePort"] == 31000
@@ -103,8 +128,12 @@ def test_overrides_at_install_time(demo_spec: Path, tmp_path: Path, inputs: dict
         ({"imagePullPolicy": "Sometimes"}, "imagePullPolicy"),
     ],
 )
-def test_helm_refuses_bad_overrides(demo_spec: Path, tmp_path: Path, values: dict[str, Any], message: str) -> None:
-    chart = write_helm_chart(load_bundle(demo_spec), [30080], tmp_path / "chart", NodePortRange(30000, 32767))
+def test_helm_refuses_bad_overrides(
+    demo_spec: Path, tmp_path: Path, values: dict[str, Any], message: str
+) -> None:
+    chart = write_helm_chart(
+        load_bundle(demo_spec), [30080], tmp_path / "chart", NodePortRange(30000, 32767)
+    )
     # render() is what ``helm install`` and ``helm template`` run: schema check included.
     with pytest.raises(helm.HelmError, match=message), helm.Chart.load(str(chart)) as loaded:
         loaded.render(values, name="release", namespace="models")
@@ -113,7 +142,10 @@ def test_helm_refuses_bad_overrides(demo_spec: Path, tmp_path: Path, values: dic
 def test_a_chart_without_its_license_refuses_to_render(demo_spec: Path, tmp_path: Path) -> None:
     chart = write_helm_chart(load_bundle(demo_spec), [30080], tmp_path / "chart")
     (chart / "files" / "license.jwt").unlink()
-    with pytest.raises(helm.HelmError, match="a license is required"), helm.Chart.load(str(chart)) as loaded:
+    with (
+        pytest.raises(helm.HelmError, match="a license is required"),
+        helm.Chart.load(str(chart)) as loaded,
+    ):
         loaded.render(name="release", namespace="models")
 
 

@@ -1,4 +1,4 @@
-"""Rendered manifests: strictly valid for every Kubernetes version we claim, and what the pod needs."""
+"""Rendered manifests: strictly valid for every Kubernetes version claimed; what the pod needs."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ def by_kind(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_we_claim_every_version_the_schemas_ship() -> None:
     shipped = {".".join(v.split(".")[:2]) for v in kubernetes_validate.utils.all_versions()}
     assert set(SUPPORTED_KUBERNETES_VERSIONS) == shipped
-    assert SUPPORTED_KUBERNETES_VERSIONS[0] == "1.25" and SUPPORTED_KUBERNETES_VERSIONS[-1] == "1.37"
+    assert (
+        SUPPORTED_KUBERNETES_VERSIONS[0] == "1.25" and SUPPORTED_KUBERNETES_VERSIONS[-1] == "1.37"
+    )
 
 
 @pytest.mark.parametrize("version", SUPPORTED_KUBERNETES_VERSIONS)
@@ -50,7 +52,7 @@ def test_manifests_validate_strictly_for_every_claimed_version(
 
 def test_validation_catches_a_broken_object() -> None:
     bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"typo": 1}}
-    with pytest.raises(ManifestValidationError, match="Service/x fails Kubernetes 1.25"):
+    with pytest.raises(ManifestValidationError, match=r"Service/x fails Kubernetes 1\.25"):
         validate_manifests([bad], versions=["1.25"])
 
 
@@ -63,7 +65,9 @@ def test_what_the_schemas_miss_our_spec_catches(demo_spec: Path) -> None:
     objects["Service"]["spec"]["ports"][0]["nodePort"] = 99999
     validate_manifests([deployment, objects["Service"]], versions=["1.37"])
 
-    demo_spec.write_text(demo_spec.read_text().replace("  image: registry.example.com/acme/demo:1.0.0\n", ""))
+    demo_spec.write_text(
+        demo_spec.read_text().replace("  image: registry.example.com/acme/demo:1.0.0\n", "")
+    )
     with pytest.raises(DeploySpecError, match=r"spec\.image: is required"):
         load_bundle(demo_spec)
     demo_spec.write_text(demo_spec.read_text() + "  image: registry.example.com/acme/demo:1.0.0\n")
@@ -71,10 +75,14 @@ def test_what_the_schemas_miss_our_spec_catches(demo_spec: Path) -> None:
         render_manifests(load_bundle(demo_spec), [99999])
 
 
-def test_the_pod_gets_license_keys_probes_and_labels(demo_spec: Path, inputs: dict[str, str]) -> None:
+def test_the_pod_gets_license_keys_probes_and_labels(
+    demo_spec: Path, inputs: dict[str, str]
+) -> None:
     bundle = load_bundle(demo_spec)
     objects = by_kind(render_manifests(bundle, [30080]))
-    secret, config, service, deployment = (objects[k] for k in ("Secret", "ConfigMap", "Service", "Deployment"))
+    secret, config, service, deployment = (
+        objects[k] for k in ("Secret", "ConfigMap", "Service", "Deployment")
+    )
 
     assert base64.b64decode(secret["data"]["license.jwt"]).decode() == inputs["license.jwt"]
     assert config["data"] == {"envelope-key.pub": inputs["gateway-sm2.pub"]}
@@ -82,7 +90,9 @@ def test_the_pod_gets_license_keys_probes_and_labels(demo_spec: Path, inputs: di
         assert obj["metadata"]["namespace"] == "models"
         labels = obj["metadata"]["labels"]
         assert labels["modelseal.io/model"] == "demo" and labels["app.kubernetes.io/name"] == "demo"
-        assert labels["modelseal.io/model-version"] == "1.0.0" == labels["app.kubernetes.io/version"]
+        assert (
+            labels["modelseal.io/model-version"] == "1.0.0" == labels["app.kubernetes.io/version"]
+        )
         assert obj["metadata"]["annotations"]["modelseal.io/route-prefix"] == "/demo"
 
     assert service["spec"]["type"] == "NodePort"
@@ -110,7 +120,11 @@ def test_the_pod_gets_license_keys_probes_and_labels(demo_spec: Path, inputs: di
         "LOG_LEVEL": "info",
     }
     mounts = {m["name"]: m for m in container["volumeMounts"]}
-    assert mounts["modelseal-license"] == {"name": "modelseal-license", "mountPath": "/etc/modelseal/license", "readOnly": True}
+    assert mounts["modelseal-license"] == {
+        "name": "modelseal-license",
+        "mountPath": "/etc/modelseal/license",
+        "readOnly": True,
+    }
     assert mounts["modelseal-keys"]["readOnly"] is True
     assert mounts["models"] == {"name": "models", "mountPath": "/models", "readOnly": True}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
@@ -127,22 +141,37 @@ def test_a_renewed_license_rolls_the_pods(demo_spec: Path) -> None:
     license_file.write_text(license_file.read_text().strip())  # same token, different bytes
     after = load_bundle(demo_spec)
     key = "modelseal.io/inputs-sha256"
-    old = by_kind(render_manifests(before, [30080]))["Deployment"]["spec"]["template"]["metadata"]["annotations"][key]
-    new = by_kind(render_manifests(after, [30080]))["Deployment"]["spec"]["template"]["metadata"]["annotations"][key]
+    old = by_kind(render_manifests(before, [30080]))["Deployment"]["spec"]["template"]["metadata"][
+        "annotations"
+    ][key]
+    new = by_kind(render_manifests(after, [30080]))["Deployment"]["spec"]["template"]["metadata"][
+        "annotations"
+    ][key]
     assert old == inputs_digest(before) != new == inputs_digest(after)
 
 
 def test_extra_ports_pvc_and_trust(full_spec: Path, inputs: dict[str, str]) -> None:
     objects = by_kind(render_manifests(load_bundle(full_spec), [30001, 30002, 30003]))
     assert [(p["name"], p["port"], p["nodePort"]) for p in objects["Service"]["spec"]["ports"]] == [
-        ("http", 9000, 30001), ("grpc", 9001, 30002), ("metrics", 9100, 30003)
+        ("http", 9000, 30001),
+        ("grpc", 9001, 30002),
+        ("metrics", 9100, 30003),
     ]
     assert objects["ConfigMap"]["data"] == {"trust.pub": inputs["vendor.pub"]}
     container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["--workers", "2"]
-    assert [e["name"] for e in container["env"]] == ["MODELSEAL_LICENSE", "MODELSEAL_TRUST", "ALPHA", "ZETA", "quoted"]
+    assert [e["name"] for e in container["env"]] == [
+        "MODELSEAL_LICENSE",
+        "MODELSEAL_TRUST",
+        "ALPHA",
+        "ZETA",
+        "quoted",
+    ]
     volumes = {v["name"]: v for v in objects["Deployment"]["spec"]["template"]["spec"]["volumes"]}
-    assert volumes["models"]["persistentVolumeClaim"] == {"claimName": "model-store", "readOnly": True}
+    assert volumes["models"]["persistentVolumeClaim"] == {
+        "claimName": "model-store",
+        "readOnly": True,
+    }
     assert objects["Deployment"]["metadata"]["labels"]["team"] == "vision"
     with pytest.raises(NodePortUnavailableError, match="exposes 3 port"):
         render_manifests(load_bundle(full_spec), [30001])
@@ -151,7 +180,9 @@ def test_extra_ports_pvc_and_trust(full_spec: Path, inputs: dict[str, str]) -> N
 def test_without_keys_there_is_no_config_map(tmp_path: Path, inputs: dict[str, str]) -> None:
     from tests.deploy.conftest import DEMO_SPEC, write_spec_dir
 
-    spec = write_spec_dir(tmp_path, DEMO_SPEC.replace("  envelopeKey: {file: gateway-sm2.pub}", ""), inputs)
+    spec = write_spec_dir(
+        tmp_path, DEMO_SPEC.replace("  envelopeKey: {file: gateway-sm2.pub}", ""), inputs
+    )
     manifests = render_manifests(load_bundle(spec), [30080])
     assert [m["kind"] for m in manifests] == ["Secret", "Service", "Deployment"]
     container = manifests[-1]["spec"]["template"]["spec"]["containers"][0]

@@ -35,7 +35,9 @@ def scenarios(draw: st.DrawFn) -> tuple[NodePortRange, set[int], int]:
     end = draw(st.integers(start, min(65535, start + 300)))
     r = NodePortRange(start, end)
     # Used ports inside, around and far outside the range.
-    used = draw(st.sets(st.integers(max(1, start - 20), min(65535, end + 20)), max_size=len(r) + 20))
+    used = draw(
+        st.sets(st.integers(max(1, start - 20), min(65535, end + 20)), max_size=len(r) + 20)
+    )
     used |= draw(st.sets(st.integers(1, 65535), max_size=20))
     count = draw(st.integers(1, 12))
     return r, used, count
@@ -59,7 +61,8 @@ def test_recommendation_properties(scenario: tuple[NodePortRange, set[int], int]
         assert contiguous
         # ... and the lowest such run, so the same records give the same answer.
         first = next(
-            s for s in range(r.start, r.end - count + 2)
+            s
+            for s in range(r.start, r.end - count + 2)
             if all(p not in used for p in range(s, s + count))
         )
         assert ports[0] == first

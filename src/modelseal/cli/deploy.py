@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -26,7 +26,7 @@ RANGE_ENV = "MODELSEAL_NODE_PORT_RANGE"
 _PORT_LIST = re.compile(r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$")
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     yaml = "yaml"
     helm = "helm"
 
@@ -61,11 +61,15 @@ def export(
     ] = ExportFormat.yaml,
     out: Annotated[
         Path | None,
-        typer.Option(help="yaml: file to write (default: stdout); helm: chart folder (default: ./NAME)"),
+        typer.Option(
+            help="yaml: file to write (default: stdout); helm: chart folder (default: ./NAME)"
+        ),
     ] = None,
     node_ports: Annotated[
         str | None,
-        typer.Option(help="NodePorts to use, one per exposed port, e.g. 30080 (default: recommended)"),
+        typer.Option(
+            help="NodePorts to use, one per exposed port, e.g. 30080 (default: recommended)"
+        ),
     ] = None,
     node_port_range: Annotated[
         str | None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from modelseal.errors import FormatError, ModelsealError
 
+_SHOWN = 10
+
 
 class DeployError(ModelsealError):
     """Base class of the deployment library's failures."""
@@ -27,6 +29,9 @@ class DeploySpecError(FormatError):
         self.problems = list(problems)
         self.source = source
         lines = [f"{path}: {message}" if path else message for path, message in self.problems]
+        if len(lines) > _SHOWN:
+            # A file can hold a million wrong list items; the message stays one line.
+            lines = [*lines[:_SHOWN], f"... and {len(lines) - _SHOWN} more"]
         prefix = f"{source}: " if source else ""
         if len(lines) == 1:
             text = prefix + lines[0]

@@ -1,4 +1,4 @@
-'''A Helm chart for one deployment: fixed templates, the spec's values in ``values.yaml``.
+"""A Helm chart for one deployment: fixed templates, the spec's values in ``values.yaml``.
 
 The templates are the same for every deployment (they are constants below);
 everything that varies lives in ``values.yaml`` (the spec's values and the
@@ -14,7 +14,7 @@ license=license.jwt`` replaces the license without rebuilding the chart.
 Rendered with Helm's engine (the tests use ``helm-python-sdk``, Helm's Go
 library, offline), the chart gives exactly the objects of
 :func:`modelseal.deploy.manifests.render_manifests`.
-'''
+"""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import yaml
 from modelseal.deploy.bundle import DeploymentBundle
 from modelseal.deploy.errors import DeployError
 from modelseal.deploy.manifests import ENVELOPE_KEY, LICENSE_KEY, render_service
-from modelseal.deploy.nodeports import NodePortRange, check_node_ports
+from modelseal.deploy.nodeports import DEFAULT_RANGE, NodePortRange, check_node_ports
 
 _SEMVER: Final = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -96,14 +96,16 @@ annotations:
 
 {{/* Rolls the pods when the license or a key changes (same formula as the renderer). */}}
 {{- define "modelseal.inputsDigest" -}}
-{{- $parts := list (include "modelseal.license" .) (include "modelseal.envelopeKey" .) (include "modelseal.trustKey" .) (include "modelseal.trust" .) -}}
+{{- $parts := list (include "modelseal.license" .) (include "modelseal.envelopeKey" .) -}}
+{{- $parts = append $parts (include "modelseal.trustKey" .) -}}
+{{- $parts = append $parts (include "modelseal.trust" .) -}}
 {{- $digests := list -}}
 {{- range $parts }}{{ $digests = append $digests (sha256sum .) }}{{ end -}}
 {{ join "\\n" $digests | sha256sum }}
 {{- end }}
 """
 
-_SECRET: Final = """\
+_LICENSE_TEMPLATE: Final = """\
 {{- $license := include "modelseal.license" . -}}
 {{- if not $license -}}
 {{- fail "a license is required: keep files/license.jwt or pass --set-file license=license.jwt" -}}
@@ -305,7 +307,7 @@ Readiness: kubectl -n {{ .Release.Namespace }} rollout status deployment/{{ .Val
 
 TEMPLATES: Final = {
     "_helpers.tpl": _HELPERS,
-    "secret.yaml": _SECRET,
+    "secret.yaml": _LICENSE_TEMPLATE,
     "configmap.yaml": _CONFIG_MAP,
     "service.yaml": _SERVICE,
     "deployment.yaml": _DEPLOYMENT,
@@ -353,7 +355,8 @@ def values_schema(port_range: NodePortRange) -> dict[str, Any]:
     }
     quantity = {
         "type": ["string", "number"],
-        "pattern": r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$",
+        "pattern": r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)"
+        r"(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$",
     }
     resources = {
         "type": "object",
@@ -439,7 +442,7 @@ def values_schema(port_range: NodePortRange) -> dict[str, Any]:
 def chart_files(
     bundle: DeploymentBundle,
     node_ports: Sequence[int],
-    port_range: NodePortRange = NodePortRange(),
+    port_range: NodePortRange = DEFAULT_RANGE,
 ) -> dict[str, str]:
     """Every file of the chart, by path relative to the chart's folder."""
     ports = check_node_ports(node_ports, bundle.deployment.spec.node_port_count, (), port_range)
@@ -481,7 +484,7 @@ def write_helm_chart(
     bundle: DeploymentBundle,
     node_ports: Sequence[int],
     out_dir: str | Path,
-    port_range: NodePortRange = NodePortRange(),
+    port_range: NodePortRange = DEFAULT_RANGE,
     *,
     force: bool = False,
 ) -> Path:
@@ -504,4 +507,11 @@ def write_helm_chart(
     return root
 
 
-__all__ = ["TEMPLATES", "ChartOutputError", "chart_files", "chart_values", "values_schema", "write_helm_chart"]
+__all__ = [
+    "TEMPLATES",
+    "ChartOutputError",
+    "chart_files",
+    "chart_values",
+    "values_schema",
+    "write_helm_chart",
+]

@@ -204,7 +204,9 @@ def _volume(volume: Any) -> dict[str, Any]:
 def render_deployment(bundle: DeploymentBundle) -> dict[str, Any]:
     spec = bundle.deployment.spec
     name = bundle.name
-    env: list[dict[str, Any]] = [{"name": "MODELSEAL_LICENSE", "value": f"{LICENSE_DIR}/{LICENSE_KEY}"}]
+    env: list[dict[str, Any]] = [
+        {"name": "MODELSEAL_LICENSE", "value": f"{LICENSE_DIR}/{LICENSE_KEY}"}
+    ]
     if bundle.envelope_key is not None:
         env.append({"name": "MODELSEAL_ENVELOPE_KEY", "value": f"{KEYS_DIR}/{ENVELOPE_KEY}"})
     if bundle.trust is not None:
@@ -255,7 +257,8 @@ def render_deployment(bundle: DeploymentBundle) -> dict[str, Any]:
     container |= {
         "env": env,
         "ports": [
-            {"name": n, "containerPort": p, "protocol": proto} for n, p, proto in _port_names(bundle)
+            {"name": n, "containerPort": p, "protocol": proto}
+            for n, p, proto in _port_names(bundle)
         ],
         "resources": resources,
         "volumeMounts": mounts,
@@ -307,7 +310,7 @@ def render_manifests(bundle: DeploymentBundle, node_ports: Sequence[int]) -> lis
     return manifests
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
     """Multi-line strings (PEM keys) as ``|`` blocks, readable in a review."""
 
 
@@ -322,8 +325,7 @@ _Dumper.add_representer(str, _represent_str)
 def manifests_to_yaml(manifests: Sequence[dict[str, Any]]) -> str:
     """Multi-document YAML, one ``---`` separated object each, as kubectl reads it."""
     return "".join(
-        "---\n"
-        + yaml.dump(m, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
+        "---\n" + yaml.dump(m, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
         for m in manifests
     )
 

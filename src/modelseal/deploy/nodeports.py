@@ -52,9 +52,7 @@ class NodePortRange:
             low = int(start)
             high = int(end) if sep else low
         except ValueError:
-            raise NodePortRangeError(
-                f"{text!r} is not a port range such as 30000-32767"
-            ) from None
+            raise NodePortRangeError(f"{text!r} is not a port range such as 30000-32767") from None
         return cls(low, high)
 
     def __contains__(self, port: object) -> bool:
@@ -67,8 +65,12 @@ class NodePortRange:
         return f"{self.start}-{self.end}"
 
 
+#: Kubernetes' default range, the default everywhere a range is optional.
+DEFAULT_RANGE: Final = NodePortRange()
+
+
 def recommend_node_ports(
-    count: int, used: Iterable[int], port_range: NodePortRange = NodePortRange()
+    count: int, used: Iterable[int], port_range: NodePortRange = DEFAULT_RANGE
 ) -> tuple[int, ...]:
     """Pick ``count`` free ports: the lowest contiguous run if one exists, else the lowest free.
 
@@ -107,7 +109,7 @@ def check_node_ports(
     ports: Sequence[int],
     count: int,
     used: Iterable[int] = (),
-    port_range: NodePortRange = NodePortRange(),
+    port_range: NodePortRange = DEFAULT_RANGE,
 ) -> tuple[int, ...]:
     """Check ports a user asked for by number: right count, distinct, in range, free."""
     if len(ports) != count:
@@ -174,7 +176,9 @@ class InMemoryNodePortStore:
             clash = sorted(used.intersection(chosen))
             if clash or len(set(chosen)) != len(chosen):
                 # The chooser ignored what it was shown; refuse rather than double-book.
-                raise NodePortUnavailableError(f"NodePort(s) {clash or list(chosen)} already in use")
+                raise NodePortUnavailableError(
+                    f"NodePort(s) {clash or list(chosen)} already in use"
+                )
             self._by_owner[owner] = chosen
             return chosen
 
@@ -198,7 +202,7 @@ class NodePortAllocator:
     def __init__(
         self,
         store: NodePortStore,
-        port_range: NodePortRange = NodePortRange(),
+        port_range: NodePortRange = DEFAULT_RANGE,
         cluster_used: Callable[[], Iterable[int]] = lambda: (),
     ) -> None:
         self.store = store
@@ -231,6 +235,7 @@ class NodePortAllocator:
 
 __all__ = [
     "DEFAULT_END",
+    "DEFAULT_RANGE",
     "DEFAULT_START",
     "Chooser",
     "InMemoryNodePortStore",

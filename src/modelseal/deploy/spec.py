@@ -80,8 +80,15 @@ _QUANTITY: Final = re.compile(
     r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
 )
 _BINARY: Final = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL: Final = {"m": Decimal("0.001"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-_DECIMAL_BIG: Final = {"P": 10**15, "E": 10**18}
+_DECIMAL: Final[dict[str, Decimal]] = {
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "P": Decimal(10**15),
+    "E": Decimal(10**18),
+}
 
 
 def quantity_value(text: str) -> Decimal:
@@ -94,9 +101,7 @@ def quantity_value(text: str) -> Decimal:
     if suffix in _BINARY:
         return number * _BINARY[suffix]
     if suffix in _DECIMAL:
-        return number * Decimal(_DECIMAL[suffix])
-    if suffix in _DECIMAL_BIG:
-        return number * _DECIMAL_BIG[suffix]
+        return number * _DECIMAL[suffix]
     if suffix:
         exponent = int(suffix[1:])
         if abs(exponent) > 30:
@@ -206,7 +211,9 @@ def _env_name(value: str) -> str:
     if not _ENV_NAME.match(value):
         raise ValueError(f"{value!r} is not a valid environment variable name")
     if value.startswith(RESERVED_ENV_PREFIX):
-        raise ValueError(f"{value!r}: names starting with {RESERVED_ENV_PREFIX} are set by modelseal")
+        raise ValueError(
+            f"{value!r}: names starting with {RESERVED_ENV_PREFIX} are set by modelseal"
+        )
     return value
 
 
@@ -219,7 +226,9 @@ def _label_key(value: str) -> str:
     ):
         raise ValueError(f"{value!r} is not a valid label key")
     if any(value.startswith(p) for p in RESERVED_LABEL_PREFIXES):
-        raise ValueError(f"{value!r}: labels under {' and '.join(RESERVED_LABEL_PREFIXES)} are set by modelseal")
+        raise ValueError(
+            f"{value!r}: labels under {' and '.join(RESERVED_LABEL_PREFIXES)} are set by modelseal"
+        )
     return value
 
 
@@ -279,12 +288,15 @@ class ResourceRequirements(_Strict):
         for field, info in Resources.model_fields.items():
             request = getattr(self.requests, field)
             limit = getattr(self.limits, field)
-            if request is not None and limit is not None:
-                if quantity_value(request) > quantity_value(limit):
-                    key = info.alias or field
-                    raise ValueError(
-                        f"requests.{key} ({request}) must not exceed limits.{key} ({limit})"
-                    )
+            if (
+                request is not None
+                and limit is not None
+                and quantity_value(request) > quantity_value(limit)
+            ):
+                key = info.alias or field
+                raise ValueError(
+                    f"requests.{key} ({request}) must not exceed limits.{key} ({limit})"
+                )
         return self
 
 
@@ -305,9 +317,12 @@ class Volume(_Strict):
         if self.name.startswith(RESERVED_PREFIX):
             raise ValueError(f"volume names starting with {RESERVED_PREFIX!r} are reserved")
         mount = self.mount_path.rstrip("/") or "/"
-        if mount == "/" or mount == RESERVED_MOUNT_ROOT or mount.startswith(
-            RESERVED_MOUNT_ROOT + "/"
-        ) or RESERVED_MOUNT_ROOT.startswith(mount + "/"):
+        if (
+            mount == "/"
+            or mount == RESERVED_MOUNT_ROOT
+            or mount.startswith(RESERVED_MOUNT_ROOT + "/")
+            or RESERVED_MOUNT_ROOT.startswith(mount + "/")
+        ):
             raise ValueError(
                 f"mountPath {self.mount_path!r} would cover the root or {RESERVED_MOUNT_ROOT}, "
                 "where modelseal mounts the license and keys"
@@ -402,7 +417,7 @@ class ModelDeployment(_Strict):
 # --- parsing ------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
     """SafeLoader that refuses duplicate keys (PyYAML keeps the last one silently)."""
 
 
@@ -410,7 +425,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     loader.flatten_mapping(node)
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         try:
             hash(key)
         except TypeError:
@@ -421,13 +436,13 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
-        mapping[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 _TYPE_MESSAGES: Final = {
@@ -492,7 +507,12 @@ def spec_from_data(data: object, *, source: str | None = None) -> ModelDeploymen
         raise DeploySpecError([("", "a deployment spec is a YAML mapping")], source=source)
     if data.get("apiVersion") != API_VERSION and isinstance(data.get("apiVersion"), str):
         raise DeploySpecError(
-            [("apiVersion", f"{data['apiVersion']!r} is not supported; this release reads {API_VERSION}")],
+            [
+                (
+                    "apiVersion",
+                    f"{data['apiVersion']!r} is not supported; this release reads {API_VERSION}",
+                )
+            ],
             source=source,
         )
     try:
@@ -546,7 +566,8 @@ def load_spec(path: str | Path) -> ModelDeployment:
 
 def dump_spec(deployment: ModelDeployment) -> str:
     """The spec as YAML text that :func:`parse_spec` reads back to an equal spec."""
-    return yaml.safe_dump(deployment.to_data(), sort_keys=False, allow_unicode=True)
+    text: str = yaml.safe_dump(deployment.to_data(), sort_keys=False, allow_unicode=True)
+    return text
 
 
 __all__ = [

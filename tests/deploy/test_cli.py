@@ -1,4 +1,5 @@
-"""``modelseal deploy export`` as a user runs it: a subprocess, stdout, stderr, exit codes."""
+"""``modelseal deploy export``: as a user runs it (a subprocess) and, for the many
+option cases, through Typer's CliRunner in-process (a subprocess costs a second)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from typer.testing import CliRunner
 
+from modelseal.cli.deploy import app
 from modelseal.deploy.validate import validate_manifests
 
 EXE = [sys.executable, "-m", "modelseal.cli"]
+runner = CliRunner()
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """In-process, shaped like a subprocess result so the tests read the same."""
+    result = runner.invoke(app, [*map(str, args)], env={"COLUMNS": "200", **(env or {})})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def ms(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -36,8 +49,7 @@ def test_export_prints_multi_document_yaml_with_recommended_ports(demo_spec: Pat
 
 
 def test_export_avoids_used_ports_and_honours_the_range(full_spec: Path) -> None:
-    r = ms(
-        "deploy",
+    r = run(
         "export",
         full_spec,
         "--used-ports",
@@ -48,13 +60,13 @@ def test_export_avoids_used_ports_and_honours_the_range(full_spec: Path) -> None
     assert r.returncode == 0, r.stderr
     service = next(d for d in yaml.safe_load_all(r.stdout) if d["kind"] == "Service")
     assert [p["nodePort"] for p in service["spec"]["ports"]] == [31005, 31006, 31007]
-    r = ms("deploy", "export", full_spec, env={"MODELSEAL_NODE_PORT_RANGE": "32000-32002"})
+    r = run("export", full_spec, env={"MODELSEAL_NODE_PORT_RANGE": "32000-32002"})
     service = next(d for d in yaml.safe_load_all(r.stdout) if d["kind"] == "Service")
     assert [p["nodePort"] for p in service["spec"]["ports"]] == [32000, 32001, 32002]
 
 
 def test_export_with_chosen_ports(demo_spec: Path) -> None:
-    r = ms("deploy", "export", demo_spec, "--node-ports", "30080")
+    r = run("export", demo_spec, "--node-ports", "30080")
     assert r.returncode == 0, r.stderr
     assert "nodePort: 30080" in r.stdout and "recommended" not in r.stderr
 
@@ -79,54 +91,46 @@ def test_errors_are_one_line_with_documented_exit_codes(demo_spec: Path, tmp_pat
         (["--node-port-range", "9-1"], 2, "error: node port range 9-1 must satisfy"),
     ]
     for extra, code, message in cases:
-        r = ms("deploy", "export", demo_spec, *extra)
+        r = run("export", demo_spec, *extra)
         assert r.returncode == code, (extra, r.stderr)
         assert r.stderr.strip().splitlines()[-1].startswith(message), r.stderr
         assert "Traceback" not in r.stderr and r.stdout == ""
 
     demo_spec.write_text(demo_spec.read_text().replace("replicas: 2", 'replicas: "2"'))
-    r = ms("deploy", "export", demo_spec)
+    r = ms("deploy", "export", demo_spec)  # once for real: the one line a user sees
     assert r.returncode == 3
     assert r.stderr.strip() == f"error: {demo_spec}: spec.replicas: must be an integer"
 
-    r = ms("deploy", "export", tmp_path / "absent.yaml")
+    r = run("export", tmp_path / "absent.yaml")
     assert r.returncode == 3 and "no such file" in r.stderr
 
-    r = ms("deploy", "export", demo_spec, "--node-ports", "eighty")
+    r = run("export", demo_spec, "--node-ports", "eighty")
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
 def test_out_file_and_helm_chart(demo_spec: Path, tmp_path: Path) -> None:
     out = tmp_path / "demo.yaml"
-    r = ms("deploy", "export", demo_spec, "--out", out)
+    r = run("export", demo_spec, "--out", out)
     assert r.returncode == 0 and r.stdout == ""
     assert len(list(yaml.safe_load_all(out.read_text()))) == 4
     assert out.stat().st_mode & 0o077 == 0  # it carries the license
-    r = ms("deploy", "export", demo_spec, "--out", out)
+    r = run("export", demo_spec, "--out", out)
     assert r.returncode == 2 and "exists; pass --force" in r.stderr
-    assert ms("deploy", "export", demo_spec, "--out", out, "--force").returncode == 0
+    assert run("export", demo_spec, "--out", out, "--force").returncode == 0
 
     chart = tmp_path / "chart"
-    r = ms(
-        "deploy", "export", demo_spec, "--format", "helm", "--out", chart, "--node-ports", "30080"
-    )
+    r = run("export", demo_spec, "--format", "helm", "--out", chart, "--node-ports", "30080")
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load((chart / "values.yaml").read_text())["nodePorts"] == [30080]
-    r = ms("deploy", "export", demo_spec, "--format", "helm", "--out", chart)
+    r = run("export", demo_spec, "--format", "helm", "--out", chart)
     assert r.returncode == 2 and "not empty" in r.stderr
 
 
 def test_helm_chart_defaults_to_a_folder_named_after_the_deployment(
-    demo_spec: Path, tmp_path: Path
+    demo_spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    r = subprocess.run(
-        [*EXE, "deploy", "export", str(demo_spec), "--format", "helm"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        check=False,
-    )
+    monkeypatch.chdir(tmp_path)
+    r = run("export", demo_spec, "--format", "helm")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "demo-classifier" / "Chart.yaml").is_file()
 

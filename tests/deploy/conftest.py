@@ -44,7 +44,7 @@ spec:
   extraPorts: [{name: grpc, containerPort: 9001}, {name: metrics, containerPort: 9100}]
   command: [modelseal, serve, /models/resnet.mseal, --license, $(MODELSEAL_LICENSE)]
   args: ["--workers", "2"]
-  env: {ZETA: "1", ALPHA: "yes", quoted: 'say "hi" & <bye>'}
+  env: {ZETA: "1", ALPHA: "yes", quoted: 'say "hi" & <bye>', MULTI: "a\\nb\\tc ünï ✓ 模型"}
   replicas: 0
   resources: {limits: {cpu: 1.5, memory: 512Mi, ephemeral-storage: 2G}}
   volumes:

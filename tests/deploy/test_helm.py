@@ -8,18 +8,23 @@ spec parser would refuse.
 from __future__ import annotations
 
 import base64
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from modelseal.deploy import ChartOutputError, load_bundle, render_manifests, write_helm_chart
 from modelseal.deploy.bundle import DeploymentBundle
 from modelseal.deploy.manifests import inputs_digest
 from modelseal.deploy.nodeports import NodePortRange
+from modelseal.deploy.spec import spec_from_data
 from modelseal.deploy.validate import SUPPORTED_KUBERNETES_VERSIONS, validate_manifests
+from tests.deploy.test_spec import valid_specs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -160,3 +165,20 @@ def test_output_folder_rules(demo_spec: Path, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ChartOutputError, match="not a folder"):
         write_helm_chart(bundle, [30080], tmp_path / "file")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=valid_specs(), with_key=st.booleans())
+def test_helm_and_the_renderer_agree_on_generated_specs(
+    data: dict[str, Any], with_key: bool, inputs: dict[str, str]
+) -> None:
+    # Unicode, quotes, newlines, numbers-as-strings: Helm's toJson/toYaml and
+    # PyYAML must end at the same objects, or the chart deploys something else.
+    deployment = spec_from_data(data)
+    bundle = DeploymentBundle(
+        deployment, inputs["license.jwt"], inputs["gateway-sm2.pub"] if with_key else None
+    )
+    ports = list(range(30000, 30000 + deployment.spec.node_port_count))
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = write_helm_chart(bundle, ports, Path(tmp) / "chart")
+        assert helm_render(chart, deployment.metadata.namespace) == render_manifests(bundle, ports)

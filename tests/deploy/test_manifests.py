@@ -47,7 +47,8 @@ def test_manifests_validate_strictly_for_every_claimed_version(
     validate_manifests([*demo, *full], versions=[version])
     # The YAML users pipe into kubectl is the same objects.
     text = manifests_to_yaml(demo)
-    assert [d for d in yaml.safe_load_all(text)] == demo
+    assert list(yaml.safe_load_all(text)) == demo
+    assert list(yaml.safe_load_all(manifests_to_yaml(full))) == full  # unicode, \n, quotes
 
 
 def test_validation_catches_a_broken_object() -> None:
@@ -164,6 +165,7 @@ def test_extra_ports_pvc_and_trust(full_spec: Path, inputs: dict[str, str]) -> N
         "MODELSEAL_LICENSE",
         "MODELSEAL_TRUST",
         "ALPHA",
+        "MULTI",
         "ZETA",
         "quoted",
     ]
@@ -188,3 +190,16 @@ def test_without_keys_there_is_no_config_map(tmp_path: Path, inputs: dict[str, s
     container = manifests[-1]["spec"]["template"]["spec"]["containers"][0]
     assert [m["name"] for m in container["volumeMounts"]] == ["modelseal-license", "models"]
     validate_manifests(manifests, versions=["1.25", "1.37"])
+
+
+def test_yaml_output_survives_go_yaml_1_1_readers() -> None:
+    # Go's YAML 1.1 (kubectl, Helm) reads these plain scalars as booleans or
+    # numbers; PyYAML would leave some unquoted. Found by the Helm property test.
+    from modelseal.deploy import _yaml
+
+    tricky = ["y", "N", "on", "Off", "yes", "1:20", "0o17", "1_000", "0x1F", ".inf", "", "~", "1e3"]
+    text = _yaml.dump({"values": tricky, "plain": "registry.example.com/acme/demo"})
+    for value in tricky:
+        assert f'"{value}"' in text
+    assert "plain: registry.example.com/acme/demo" in text
+    assert yaml.safe_load(text)["values"] == tricky

@@ -168,3 +168,41 @@ def test_concurrent_reservations_never_share_a_port() -> None:
     assert sum(len(v) for v in results.values()) + 0 <= 200
     assert len(results) + len(failures) == 80
     assert allocator.store.reserved() == results
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["allocate", "release"]), st.integers(0, 5), st.integers(1, 4)),
+        max_size=40,
+    ),
+    st.sets(st.integers(30000, 30030), max_size=10),
+)
+def test_any_sequence_of_allocations_and_releases_keeps_the_records_sound(
+    ops: list[tuple[str, int, int]], cluster: set[int]
+) -> None:
+    r = NodePortRange(30000, 30030)
+    allocator = NodePortAllocator(InMemoryNodePortStore(), r, cluster_used=lambda: cluster)
+    model: dict[str, tuple[int, ...]] = {}
+    for op, n, count in ops:
+        owner = f"d{n}"
+        if op == "release":
+            assert allocator.release(owner) == model.pop(owner, ())
+            continue
+        held = model.get(owner)
+        try:
+            ports = allocator.allocate(owner, count)
+        except NodePortReservationError:
+            assert held is not None and len(held) != count
+            continue
+        except NodePortsExhaustedError:
+            used = cluster | {p for v in model.values() for p in v}
+            assert held is None and len(r) - len(used & set(range(r.start, r.end + 1))) < count
+            continue
+        if held is not None:
+            assert ports == held
+        model[owner] = ports
+        assert all(p in r and p not in cluster for p in ports)
+        everything = [p for v in model.values() for p in v]
+        assert len(everything) == len(set(everything))
+    assert allocator.store.reserved() == model

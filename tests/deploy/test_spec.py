@@ -164,6 +164,10 @@ BAD = [
     ("spec.route.prefix", "/a/../b", "spec.route.prefix", "must be a path prefix"),
     ("spec.command", "modelseal serve", "spec.command", "must be a list"),
     ("spec.command", [""], "spec.command[0]", "must not be empty"),
+    # NEL and U+2028 are line breaks to YAML 1.1: the value would change on the way.
+    ("spec.command", ["a\x85b"], "spec.command[0]", "control character U+0085"),
+    ("spec.env.LOG_LEVEL", "a\u2028b", "spec.env.LOG_LEVEL", "control character U+2028"),
+    ("spec.license.file", "a\x00b", "spec.license.file", "control character U+0000"),
     (
         "spec.extraPorts",
         [{"name": "http", "containerPort": 9}],
@@ -175,6 +179,30 @@ BAD = [
         [{"name": "grpc", "containerPort": 8080}],
         "spec",
         "port 8080 is exposed twice",
+    ),
+    (
+        "spec.extraPorts",
+        [{"name": "9001", "containerPort": 9001}],
+        "spec.extraPorts[0].name",
+        "at least one letter",
+    ),
+    (
+        "spec.extraPorts",
+        [{"name": "a--b", "containerPort": 9001}],
+        "spec.extraPorts[0].name",
+        "port name",
+    ),
+    (
+        "spec.extraPorts",
+        [{"name": "x" * 16, "containerPort": 9001}],
+        "spec.extraPorts[0].name",
+        "port name",
+    ),
+    (
+        "spec.extraPorts",
+        [{"name": "grpc", "containerPort": 9001, "protocol": "tcp"}],
+        "spec.extraPorts[0].protocol",
+        "must be 'TCP', 'UDP' or 'SCTP'",
     ),
 ]
 
@@ -286,6 +314,12 @@ _quantity = st.one_of(
         st.sampled_from(["m", "Mi", "Gi", "k", "M", "G", "Ki"]),
     ),
 )
+# What a spec may carry in free text: anything but the control characters it refuses.
+_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\u2028\u2029")
+    | st.sampled_from("\t\n"),
+    max_size=20,
+)
 _path = st.lists(st.from_regex(r"\A[a-z0-9_]{1,8}\Z"), min_size=1, max_size=3).map(
     lambda p: "/" + "/".join(p)
 )
@@ -341,7 +375,7 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
                 st.from_regex(r"\A[A-Z][A-Z0-9_]{0,8}\Z").filter(
                     lambda n: not n.startswith("MODELSEAL_")
                 ),
-                st.text(max_size=20),
+                _text,
                 max_size=4,
             )
         ),
@@ -351,7 +385,7 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         "license": {"file": draw(st.from_regex(r"\A[a-z]{1,8}\.jwt\Z"))},
     }
     if draw(st.booleans()):
-        spec["command"] = draw(st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=4))
+        spec["command"] = draw(st.lists(_text.filter(bool), min_size=1, max_size=4))
     if draw(st.booleans()):
         spec["nodePorts"] = len(ports)
     if draw(st.booleans()):
@@ -427,3 +461,10 @@ def test_arbitrary_input_never_escapes_as_anything_but_a_spec_error(text: str | 
 def test_edited_lines_of_the_example_never_escape(line: str, replacement: str) -> None:
     with contextlib.suppress(DeploySpecError):
         parse_spec(DEMO_SPEC.replace(line, replacement, 1))
+
+
+def test_the_example_in_docs_deploy_md_is_a_valid_spec() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "deploy.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    d = parse_spec(block)
+    assert d.metadata.name == "demo-classifier" and d.spec.trust is not None

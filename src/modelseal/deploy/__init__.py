@@ -8,14 +8,12 @@ does not import it. See docs/deploy.md.
 
 from __future__ import annotations
 
-try:
-    import yaml as _yaml  # noqa: F401  (checked here so the error names the extra)
-except ImportError as _exc:  # pragma: no cover - only without the extra
+import importlib.util as _importlib_util
+
+if _importlib_util.find_spec("yaml") is None:  # pragma: no cover - only without the extra
     from modelseal.errors import MissingDependencyError
 
-    raise MissingDependencyError(
-        "modelseal.deploy needs PyYAML: pip install 'modelseal[deploy]'"
-    ) from _exc
+    raise MissingDependencyError("modelseal.deploy needs PyYAML: pip install 'modelseal[deploy]'")
 
 from modelseal.deploy.bundle import DeploymentBundle, bundle_from, load_bundle
 from modelseal.deploy.errors import (

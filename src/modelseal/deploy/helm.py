@@ -24,8 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
+from modelseal.deploy import _yaml
 from modelseal.deploy.bundle import DeploymentBundle
 from modelseal.deploy.errors import DeployError
 from modelseal.deploy.manifests import ENVELOPE_KEY, LICENSE_KEY, render_service
@@ -464,9 +463,8 @@ def chart_files(
         "# keys are in files/ (or --set-file license=license.jwt), not in these values.\n"
     )
     files = {
-        "Chart.yaml": yaml.safe_dump(chart, sort_keys=False),
-        "values.yaml": header
-        + yaml.safe_dump(chart_values(bundle, ports), sort_keys=False, allow_unicode=True),
+        "Chart.yaml": _yaml.dump(chart),
+        "values.yaml": header + _yaml.dump(chart_values(bundle, ports)),
         "values.schema.json": json.dumps(values_schema(port_range), indent=2) + "\n",
         ".helmignore": ".git/\n*.swp\n*.bak\n",
         f"files/{LICENSE_KEY}": bundle.license,

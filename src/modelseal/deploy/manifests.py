@@ -29,8 +29,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
 
-import yaml
-
+from modelseal.deploy import _yaml
 from modelseal.deploy.bundle import DeploymentBundle
 from modelseal.deploy.errors import NodePortUnavailableError
 
@@ -310,24 +309,9 @@ def render_manifests(bundle: DeploymentBundle, node_ports: Sequence[int]) -> lis
     return manifests
 
 
-class _Dumper(yaml.SafeDumper):  # type: ignore[misc]
-    """Multi-line strings (PEM keys) as ``|`` blocks, readable in a review."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value.rstrip("\n") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
 def manifests_to_yaml(manifests: Sequence[dict[str, Any]]) -> str:
     """Multi-document YAML, one ``---`` separated object each, as kubectl reads it."""
-    return "".join(
-        "---\n" + yaml.dump(m, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)
-        for m in manifests
-    )
+    return _yaml.dump_all(manifests)
 
 
 __all__ = [

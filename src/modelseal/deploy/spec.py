@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from modelseal.deploy import _yaml
 from modelseal.deploy.errors import DeploySpecError
 
 API_VERSION: Final = "modelseal/v1"
@@ -186,10 +187,27 @@ def _absolute_path(value: str) -> str:
     return value
 
 
-def _file_name(value: str) -> str:
-    if not value or "\x00" in value:
-        raise ValueError("must name a file")
+def _text(value: str) -> str:
+    # Control characters other than tab and newline, NEL, the Unicode line and
+    # paragraph separators and lone surrogates are read as line breaks (or
+    # refused) by some YAML and JSON parsers on the way to the pod: a value
+    # would arrive changed. No legitimate argument or env value needs them.
+    for char in value:
+        code = ord(char)
+        if (
+            (code < 0x20 and char not in "\t\n")
+            or 0x7F <= code <= 0x9F
+            or code in (0x2028, 0x2029)
+            or 0xD800 <= code <= 0xDFFF
+        ):
+            raise ValueError(f"must not contain the control character U+{code:04X}")
     return value
+
+
+def _file_name(value: str) -> str:
+    if not value:
+        raise ValueError("must name a file")
+    return _text(value)
 
 
 def _route_prefix(value: str) -> str:
@@ -203,6 +221,21 @@ def _route_prefix(value: str) -> str:
         raise ValueError(
             "must be a path prefix such as /demo or /acme/demo: '/'-separated segments of "
             "letters, digits, '.', '_', '~' and '-', no trailing '/', at most 200 characters"
+        )
+    return value
+
+
+def _port_name(value: str) -> str:
+    # IANA_SVC_NAME, what Kubernetes checks on the server (the schemas do not).
+    if (
+        len(value) > 15
+        or not _PORT_NAME.match(value)
+        or "--" in value
+        or not any(c.isalpha() for c in value)
+    ):
+        raise ValueError(
+            "must be a port name: 1-15 lower-case letters, digits and single '-', "
+            "with at least one letter"
         )
     return value
 
@@ -241,6 +274,7 @@ FileName = Annotated[str, AfterValidator(_file_name)]
 EnvName = Annotated[str, AfterValidator(_env_name)]
 LabelKey = Annotated[str, AfterValidator(_label_key)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+Text = Annotated[str, AfterValidator(_text)]
 
 
 class _Strict(BaseModel):
@@ -333,7 +367,7 @@ class Volume(_Strict):
 class ExtraPort(_Strict):
     """A further container port (the first, ``containerPort``, serves HTTP and probes)."""
 
-    name: Annotated[str, Field(max_length=15, pattern=_PORT_NAME.pattern)]
+    name: Annotated[str, AfterValidator(_port_name)]
     container_port: Port
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
 
@@ -356,9 +390,9 @@ class DeploymentSpec(_Strict):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     container_port: Port = 8080
     extra_ports: list[ExtraPort] = Field(default_factory=list)
-    command: list[Annotated[str, Field(min_length=1)]] | None = None
-    args: list[str] | None = None
-    env: dict[EnvName, str] = Field(default_factory=dict)
+    command: list[Annotated[Text, Field(min_length=1)]] | None = None
+    args: list[Text] | None = None
+    env: dict[EnvName, Text] = Field(default_factory=dict)
     replicas: Annotated[int, Field(ge=0, le=1000)] = 1
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     volumes: list[Volume] = Field(default_factory=list)
@@ -566,8 +600,7 @@ def load_spec(path: str | Path) -> ModelDeployment:
 
 def dump_spec(deployment: ModelDeployment) -> str:
     """The spec as YAML text that :func:`parse_spec` reads back to an equal spec."""
-    text: str = yaml.safe_dump(deployment.to_data(), sort_keys=False, allow_unicode=True)
-    return text
+    return _yaml.dump(deployment.to_data())
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-.PHONY: run test bench clean
+.PHONY: run test bench mutation clean
 
 run:  ## set up and run the demo end to end
 	bash scripts/run.sh
@@ -14,5 +14,9 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	.venv/bin/python bench/paddle_load.py
 	.venv/bin/python bench/device_checks.py
 
+mutation:  ## mutation testing of the security-critical modules (20 min budget; see tests/MUTATION.md)
+	bash scripts/bootstrap.sh
+	PY=.venv/bin/python bash scripts/mutation.sh --max-minutes $${MUTATION_MINUTES:-20}
+
 clean:
-	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache .mutation

@@ -93,7 +93,7 @@ def main() -> None:
     st_size = build_safetensors(st_path, args.gib)
     pt_size = build_torch(pt_path, args.torch_mb)
     key = modelseal.ContentKey.generate()
-    key.save(work / "model.key")
+    key.save(work / "model.key", overwrite=True)
     seal_times = {}
     for src, dst in ((st_path, work / "st.mseal"), (pt_path, work / "pt.mseal")):
         dst.unlink(missing_ok=True)

@@ -97,7 +97,7 @@ def main() -> None:
         copy.unlink()
         out = work / f"throughput.{r}.mseal"
         started = time.perf_counter()
-        modelseal.seal(src, out, key=key)
+        modelseal.seal(src, out, key=key, overwrite=True)
         results["modelseal seal (file to file)"] = size / (time.perf_counter() - started) / 1e9
         started = time.perf_counter()
         modelseal.verify(out, key=key)
@@ -106,7 +106,7 @@ def main() -> None:
         if r <= 1:  # SM4 is a software cipher (~0.1 GB/s): two rounds are enough
             small = work / "throughput.sm4.mseal"
             started = time.perf_counter()
-            modelseal.seal(src, small, key=key, aead="sm4-gcm")
+            modelseal.seal(src, small, key=key, aead="sm4-gcm", overwrite=True)
             results["modelseal seal, sm4-gcm"] = size / (time.perf_counter() - started) / 1e9
             small.unlink()
         if r > 0:  # round 0 warms the page cache and the allocator

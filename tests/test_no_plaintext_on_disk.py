@@ -1,6 +1,11 @@
 """Loading never writes plaintext to disk: no file is created or opened for
-writing while a sealed model loads (checked with strace when available), and no
-file anywhere under the work or temp directories holds a plaintext canary."""
+writing while a sealed model loads (traced with strace), and no file anywhere
+under the work or temp directories holds a plaintext canary.
+
+The syscall check needs ``strace``. Without it each test still scans for the
+canary, then skips with that reason (visible in ``-ra``), never passes
+silently; with ``MODELSEAL_REQUIRE_STRACE=1`` (set by ``.ci/run``) or ``CI``
+set, a missing strace is a failure."""
 
 from __future__ import annotations
 
@@ -109,8 +114,19 @@ TRACED = (
 ALL_SEALS = {"F_SEAL_SEAL", "F_SEAL_SHRINK", "F_SEAL_GROW", "F_SEAL_WRITE"}
 
 
-def _run_traced(script: str, work: Path, tmp: Path, trace: Path) -> list[str]:
-    """Run ``script`` (under strace when available); the file writes it made.
+def _strace_required() -> bool:
+    return bool(os.environ.get("MODELSEAL_REQUIRE_STRACE") or os.environ.get("CI"))
+
+
+def _syscall_check_ran(writes: list[str] | None) -> None:
+    """Called last: a run without strace says so (skip), or fails where it is required."""
+    if writes is None:
+        pytest.skip("strace is not installed: canary scan done, syscall check not run")
+
+
+def _run_traced(script: str, work: Path, tmp: Path, trace: Path) -> list[str] | None:
+    """Run ``script`` (under strace when available); the file writes it made,
+    or None when strace is not installed here (and not required).
 
     Allowed: ORT's bookkeeping under HOME, and modelseal's in-memory files
     (loaders/memfile.py): memfd_create with MFD_CLOEXEC and sealing, every
@@ -126,13 +142,15 @@ def _run_traced(script: str, work: Path, tmp: Path, trace: Path) -> list[str]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LOADED" in proc.stdout
     if not strace:
-        if os.environ.get("CI"):
-            pytest.fail("strace is required in CI for the syscall-level check")
-        return []
+        if _strace_required():
+            pytest.fail("strace is required (MODELSEAL_REQUIRE_STRACE/CI) for the syscall check")
+        return None
     mem_folder = re.escape(str(tmp)) + r"/modelseal-mem-[A-Za-z0-9_]+"
     writes: list[str] = []
     memfds: dict[str, str] = {}  # "pid fd" -> memfd_create line, until sealed
-    for line in trace.read_text().splitlines():
+    lines = trace.read_text().splitlines()
+    assert any(re.search(r"\bopen(at2?)?\(", line) for line in lines), "strace traced nothing"
+    for line in lines:
         if m := re.match(r"(\d+)\s+memfd_create\(.*\) = (\d+)$", line):
             if not {"MFD_CLOEXEC", "MFD_ALLOW_SEALING"} <= set(re.findall(r"MFD_\w+", line)):
                 writes.append(line)
@@ -186,7 +204,8 @@ def test_loading_writes_no_plaintext(tmp_path: Path) -> None:
     assert leftovers == [], f"files left in TMPDIR/HOME: {leftovers}"
     before = {p.name for p in work.iterdir()}
     assert before == {"k.json", "st.mseal", "pt.mseal", "onnx.mseal", "dir.mseal"}
-    assert writes == [], "files opened for writing while loading:\n" + "\n".join(writes)
+    _syscall_check_ran(writes)
+    assert writes == [], "files opened for writing while loading:\n" + "\n".join(writes or [])
 
 
 # --- PaddlePaddle: its own processes (it and torch bring their own OpenMP) ------
@@ -284,9 +303,11 @@ def test_loading_paddle_writes_no_plaintext(tmp_path: Path) -> None:
     leftovers = [p for p in tmp.rglob("*") if not _paddle_bookkeeping(p, tmp)]
     assert leftovers == [], f"files left in TMPDIR/HOME: {leftovers}"
     assert {p.name for p in work.iterdir()} == {"k.json", "pir.mseal", "legacy.mseal"}
-    assert writes == [], "files opened for writing while loading:\n" + "\n".join(writes)
+    _syscall_check_ran(writes)
+    assert writes == [], "files opened for writing while loading:\n" + "\n".join(writes or [])
     if trace.exists():  # both loads went through sealed memfds and a private folder
         text = trace.read_text()
         created = re.findall(r'memfd_create\("modelseal:(model\.\w+)"', text)
         assert sorted(created) == sorted(["model.json", "model.pdmodel"] + ["model.pdiparams"] * 2)
         assert len(re.findall(r'symlink(at)?\("/proc/\d+/fd/\d+"', text)) == 4
+

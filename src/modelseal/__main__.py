@@ -1,3 +1,3 @@
-from modelseal.cli import main
+from modelseal._entry import main
 
 main()

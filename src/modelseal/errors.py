@@ -93,6 +93,34 @@ class UnsupportedAlgorithmError(ModelsealError):
     exit_code = 2
 
 
+# --- arguments and outputs ---------------------------------------------------
+
+
+class InvalidArgumentError(ModelsealError, ValueError):
+    """A value given by the caller is out of range or contradicts another.
+
+    Also a ``ValueError``, so code written against the plain Python contract
+    (``except ValueError``) keeps working.
+    """
+
+    exit_code = 2
+
+
+class OutputExistsError(InvalidArgumentError):
+    """Refused to write: the output exists (no ``--force`` / ``overwrite=True``),
+    or it is one of the inputs (never allowed, forced or not)."""
+
+
+class OutputError(ModelsealError):
+    """An output could not be written: missing folder, no permission, disk full.
+
+    Nothing half-written stays behind: outputs are written to a temporary
+    file and published only when complete.
+    """
+
+    exit_code = 8
+
+
 # --- loading into frameworks -------------------------------------------------
 
 
@@ -108,18 +136,30 @@ class MissingDependencyError(LoaderError):
     exit_code = 7
 
 
+class CodeExecutionRefusedError(LoaderError):
+    """The model is code (a TorchScript archive) and the caller did not ask to run code.
+
+    A sealed file proves who sealed it, not that it is harmless: code runs
+    only with an explicit ``framework="torchscript"``.
+    """
+
+
 __all__ = [
     "ChunkIntegrityError",
+    "CodeExecutionRefusedError",
     "DecryptionError",
     "FormatError",
     "HeaderIntegrityError",
     "IntegrityError",
+    "InvalidArgumentError",
     "InvalidSignatureError",
     "KeyFileError",
     "KeyMaterialError",
     "LoaderError",
     "MissingDependencyError",
     "ModelsealError",
+    "OutputError",
+    "OutputExistsError",
     "TrailingDataError",
     "TruncatedError",
     "UnsupportedAlgorithmError",

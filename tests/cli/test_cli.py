@@ -141,7 +141,15 @@ def test_bad_input_is_one_line_and_a_documented_exit_code(tmp_path: Path, model:
 @pytest.mark.parametrize("alg", ["ed25519", "rsa", "sm2"])
 def test_keys_generate(tmp_path: Path, alg: str) -> None:
     r = ms(
-        "keys", "generate", "--alg", alg, "--out", tmp_path / "k", "--json", "--rsa-bits", "2048"
+        "keys",
+        "generate",
+        "--alg",
+        alg,
+        "--out-dir",
+        tmp_path / "k",
+        "--json",
+        "--rsa-bits",
+        "2048",
     )
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
@@ -149,7 +157,7 @@ def test_keys_generate(tmp_path: Path, alg: str) -> None:
     assert (
         key.key_id == info["key_id"] == modelseal.crypto.load_public_key(info["public_key"]).key_id
     )
-    _one_line_error(ms("keys", "generate", "--alg", alg, "--out", tmp_path / "k"), 2)  # exists
+    _one_line_error(ms("keys", "generate", "--alg", alg, "--out-dir", tmp_path / "k"), 2)  # exists
     r = ms(
         "keys",
         "generate",

@@ -158,7 +158,11 @@ def test_content_key_file(tmp_path: Path) -> None:
     key.save(tmp_path / "cek.json")
     assert stat.S_IMODE((tmp_path / "cek.json").stat().st_mode) == 0o600
     assert ContentKey.load(tmp_path / "cek.json") == key
-    assert key.key_id not in repr(key.raw())
+    # the key's repr and str name it by its id and never show the secret
+    assert repr(key) == f"ContentKey(key_id={key.key_id!r})"
+    for shown in (repr(key), str(key), f"{key}"):
+        assert key.raw().hex() not in shown and repr(key.raw()) not in shown
+        assert key.to_jwk()["k"] not in shown
     jwk = json.loads((tmp_path / "cek.json").read_text())
     assert jwk["kid"] == key.key_id
     jwk["k"] = ContentKey.generate().to_jwk()["k"]

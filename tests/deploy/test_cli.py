@@ -115,7 +115,7 @@ def test_out_file_and_helm_chart(demo_spec: Path, tmp_path: Path) -> None:
     assert len(list(yaml.safe_load_all(out.read_text()))) == 4
     assert out.stat().st_mode & 0o077 == 0  # it carries the license
     r = run("export", demo_spec, "--out", out)
-    assert r.returncode == 2 and "exists; pass --force" in r.stderr
+    assert r.returncode == 2 and "exists" in r.stderr and "--force" in r.stderr
     assert run("export", demo_spec, "--out", out, "--force").returncode == 0
 
     chart = tmp_path / "chart"

@@ -18,12 +18,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelseal.deploy import ChartOutputError, load_bundle, render_manifests, write_helm_chart
+from modelseal.deploy import load_bundle, render_manifests, write_helm_chart
 from modelseal.deploy.bundle import DeploymentBundle
 from modelseal.deploy.manifests import inputs_digest
 from modelseal.deploy.nodeports import NodePortRange
 from modelseal.deploy.spec import spec_from_data
 from modelseal.deploy.validate import SUPPORTED_KUBERNETES_VERSIONS, validate_manifests
+from modelseal.errors import OutputError, OutputExistsError
 from tests.deploy.test_spec import valid_specs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -158,12 +159,12 @@ def test_output_folder_rules(demo_spec: Path, tmp_path: Path) -> None:
     bundle = load_bundle(demo_spec)
     out = tmp_path / "chart"
     write_helm_chart(bundle, [30080], out)
-    with pytest.raises(ChartOutputError, match="not empty"):
+    with pytest.raises(OutputExistsError, match="not empty"):
         write_helm_chart(bundle, [30081], out)
     write_helm_chart(bundle, [30081], out, force=True)
     assert yaml.safe_load((out / "values.yaml").read_text())["nodePorts"] == [30081]
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ChartOutputError, match="not a folder"):
+    with pytest.raises(OutputExistsError, match="not a folder"):
         write_helm_chart(bundle, [30080], tmp_path / "file")
 
 
@@ -182,3 +183,25 @@ def test_helm_and_the_renderer_agree_on_generated_specs(
     with tempfile.TemporaryDirectory() as tmp:
         chart = write_helm_chart(bundle, ports, Path(tmp) / "chart")
         assert helm_render(chart, deployment.metadata.namespace) == render_manifests(bundle, ports)
+
+
+def test_force_replaces_only_a_chart_and_failures_leave_nothing(
+    demo_spec: Path, tmp_path: Path
+) -> None:
+    bundle = load_bundle(demo_spec)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match="not a Helm chart"):
+        write_helm_chart(bundle, [30080], home, force=True)
+    assert (home / "notes.txt").read_text() == "mine"
+
+    with pytest.raises(OutputError, match="does not exist"):
+        write_helm_chart(bundle, [30080], tmp_path / "absent" / "chart")
+
+    out = tmp_path / "chart"
+    write_helm_chart(bundle, [30080], out)
+    (out / "templates" / "stale.yaml").write_text("kind: Stale")
+    write_helm_chart(bundle, [30081], out, force=True)
+    assert not (out / "templates" / "stale.yaml").exists()  # replaced, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chart", "demo", "home"]  # no leftovers

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from modelseal.device import Component, collect
+from modelseal.device._io import trusted_tool
 from modelseal.device.gpu import gpu_uuids, parse_nvidia_smi_list
 from modelseal.device.kubernetes import api_url, parse_namespace_uid
 from modelseal.device.linux import cpu_identity, root_mount_device, runtime_mount_text
@@ -257,8 +259,15 @@ def test_gpus_become_strong_components(fake_root: FakeRoot) -> None:
     ]
 
 
-def test_no_gpu_on_this_machine() -> None:
-    assert gpu_uuids() == []
+def test_gpu_uuids_of_this_machine() -> None:
+    # Reads the real machine, so it assumes nothing about its hardware: with a
+    # GPU, whole-GPU UUIDs, lowercased, sorted, unique and stable; without a
+    # trusted nvidia-smi, none at all (the CPU CI machines).
+    found = gpu_uuids()
+    assert found == sorted(set(found)) == gpu_uuids()
+    assert all(re.fullmatch(r"gpu-[0-9a-f-]{8,64}", u) for u in found), found
+    if trusted_tool("nvidia-smi") is None:
+        assert found == []
 
 
 # --- Kubernetes --------------------------------------------------------------

@@ -52,7 +52,7 @@ def test_decorator_sync_and_async(guard: Guard) -> None:
     assert asyncio.run(ocr("abc")) == "ABC"
     with pytest.raises(NotLicensedError):
         premium()
-    assert guard.usage() >= 2
+    assert guard.usage() == 2  # plain and ocr; the refused premium call costs nothing
 
 
 def _asgi_get(app: Any, path: str) -> tuple[int, bytes]:

@@ -67,9 +67,70 @@ def test_torchscript_roundtrip(tmp_path: Path) -> None:
     torch.jit.script(net).save(str(tmp_path / "net.ts"))
     modelseal.seal(tmp_path / "net.ts", tmp_path / "ts.mseal", key=KEY)
     assert modelseal.inspect(tmp_path / "ts.mseal").framework == "torchscript"
-    module = modelseal.load(tmp_path / "ts.mseal", key=KEY)
+    with pytest.warns(modelseal.UnsafeCodeWarning, match="TorchScript"):
+        module = modelseal.load(tmp_path / "ts.mseal", key=KEY, framework="torchscript")
     x = torch.randn(1, 3, 8, 8)
     assert torch.equal(module(x), net(x))
+
+
+class _FileWriter(torch.nn.Module):
+    """A TorchScript module whose ``__setstate__`` creates a file when the archive loads.
+
+    ``torch.from_file(..., shared=True)`` opens the path with O_CREAT: a stand-in
+    for what the review did (a ``.pth`` in a site directory, run by Python later).
+    """
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        self.t = torch.zeros(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.t.sum()
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool]:
+        return (self.target, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool]) -> None:
+        self.target = state[0]
+        self.training = state[1]
+        self.t = torch.from_file(self.target, shared=True, size=16, dtype=torch.uint8).float()
+
+
+@pytest.fixture
+def hostile_torchscript(tmp_path: Path) -> tuple[Path, Path]:
+    target = tmp_path / "written-by-the-model"
+    torch.jit.script(_FileWriter(str(target))).save(str(tmp_path / "evil.pt"))
+    assert not target.exists()
+    return tmp_path / "evil.pt", target
+
+
+@pytest.mark.parametrize("hint", [None, "torch", "bytes"])
+def test_torchscript_never_runs_unless_asked_for_by_name(
+    tmp_path: Path, hostile_torchscript: tuple[Path, Path], hint: str | None
+) -> None:
+    """Regression (#8 item 1): a TorchScript archive sealed with the automatic hint
+    (or a hint lying that it is a checkpoint) ran its code under framework='torch'."""
+    src, target = hostile_torchscript
+    sealed = tmp_path / f"evil-{hint}.mseal"
+    modelseal.seal(src, sealed, key=KEY, framework=hint)
+    if hint is None:
+        assert modelseal.inspect(sealed).framework == "torchscript"
+    for kwargs in ({}, {"framework": "torch"}, {"framework": "torch", "weights_only": False}):
+        if hint == "bytes" and not kwargs:
+            continue  # the default for a bytes hint returns bytes and runs nothing
+        with pytest.raises(modelseal.CodeExecutionRefusedError, match="torchscript"):
+            modelseal.load(sealed, key=KEY, **kwargs)
+        assert not target.exists(), kwargs
+    with modelseal.open(sealed, key=KEY) as m, pytest.raises(modelseal.CodeExecutionRefusedError):
+        m.load("torch")
+    assert not target.exists()
+    # the test's archive does what it claims: asked for by name, its code runs
+    with pytest.warns(modelseal.UnsafeCodeWarning):
+        modelseal.load(sealed, key=KEY, framework="torchscript")
+    assert target.exists()
 
 
 def test_garbage_checkpoint_is_a_loader_error(tmp_path: Path) -> None:

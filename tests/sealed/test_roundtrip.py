@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from modelseal.crypto import ContentKey
 from modelseal.errors import FormatError
 from modelseal.sealed import SealedReader, read_header, seal_path
-from modelseal.sealed.format import TAG_SIZE
+from modelseal.sealed.format import MAC_SIZE, PREAMBLE_SIZE, TAG_SIZE
 
 KEY = ContentKey(bytes(range(32)))
 
@@ -32,13 +32,14 @@ def test_file_roundtrip_every_read_path(tmp_path: Path, aead: str, size: int) ->
         r.verify()
         for lo, hi in [(0, size), (size // 3, size // 2), (max(0, size - 1), size)]:
             assert r.read_range(lo, hi - lo) == data[lo:hi]
-    # ciphertext is plaintext + one tag per chunk, nothing else varies with size
+    # ciphertext is plaintext + one tag per chunk, after the preamble, header and MAC
     expected_chunks = max(1, -(-size // 1024))
     assert header.chunk_count == expected_chunks
-    sealed_size = (tmp_path / "m.mseal").stat().st_size
-    assert sealed_size - size - TAG_SIZE * expected_chunks == sealed_size - header.payload_size - (
-        TAG_SIZE * expected_chunks
-    )
+    assert header.payload_size == size
+    blob = (tmp_path / "m.mseal").read_bytes()
+    header_len = int.from_bytes(blob[12:16], "big")
+    assert blob[PREAMBLE_SIZE + header_len - 1 : PREAMBLE_SIZE + header_len] == b"}"
+    assert len(blob) == PREAMBLE_SIZE + header_len + MAC_SIZE + size + TAG_SIZE * expected_chunks
 
 
 def test_directory_roundtrip_keeps_relative_paths(tmp_path: Path) -> None:
@@ -113,7 +114,7 @@ def test_property_any_payload_any_range(
 ) -> None:
     src, out = tmp_path / "p.bin", tmp_path / "p.mseal"
     src.write_bytes(data)
-    seal_path(src, out, KEY, chunk_size=1 << chunk_pow, aead=aead, workers=2)
+    seal_path(src, out, KEY, chunk_size=1 << chunk_pow, aead=aead, workers=2, overwrite=True)
     with SealedReader(out, KEY, workers=2) as r:
         assert r.read_all().tobytes() == data
         for a, b in ranges:
@@ -135,7 +136,7 @@ def test_property_entry_stream_reads_like_a_file(
 
     src, out = tmp_path / "s.bin", tmp_path / "s.mseal"
     src.write_bytes(data)
-    seal_path(src, out, KEY, chunk_size=1024)
+    seal_path(src, out, KEY, chunk_size=1024, overwrite=True)
     plain = io.BytesIO(data)
     with SealedReader(out, KEY, workers=2) as r:
         stream = r.entry_stream("s.bin")

@@ -157,19 +157,22 @@ def test_chunks_spliced_from_another_file_under_the_same_key(tmp_path: Path) -> 
         _open_all(tmp_path / "h.mseal")
 
 
-def test_load_of_a_tampered_model_returns_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("framework", ["numpy", "torch", "bytes"])
+def test_load_of_a_model_damaged_only_at_its_end_fails(tmp_path: Path, framework: str) -> None:
+    # every chunk but the last is authentic: a loader that handed out what it
+    # had decrypted so far would return a half-loaded model instead of raising
     import numpy as np
     from safetensors.numpy import save_file
 
     save_file({"w": np.arange(4096, dtype=np.float32)}, str(tmp_path / "w.safetensors"))
-    seal_path(tmp_path / "w.safetensors", tmp_path / "w.mseal", KEY, chunk_size=CHUNK)
+    header = seal_path(tmp_path / "w.safetensors", tmp_path / "w.mseal", KEY, chunk_size=CHUNK)
+    assert header.chunk_count > 1
     blob = bytearray((tmp_path / "w.mseal").read_bytes())
     blob[-1] ^= 1  # only the very last chunk is damaged
     (tmp_path / "w.mseal").write_bytes(bytes(blob))
-    result = None
-    with pytest.raises(ChunkIntegrityError):
-        result = modelseal.load(tmp_path / "w.mseal", key=KEY, framework="numpy")
-    assert result is None
+    with pytest.raises(ChunkIntegrityError) as info:
+        modelseal.load(tmp_path / "w.mseal", key=KEY, framework=framework)
+    assert info.value.chunk_index == header.chunk_count - 1
 
 
 @settings(

@@ -1,10 +1,17 @@
-"""The ``modelseal`` command line (Typer + rich). Exit codes: see ``_common``."""
+"""The ``modelseal`` command line (Typer + rich).
+
+Conventions shared by every command (exit codes, ``--force``, ``--json``,
+``-`` for standard streams, one-line errors): ``cli/_common.py`` and
+docs/cli.md.
+"""
 
 from __future__ import annotations
 
+from typing import Annotated, NoReturn
+
 import typer
 
-from modelseal.cli import audit, deploy, device, guard, keys, license, seal
+from modelseal.cli import _common, audit, deploy, device, guard, keys, license, seal
 
 app = typer.Typer(
     name="modelseal",
@@ -12,7 +19,34 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from modelseal import __version__
+
+        _common.out.print(f"modelseal {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Seal AI models, license them to devices, and enforce the license at run time.
+
+    Exit codes: docs/cli.md (0 ok, 1 bug, 2 usage, 3 bad input, 4 tampered,
+    5 key, 6-7 framework, 8 cannot write, 10-20 license and guard).
+    """
+
+
 app.add_typer(keys.app, name="keys")
 app.add_typer(device.app, name="device")
 app.add_typer(license.app, name="license")
@@ -24,5 +58,5 @@ app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
 
 
-def main() -> None:
-    app()
+def main() -> NoReturn:
+    _common.main(lambda: app)

@@ -10,8 +10,16 @@ from typing import Annotated
 
 import typer
 
-from modelseal.cli._common import console, emit_json, errors_as_exit_codes, out
-from modelseal.errors import KeyFileError
+from modelseal.cli._common import (
+    JsonOpt,
+    console,
+    emit_json,
+    errors_as_exit_codes,
+    fail,
+    no_stdio,
+    out,
+)
+from modelseal.errors import InvalidArgumentError, KeyFileError
 from modelseal.guard.audit import MIN_MAC_KEY_SIZE
 from modelseal.guard.audit import verify as verify_log
 
@@ -46,20 +54,23 @@ def read_mac_key(path: Path) -> bytes:
 def _parse_head(text: str) -> tuple[int, str]:
     seq, sep, digest = text.partition(":")
     if not sep or not seq.isdigit() or not digest:
-        raise typer.BadParameter("expected SEQ:HASH, e.g. 41:Vx3...")
+        raise InvalidArgumentError("--expect-head: expected SEQ:HASH, e.g. 41:Vx3...")
     return int(seq), digest
 
 
 def verify(
     path: Annotated[Path, typer.Argument(help="the audit log (JSON lines)")],
     key_file: Annotated[
-        Path | None, typer.Option(help="the log's MAC key (hex or base64url), if it is keyed")
+        Path | None,
+        typer.Option(
+            "--mac-key", "--key-file", help="the log's MAC key (hex or base64url), if it is keyed"
+        ),
     ] = None,
     expect_head: Annotated[
         str | None,
         typer.Option(help="SEQ:HASH the guard's state remembers; catches a cut-off end"),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check every record's hash chain; name the first line that breaks.
 
@@ -67,17 +78,19 @@ def verify(
     (edited, deleted, inserted, reordered or cut-off records), 3 malformed,
     5 unreadable key file.
 
-    Example: modelseal audit verify /var/lib/modelseal/audit.log --key-file audit.key
+    Example: modelseal audit verify ~/.local/state/modelseal/LICENSE_ID.audit.jsonl
     """
     with errors_as_exit_codes():
         head = _parse_head(expect_head) if expect_head is not None else None
         mac_key = read_mac_key(key_file) if key_file is not None else None
+        no_stdio(path, "LOG", "the log is read from its file")
         report = verify_log(path, mac_key=mac_key, expected_head=head)
         if as_json:
-            emit_json(report.to_json())
             err = report.error()
             if err is not None:
-                raise typer.Exit(err.exit_code)
+                # the same shape as every other failure, plus the report
+                fail(str(err), err.exit_code, **report.to_json())
+            emit_json(report.to_json())
             return
         report.raise_for_problem()
         if report.torn_tail:

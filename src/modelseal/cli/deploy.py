@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from modelseal.cli._common import console, errors_as_exit_codes, fail
+from modelseal.cli._common import ForceOpt, console, errors_as_exit_codes, write_output
 
 app = typer.Typer(
     help="Deploy sealed models: manifests and Helm charts from a ModelDeployment spec.",
@@ -79,7 +79,7 @@ def export(
         str | None,
         typer.Option(help="ports to avoid when recommending, e.g. 30000-30010,30500"),
     ] = None,
-    force: Annotated[bool, typer.Option(help="overwrite --out if it exists")] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Render a spec's Secret, ConfigMap, Service (NodePort) and Deployment.
 
@@ -125,11 +125,12 @@ def export(
         if out is None:
             sys.stdout.write(text)
             return
-        if out.exists() and not force:
-            fail(f"{out} exists; pass --force to overwrite", 2)
-        out.write_text(text, encoding="utf-8")
-        out.chmod(0o600)  # it holds the license (base64 is not encryption)
-        console.print(f"wrote {out}", highlight=False)
+        # 0600: the manifests carry the license (base64 is not encryption).
+        where = write_output(out, text.encode("utf-8"), force=force, mode=0o600, inputs=[spec])
+        if where != "standard output":
+            console.print(
+                f"wrote {where} (Secret, ConfigMap, Service, Deployment)", highlight=False
+            )
 
 
 app.command("export")(export)

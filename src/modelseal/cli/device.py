@@ -10,10 +10,31 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from modelseal.cli._common import console, emit_json, errors_as_exit_codes, fail, out
+from modelseal._fs import check_output
+from modelseal.cli._common import (
+    ForceOpt,
+    JsonOpt,
+    console,
+    emit_json,
+    errors_as_exit_codes,
+    is_stdio,
+    out,
+    write_output,
+)
 from modelseal.device import BindingStrength, DeviceFingerprint, collect, make_request
+from modelseal.errors import InvalidArgumentError
+
+
+def _hostname() -> str:
+    """The default label: what the operator calls this machine, trimmed to a valid label."""
+    import socket
+
+    name = "".join(ch for ch in socket.gethostname() if ch.isprintable()).strip()
+    return name[:64] or "device"
+
 
 app = typer.Typer(
     help="Fingerprint this device and request a license bound to it.", no_args_is_help=True
@@ -50,7 +71,7 @@ def fingerprint(
         int | None,
         typer.Option(min=1, help="also say whether weak components alone reach this threshold"),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show this device's components (kind, strength, weight, hash preview) and environment.
 
@@ -64,6 +85,7 @@ def fingerprint(
         if as_json:
             emit_json(
                 {
+                    "ok": True,
                     "components": [
                         {
                             "kind": c.kind,
@@ -98,13 +120,17 @@ def fingerprint(
 @app.command("request")
 def request(
     label: Annotated[
-        str, typer.Option(help="a name for this device the vendor will see, e.g. 'lab-gpu-01'")
-    ],
-    out_path: Annotated[Path, typer.Option("--out", help="where to write the request")] = Path(
-        "request.json"
-    ),
-    force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+        str | None,
+        typer.Option(
+            help="a name for this device the vendor will see, e.g. 'lab-gpu-01' "
+            "(default: the hostname)"
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="where to write the request (- for stdout)")
+    ] = Path("request.json"),
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write an activation request for this device, to send to the model vendor.
 
@@ -115,16 +141,20 @@ def request(
     Example: modelseal device request --label lab-gpu-01 --out request.json
     """
     with errors_as_exit_codes():
-        if out_path.exists() and not force:
-            fail(f"{out_path} exists (use --force to overwrite)", 2)
+        if as_json and is_stdio(out_path):
+            raise InvalidArgumentError("--json and --out - would both write to stdout")
+        if not is_stdio(out_path):
+            check_output(out_path, overwrite=force)
         fp = collect()
-        req = make_request(fp, label=label)
-        req.save(out_path)
+        req = make_request(fp, label=label if label is not None else _hostname())
+        where = write_output(out_path, req.to_bytes(), force=force, mode=0o600)
         report = fp.strength_report()
         if as_json:
             emit_json(
                 {
+                    "ok": True,
                     "path": str(out_path),
+                    "written": [str(out_path)],
                     "label": req.label,
                     "nonce": req.nonce,
                     "created_at": req.created_at,
@@ -137,7 +167,12 @@ def request(
                 }
             )
             return
-        out.print(f"[green]wrote[/] activation request {out_path}", highlight=False)
+        if is_stdio(out_path):
+            return
+        out.print(
+            f"[green]wrote[/] {escape(where)}: the activation request for "
+            f"{escape(req.label)} (mode 0600)"
+        )
         out.print(f"  binding: {report.summary()}", highlight=False)
         if report.strong == 0:
             console.print(

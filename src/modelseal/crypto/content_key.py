@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Final
 
-from modelseal.crypto.keys import Pathish, _write_private, b64url, b64url_decode, jwk_thumbprint
+from modelseal.crypto.keys import Pathish, b64url, b64url_decode, jwk_thumbprint
 from modelseal.errors import KeyFileError
 
 CONTENT_KEY_SIZE: Final = 32
@@ -52,9 +52,20 @@ class ContentKey:
     def to_jwk(self) -> dict[str, str]:
         return {"kty": "oct", "use": _USE, "kid": self._kid, "k": b64url(self._key)}
 
-    def save(self, path: Pathish) -> None:
-        """Write as JWK JSON, created with mode 0600."""
-        _write_private(Path(path), (json.dumps(self.to_jwk(), indent=2) + "\n").encode())
+    def save(self, path: Pathish, *, overwrite: bool = False) -> None:
+        """Write as JWK JSON, mode 0600 from the first byte, atomically.
+
+        An existing file is refused unless ``overwrite=True``: the content key
+        is the only thing that opens the models sealed with it, and one that is
+        overwritten cannot be recovered.
+        """
+        from modelseal._fs import write_file
+
+        write_file(path, self.to_jwk_bytes(), mode=0o600, overwrite=overwrite)
+
+    def to_jwk_bytes(self) -> bytes:
+        """The key file's bytes (what :meth:`save` writes)."""
+        return (json.dumps(self.to_jwk(), indent=2) + "\n").encode()
 
     @classmethod
     def from_jwk(cls, jwk: object) -> ContentKey:

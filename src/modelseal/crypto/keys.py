@@ -151,8 +151,11 @@ class PublicKey:
     def to_pem(self) -> bytes:
         return PEM.encode(self.to_der(), "PUBLIC KEY").encode("ascii") + b"\n"
 
-    def save(self, path: Pathish) -> None:
-        Path(path).write_bytes(self.to_pem())
+    def save(self, path: Pathish, *, overwrite: bool = False) -> None:
+        """Write the SPKI PEM atomically; an existing file needs ``overwrite=True``."""
+        from modelseal._fs import write_file
+
+        write_file(path, self.to_pem(), mode=0o644, overwrite=overwrite)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PublicKey) and self.to_der() == other.to_der()
@@ -235,8 +238,17 @@ class PrivateKey:
         marker = "ENCRYPTED PRIVATE KEY" if passphrase else "PRIVATE KEY"
         return PEM.encode(der, marker).encode("ascii") + b"\n"
 
-    def save(self, path: Pathish, passphrase: str | bytes | None = None) -> None:
-        _write_private(Path(path), self.to_pem(passphrase))
+    def save(
+        self, path: Pathish, passphrase: str | bytes | None = None, *, overwrite: bool = False
+    ) -> None:
+        """Write PKCS#8 PEM, mode 0600 from the first byte, atomically.
+
+        An existing file is refused unless ``overwrite=True``: a vendor's
+        signing key that is overwritten cannot sign for its customers again.
+        """
+        from modelseal._fs import write_file
+
+        write_file(path, self.to_pem(passphrase), mode=0o600, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return f"PrivateKey(kty={self.kty!r}, key_id={self.key_id!r})"

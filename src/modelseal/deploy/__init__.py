@@ -25,7 +25,7 @@ from modelseal.deploy.errors import (
     NodePortsExhaustedError,
     NodePortUnavailableError,
 )
-from modelseal.deploy.helm import ChartOutputError, chart_files, write_helm_chart
+from modelseal.deploy.helm import chart_files, write_helm_chart
 from modelseal.deploy.manifests import manifests_to_yaml, render_manifests
 from modelseal.deploy.nodeports import (
     InMemoryNodePortStore,
@@ -38,7 +38,6 @@ from modelseal.deploy.nodeports import (
 from modelseal.deploy.spec import ModelDeployment, dump_spec, load_spec, parse_spec
 
 __all__ = [
-    "ChartOutputError",
     "DeployError",
     "DeploySpecError",
     "DeploymentBundle",

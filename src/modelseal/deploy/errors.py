@@ -14,7 +14,12 @@ _SHOWN = 10
 
 
 class DeployError(ModelsealError):
-    """Base class of the deployment library's failures."""
+    """Base class of the deployment library's failures (exit code 30).
+
+    Not for a bad spec: that is a :class:`DeploySpecError`, a format error.
+    """
+
+    exit_code = 30
 
 
 class DeploySpecError(FormatError):
@@ -25,8 +30,8 @@ class DeploySpecError(FormatError):
     by its path (``spec.replicas: must be an integer``).
     """
 
-    def __init__(self, problems: list[tuple[str, str]], *, source: str | None = None) -> None:
-        self.problems = list(problems)
+    def __init__(self, problems: list[tuple[str, str]] | str, *, source: str | None = None) -> None:
+        self.problems = [("", problems)] if isinstance(problems, str) else list(problems)
         self.source = source
         lines = [f"{path}: {message}" if path else message for path, message in self.problems]
         if len(lines) > _SHOWN:
@@ -42,8 +47,6 @@ class DeploySpecError(FormatError):
 
 class NodePortError(DeployError):
     """NodePorts cannot be allocated as asked."""
-
-    exit_code = 30
 
 
 class NodePortRangeError(NodePortError):

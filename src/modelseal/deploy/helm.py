@@ -18,29 +18,28 @@ library, offline), the chart gives exactly the objects of
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from modelseal._fs import os_error
 from modelseal.deploy import _yaml
 from modelseal.deploy.bundle import DeploymentBundle
-from modelseal.deploy.errors import DeployError
 from modelseal.deploy.manifests import ENVELOPE_KEY, LICENSE_KEY, render_service
 from modelseal.deploy.nodeports import DEFAULT_RANGE, NodePortRange, check_node_ports
+from modelseal.errors import OutputExistsError
 
 _SEMVER: Final = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
-
-
-class ChartOutputError(DeployError):
-    """The chart cannot be written where asked (exists already, not writable)."""
-
-    exit_code = 2
 
 
 _HELPERS: Final = """\
@@ -486,28 +485,58 @@ def write_helm_chart(
     *,
     force: bool = False,
 ) -> Path:
-    """Write the chart into ``out_dir`` (created; refused if it holds files, unless ``force``)."""
+    """Write the chart as the folder ``out_dir``, all at once or not at all.
+
+    The chart is built in a temporary folder beside ``out_dir`` and renamed
+    into place, so a failure never leaves half a chart. An existing
+    non-empty ``out_dir`` is refused (:class:`OutputExistsError`, exit 2);
+    ``force`` replaces it only if it is a chart (holds ``Chart.yaml``):
+    ``--out ~ --force`` must not delete a home folder.
+    """
     files = chart_files(bundle, node_ports, port_range)
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
-        raise ChartOutputError(f"{root} exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and not force:
-        raise ChartOutputError(f"{root} is not empty; choose another --out or pass --force")
+        raise OutputExistsError(f"{root} exists and is not a folder")
+    occupied = root.is_dir() and any(root.iterdir())
+    if occupied and not force:
+        raise OutputExistsError(f"{root} is not empty (use --force to replace a chart there)")
+    if occupied and not (root / "Chart.yaml").is_file():
+        raise OutputExistsError(f"{root} is not empty and not a Helm chart; refusing to replace it")
+    parent = root.parent
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise os_error(root, exc) from None
+    old: Path | None = None
     try:
         for rel, text in files.items():
-            path = root / rel
+            path = staging / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            if rel.startswith("files/"):
-                path.chmod(0o600)  # the license grants use of a model: keep it to its owner
+            # The license grants use of a model: its copy is its owner's alone.
+            mode = 0o600 if rel.startswith("files/") else 0o644
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        staging.chmod(0o755)
+        if occupied:
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=parent))
+            os.replace(root, old)
+        os.replace(staging, root)  # an empty folder in the way is replaced atomically
     except OSError as exc:
-        raise ChartOutputError(f"cannot write the chart to {root}: {exc.strerror or exc}") from None
+        if old is not None and not root.exists():
+            with contextlib.suppress(OSError):
+                os.replace(old, root)
+                old = None
+        raise os_error(root, exc) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     return root
 
 
 __all__ = [
     "TEMPLATES",
-    "ChartOutputError",
     "chart_files",
     "chart_values",
     "values_schema",

@@ -36,7 +36,7 @@ class InvalidLabelError(DeviceError):
 class NoComponentsError(DeviceError):
     """The device exposes no component at all, so nothing could bind a license to it."""
 
-    exit_code = 1
+    exit_code = 15  # docs/cli.md: an environment a license cannot bind to, not a bug
 
 
 class UnsupportedPlatformError(DeviceError):

@@ -67,6 +67,7 @@ from modelseal.license import (
 )
 from modelseal.license.keydelivery import state_key, unwrap_content_key
 from modelseal.license.verify import license_kek, read_unverified
+from modelseal.loaders.dispatch import SealedModel
 
 Clock = Callable[[], datetime]
 
@@ -708,6 +709,10 @@ class Guard:
             with contextlib.suppress(OSError, ModelsealError), self._txn() as t:
                 t.state.calls_reserved = max(0, t.state.calls_reserved - left)
 
+    def state(self) -> GuardState | None:
+        """The guard's state as last written (read-only; for ``guard status``)."""
+        return self._store.read() if self._store is not None else None
+
     def usage(self) -> int:
         """Calls used so far on this device (reserved by all processes, minus ours unused)."""
         assert self._store is not None
@@ -736,11 +741,8 @@ class Guard:
                 raise self._refuse(exc, sticky=False) from None
         return self._keys[key_id]
 
-    def load(
-        self, path: str | os.PathLike[str], framework: str | None = None, **kwargs: Any
-    ) -> Any:
-        """Check the license, open the model's key on this device, load from memory."""
-        from modelseal import api
+    def open(self, path: str | os.PathLike[str]) -> SealedModel:
+        """Check the license and open the model with the key it delivers to this device."""
         from modelseal.sealed import read_header
 
         header = read_header(path)
@@ -748,8 +750,13 @@ class Guard:
             raise self._refuse(
                 WrongAudienceError(f"model {header.model_id!r} is not licensed"), sticky=False
             )
-        key = self.content_key(header.key_id)
-        with api.SealedModel(path, key) as model:
+        return SealedModel(path, self.content_key(header.key_id))
+
+    def load(
+        self, path: str | os.PathLike[str], framework: str | None = None, **kwargs: Any
+    ) -> Any:
+        """Check the license, open the model's key on this device, load from memory."""
+        with self.open(path) as model:
             return model.load(framework, **kwargs)
 
     # --- heartbeats, revocation and emergency unlock ------------------------------

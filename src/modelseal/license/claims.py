@@ -12,6 +12,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Plan = Literal["trial", "subscription", "perpetual"]
 
+# Bounds on every value, checked when a license is issued and when one is
+# verified: a 100,000-character customer name once issued fine and then broke
+# the device's audit log (records are at most 64 KiB). Names are shown to
+# people and written to the audit log on every verification; keep them short.
+MAX_NAME = 256  # iss, sub, each aud entry
+MAX_FEATURE = 64  # each entitlement
+MAX_LIST = 256  # aud and entitlements entries
+MAX_URL = 2048
+#: Seconds since the epoch up to the end of year 9999: what datetime can show.
+MAX_TIME = 253_402_300_799
+MAX_CALLS = 2**53  # exact in JSON numbers
+MAX_DEVICES = 1_000_000
+MAX_INTERVAL = 31 * 86400  # heartbeat interval: a month
+MAX_GRACE = 10 * 366 * 86400  # offline grace: ten years
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+Feature = Annotated[str, Field(min_length=1, max_length=MAX_FEATURE)]
+Timestamp = Annotated[int, Field(ge=0, le=MAX_TIME)]
+
 #: JWS ``typ`` header of every modelseal license (RFC 8725 §3.11 explicit typing).
 LICENSE_TYP = "modelseal-license+jwt"
 
@@ -77,27 +96,31 @@ class UnlockCodes(_Strict):
 
 
 class Limits(_Strict):
-    calls: int | None = Field(default=None, ge=1)
-    devices: int | None = Field(default=None, ge=1)
+    calls: int | None = Field(default=None, ge=1, le=MAX_CALLS)
+    devices: int | None = Field(default=None, ge=1, le=MAX_DEVICES)
 
 
 class Heartbeat(_Strict):
-    url: str
-    interval: int = Field(ge=10, description="seconds between heartbeats")
+    url: str = Field(min_length=1, max_length=MAX_URL)
+    interval: int = Field(ge=10, le=MAX_INTERVAL, description="seconds between heartbeats")
 
 
 class LicenseClaims(_Strict):
-    iss: str = Field(min_length=1)
-    sub: str = Field(min_length=1, description="the customer")
-    aud: tuple[str, ...] = Field(min_length=1, description="licensed model / product ids")
-    jti: str = Field(min_length=8)
-    iat: int
-    nbf: int
-    exp: int | None = None  # None only for perpetual licenses
+    iss: Name
+    sub: Name = Field(description="the customer")
+    aud: tuple[Name, ...] = Field(
+        min_length=1, max_length=MAX_LIST, description="licensed model / product ids"
+    )
+    jti: str = Field(min_length=8, max_length=128)
+    iat: Timestamp
+    nbf: Timestamp
+    exp: Timestamp | None = None  # None only for perpetual licenses
     plan: Plan = "subscription"
-    entitlements: tuple[str, ...] = ()
+    entitlements: tuple[Feature, ...] = Field(default=(), max_length=MAX_LIST)
     limits: Limits = Limits()
-    grace: int | None = Field(default=None, ge=0, description="offline grace, seconds")
+    grace: int | None = Field(
+        default=None, ge=0, le=MAX_GRACE, description="offline grace, seconds"
+    )
     heartbeat: Heartbeat | None = None
     device: DeviceBinding | None = None
     keys: KeyDelivery | None = None

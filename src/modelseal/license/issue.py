@@ -10,15 +10,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
+from pydantic import ValidationError
+
 from modelseal.crypto import ContentKey, PrivateKey, b64url, b64url_decode
+from modelseal.errors import InvalidArgumentError, UnsupportedAlgorithmError
 from modelseal.license import jws
 from modelseal.license.claims import (
     LICENSE_TYP,
     BoundComponent,
     DeviceBinding,
-    Heartbeat,
     LicenseClaims,
-    Limits,
     Plan,
     UnlockCodes,
 )
@@ -73,6 +74,38 @@ def assess_components(
             )
         )
     return tuple(out)
+
+
+class IssueArgumentError(LicenseFormatError, InvalidArgumentError):
+    """A value given to :func:`issue_license` is out of range or contradicts another.
+
+    Refused before anything is signed, so no license exists that the device
+    would later choke on. A usage error (exit 2) and a ``ValueError``.
+    """
+
+    reason = "invalid_argument"
+    exit_code = 2
+
+
+def _field_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "license"
+        parts.append(f"{_FIELD_NAMES.get(loc, loc)}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+#: Claim names as the issuer knows them (CLI options / keyword arguments).
+_FIELD_NAMES = {
+    "sub": "customer",
+    "iss": "issuer",
+    "limits.calls": "max_calls",
+    "limits.devices": "max_devices",
+    "heartbeat.interval": "heartbeat_interval",
+    "heartbeat.url": "heartbeat_url",
+    "exp": "validity",
+    "nbf": "not_before",
+}
 
 
 class WeakBindingError(LicenseError):
@@ -130,6 +163,10 @@ def binding_warnings(components: Sequence[AssessedComponent], threshold: int) ->
     return out
 
 
+def _claims(**fields: object) -> LicenseClaims:
+    return LicenseClaims.model_validate(fields)
+
+
 def issue_license(
     *,
     signing_key: PrivateKey,
@@ -171,18 +208,33 @@ def issue_license(
     nbf = not_before or now
     jti = license_id or f"lic_{uuid.uuid4().hex}"
     if not audience:
-        raise LicenseFormatError("a license must name at least one model or product (aud)")
+        raise IssueArgumentError("a license must name at least one model or product (aud)")
     if content_keys and request is None:
-        raise LicenseFormatError("content keys can only be delivered to a device: give a request")
+        raise IssueArgumentError("content keys can only be delivered to a device: give a request")
+    chosen = alg or signing_key.default_algorithm
+    if chosen not in signing_key.algorithms:
+        raise UnsupportedAlgorithmError(
+            f"a {signing_key.kty} key cannot sign {chosen}; it signs "
+            f"{', '.join(signing_key.algorithms)}"
+        )
     exp = None
     if plan == "perpetual":
         valid_for = None
     elif valid_for is None:
-        raise LicenseFormatError(f"a {plan} license needs an expiry")
+        raise IssueArgumentError(f"a {plan} license needs an expiry")
     if valid_for is not None:
-        exp = int((nbf + valid_for).timestamp())
+        if valid_for.total_seconds() <= 0:
+            raise IssueArgumentError("the validity must be positive")
+        try:
+            exp = int((nbf + valid_for).timestamp())
+        except (OverflowError, ValueError):
+            raise IssueArgumentError("the validity ends after the year 9999") from None
+    if grace is not None and grace.total_seconds() < 0:
+        raise IssueArgumentError("the offline grace cannot be negative")
 
     warnings: list[str] = []
+    if exp is not None and exp <= int(now.timestamp()):
+        warnings.append("the license has already expired: it will not open anywhere")
     if grace is not None and not heartbeat_url:
         warnings.append("offline grace has no effect without a heartbeat URL")
     binding = None
@@ -196,7 +248,10 @@ def issue_license(
             raise LicenseFormatError(f"total component weight {total} exceeds 255 key shares")
         k = threshold if threshold is not None else default_threshold(components)
         if not 1 <= k <= total:
-            raise LicenseFormatError(f"threshold must be between 1 and the total weight {total}")
+            raise IssueArgumentError(
+                f"threshold {k} is outside 1..{total}, the total weight of this device's "
+                "components: the license could never open there"
+            )
         relabelled = sorted(
             {
                 f"{c.kind} ({c.strength}, weight {c.weight})"
@@ -212,6 +267,17 @@ def issue_license(
                 + ", ".join(relabelled)
             )
         warnings += binding_warnings(components, k)
+        env = request.environment.virtualization
+        if env == "vm" and not allow_vm:
+            warnings.append(
+                "the request comes from a virtual machine and the license refuses VMs: "
+                "it will not open on the requesting device"
+            )
+        if env == "container" and not allow_container:
+            warnings.append(
+                "the request comes from a container and the license refuses containers: "
+                "it will not open on the requesting device"
+            )
         weak_alone = [w for w in warnings if w.startswith("weak components")]
         if strict_binding and weak_alone:
             raise WeakBindingError(weak_alone[0])
@@ -233,35 +299,37 @@ def issue_license(
         keys = build(jti=jti, holders=holders, threshold=k, content_keys=content_keys)
         if unlock_codes:
             if not 1 <= unlock_hours <= 720:
-                raise LicenseFormatError("unlock_hours must be in 1..720")
+                raise IssueArgumentError("unlock_hours must be in 1..720")
             unlock_seed = os.urandom(SEED_SIZE)
             try:
                 verifiers = make_verifiers(
                     unlock_seed, license_id=jti, device_id=binding.device_id, count=unlock_codes
                 )
             except ValueError as exc:
-                raise LicenseFormatError(str(exc)) from None
+                raise IssueArgumentError(str(exc)) from None
             unlock = UnlockCodes(hours=unlock_hours, verifiers=verifiers)
-    claims = LicenseClaims(
-        iss=issuer,
-        sub=customer,
-        aud=tuple(audience),
-        jti=jti,
-        iat=int(now.timestamp()),
-        nbf=int(nbf.timestamp()),
-        exp=exp,
-        plan=plan,
-        entitlements=tuple(sorted(set(features))),
-        limits=Limits(calls=max_calls, devices=max_devices),
-        grace=int(grace.total_seconds()) if grace is not None else None,
-        heartbeat=Heartbeat(url=heartbeat_url, interval=heartbeat_interval)
-        if heartbeat_url
-        else None,
-        device=binding,
-        keys=keys,
-        unlock=unlock,
-    )
-    chosen = alg or signing_key.default_algorithm
+    try:
+        claims = _claims(
+            iss=issuer,
+            sub=customer,
+            aud=tuple(audience),
+            jti=jti,
+            iat=int(now.timestamp()),
+            nbf=int(nbf.timestamp()),
+            exp=exp,
+            plan=plan,
+            entitlements=tuple(sorted(set(features))),
+            limits={"calls": max_calls, "devices": max_devices},
+            grace=int(grace.total_seconds()) if grace is not None else None,
+            heartbeat={"url": heartbeat_url, "interval": heartbeat_interval}
+            if heartbeat_url
+            else None,
+            device=binding,
+            keys=keys,
+            unlock=unlock,
+        )
+    except ValidationError as exc:
+        raise IssueArgumentError(f"invalid license: {_field_errors(exc)}") from None
     token = jws.encode(
         claims.model_dump(mode="json", exclude_none=True),
         signing_key,

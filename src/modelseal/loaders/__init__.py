@@ -8,9 +8,15 @@ from modelseal.loaders.memfile import MemoryFiles
 from modelseal.loaders.onnx import create_session
 from modelseal.loaders.paddle import create_predictor
 from modelseal.loaders.safetensors import LazySafetensors, TensorInfo, TensorSlice
-from modelseal.loaders.torch import UnsafePickleWarning, load_checkpoint, load_torchscript
+from modelseal.loaders.torch import (
+    UnsafeCodeWarning,
+    UnsafePickleWarning,
+    load_checkpoint,
+    load_torchscript,
+)
 
-FRAMEWORKS = ("torch", "numpy", "onnxruntime", "paddle", "bytes")
+#: What ``framework=`` accepts. ``torchscript`` runs code and is never a default.
+FRAMEWORKS = ("torch", "torchscript", "numpy", "onnxruntime", "paddle", "bytes")
 
 __all__ = [
     "FRAMEWORKS",
@@ -18,6 +24,7 @@ __all__ = [
     "MemoryFiles",
     "TensorInfo",
     "TensorSlice",
+    "UnsafeCodeWarning",
     "UnsafePickleWarning",
     "create_predictor",
     "create_session",

@@ -5,7 +5,8 @@ parallel (``AESGCM.encrypt_into`` releases the GIL) and written, so memory
 stays at a few chunk buffers whatever the model size. The container is
 written to a temporary file beside the target and renamed into place only
 when complete, so a failed or interrupted seal never leaves a ``.mseal``
-that looks valid.
+that looks valid; an existing target is kept unless the caller says
+``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import io
 import mmap
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modelseal._fs import check_output, os_error, publish, temp_beside
 from modelseal.crypto import TAG_SIZE, Aead, ContentKey
 from modelseal.errors import FormatError, ModelsealError
 from modelseal.sealed.format import (
@@ -129,8 +130,13 @@ def seal_path(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> Header:
-    """Seal ``src`` (a file or a directory) to ``out``; returns the written header."""
+    """Seal ``src`` (a file or a directory) to ``out``; returns the written header.
+
+    An existing ``out`` is refused unless ``overwrite=True``, and ``out`` may
+    never be one of the inputs (see ``modelseal._fs``).
+    """
     src_path = Path(src)
     out_path = Path(out)
     if not (MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE and chunk_size & (chunk_size - 1) == 0):
@@ -140,8 +146,7 @@ def seal_path(
         framework = detect_framework(kind, files)
     elif framework not in FRAMEWORK_HINTS:
         raise FormatError(f"unknown framework hint {framework!r}")
-    if out_path.resolve() in {p.resolve() for _, p in files}:
-        raise FormatError("the output would overwrite an input file")
+    check_output(out_path, overwrite=overwrite, inputs=[src_path, *(p for _, p in files)])
 
     sources: list[_Source] = []
     offset = 0
@@ -169,18 +174,26 @@ def seal_path(
     mac = header_mac(keys.mac_key, head)
     aad = chunk_aad(head, mac)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    tmp = Path(tmp_name)
+    fd, tmp = temp_beside(out_path)
     try:
         with io.FileIO(fd, "wb", closefd=True) as dst:
             dst.write(head)
             dst.write(mac)
+            # No fsync: a container can be sealed again from its source, and
+            # flushing gigabytes would measure the disk, not sealing. Keys and
+            # vendor records, which cannot be recreated, are fsynced (_fs).
             _write_payload(dst, sources, header, keys.aead, keys.nonce, aad, workers, progress)
-        os.replace(tmp, out_path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        # name the user's output, not the temporary file (an input's own
+        # error names the input and is passed on as it is)
+        if exc.filename is None or Path(exc.filename) == tmp:
+            raise os_error(out_path, exc) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    publish(tmp, out_path, overwrite=overwrite, durable=False)
     return header
 
 

@@ -54,7 +54,9 @@ def parse_ports(text: str, *, ranges: bool) -> list[int]:
 
 
 def export(
-    spec: Annotated[Path, typer.Argument(help="the ModelDeployment spec (YAML)")],
+    spec: Annotated[
+        Path, typer.Argument(metavar="SPEC.yaml", help="the ModelDeployment spec (YAML)")
+    ],
     fmt: Annotated[
         ExportFormat,
         typer.Option("--format", help="yaml: multi-document manifests; helm: a chart folder"),
@@ -73,7 +75,9 @@ def export(
     ] = None,
     node_port_range: Annotated[
         str | None,
-        typer.Option(help=f"the cluster's NodePort range [env {RANGE_ENV}; default 30000-32767]"),
+        typer.Option(
+            help=f"the cluster's NodePort range (default: ${RANGE_ENV}, else 30000-32767)"
+        ),
     ] = None,
     used_ports: Annotated[
         str | None,

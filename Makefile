@@ -8,6 +8,8 @@ test:  ## set up, then ruff, mypy and pytest
 
 bench:  ## benchmarks (minutes; writes bench/out/*.json)
 	bash scripts/bootstrap.sh
+	.venv/bin/python -m pip install --quiet -e ".[bench]"
+	.venv/bin/python -m pip install --quiet --no-deps "tensorizer==2.12.1"
 	.venv/bin/python bench/seal_throughput.py
 	.venv/bin/python bench/load_overhead.py
 	.venv/bin/python bench/guard_overhead.py

@@ -1,13 +1,19 @@
 """Sealed load vs plain load, in separate processes, alternating, same run.
 
     .venv/bin/python bench/load_overhead.py [--gib 1.0] [--torch-mb 100] [--rounds 3]
+        [--embed-mib 256] [--no-peer]
 
 Builds a ~1 GiB safetensors file of random tensors and a ~100 MB torch state
 dict, seals both, then for each round loads every variant in a fresh process
 (rotating the order each round), measuring load wall time and peak RSS above
 the process's baseline. When the ``cryptotensors`` package is installed it is
 run on the same safetensors file as the peer, and each tool reads one small
-slice of one tensor. Round 0 warms the page cache and is not counted.
+slice of one tensor, and one row of a 256 MiB embedding tensor (a file of its
+own); a slice variant reports the median of 7 reads from fresh handles in
+its process (a millisecond read drowns in one scheduling hiccup otherwise).
+When ``tensorizer`` is installed (bench/_peer_tensorizer.py says how)
+its plain load (default and 2 reader threads) and its encrypted load run on
+the same tensors. Round 0 warms the page cache and is not counted.
 Prints a table and writes bench/out/load_overhead.json.
 """
 
@@ -53,6 +59,17 @@ def build_safetensors(path: Path, gib: float) -> int:
     return path.stat().st_size
 
 
+def build_embedding(path: Path, mib: int) -> int:
+    """One embedding matrix of ``mib`` MiB, rows of 4 KiB (1024 float32)."""
+    import torch
+    from safetensors.torch import save_file
+
+    rows = mib * MIB // 4096
+    data = np.random.default_rng(2).random((rows, 1024), np.float32)
+    save_file({"embed.weight": torch.from_numpy(data)}, str(path))
+    return path.stat().st_size
+
+
 def build_torch(path: Path, mb: int) -> int:
     import torch
 
@@ -81,7 +98,8 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--torch-mb", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--no-peer", action="store_true", help="skip cryptotensors")
+    ap.add_argument("--embed-mib", type=int, default=256, help="embedding for the row read")
+    ap.add_argument("--no-peer", action="store_true", help="skip cryptotensors and tensorizer")
     ap.add_argument("--workdir", type=Path, default=OUT / "work")
     args = ap.parse_args()
 
@@ -90,15 +108,21 @@ def main() -> None:
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     st_path, pt_path = work / "model.safetensors", work / "model.pt"
+    embed_path = work / "embed.safetensors"
     st_size = build_safetensors(st_path, args.gib)
     pt_size = build_torch(pt_path, args.torch_mb)
+    build_embedding(embed_path, args.embed_mib)
     key = modelseal.ContentKey.generate()
     key.save(work / "model.key", overwrite=True)
     seal_times = {}
-    for src, dst in ((st_path, work / "st.mseal"), (pt_path, work / "pt.mseal")):
+    for src, dst in (
+        (st_path, work / "st.mseal"),
+        (pt_path, work / "pt.mseal"),
+        (embed_path, work / "embed.mseal"),
+    ):
         dst.unlink(missing_ok=True)
         t = time.perf_counter()
-        modelseal.seal(src, dst, key=key)
+        modelseal.seal(src, dst, key=key, overwrite=True)
         seal_times[dst.name] = time.perf_counter() - t
 
     variants: list[tuple[str, Path, str]] = [
@@ -108,6 +132,7 @@ def main() -> None:
         ("plain_torch", pt_path, ""),
         ("sealed_torch", work / "pt.mseal", str(work / "model.key")),
         ("sealed_slice", work / "st.mseal", str(work / "model.key")),
+        ("sealed_slice_embed", work / "embed.mseal", str(work / "model.key")),
     ]
     peer = importlib.util.find_spec("cryptotensors") is not None and not args.no_peer
     if peer:
@@ -115,9 +140,25 @@ def main() -> None:
 
         ct_path = work / "model.ct.safetensors"
         ct_key = encrypt(st_path, ct_path, work)
+        ct_embed = work / "embed.ct.safetensors"
+        (work / "embed-keys").mkdir(exist_ok=True)
+        ct_embed_key = encrypt(embed_path, ct_embed, work / "embed-keys")
         variants += [
             ("cryptotensors_safetensors", ct_path, ct_key),
             ("cryptotensors_slice", ct_path, ct_key),
+            ("cryptotensors_slice_embed", ct_embed, ct_embed_key),
+        ]
+    tz = importlib.util.find_spec("tensorizer") is not None and not args.no_peer
+    tz_seconds = (0.0, 0.0)
+    if tz:
+        from bench._peer_tensorizer import serialize
+
+        tz_key, *tz_rest = serialize(st_path, work / "model.tz", work / "model.enc.tz", work)
+        tz_seconds = (tz_rest[0], tz_rest[1])
+        variants += [
+            ("tensorizer_plain", work / "model.tz", ""),
+            ("tensorizer_plain_2readers", work / "model.tz", ""),
+            ("tensorizer_encrypted", work / "model.enc.tz", tz_key),
         ]
 
     results: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
@@ -173,6 +214,21 @@ def main() -> None:
         ratios["cryptotensors slice / sealed slice wall"] = (
             m["cryptotensors_slice"]["wall_s"] / m["sealed_slice"]["wall_s"]
         )
+        ratios[f"cryptotensors / sealed one row of {args.embed_mib} MiB wall"] = (
+            m["cryptotensors_slice_embed"]["wall_s"] / m["sealed_slice_embed"]["wall_s"]
+        )
+    if tz:
+        sealed = m["sealed_safetensors"]["wall_s"]
+        ratios["sealed/tensorizer plain wall"] = sealed / m["tensorizer_plain"]["wall_s"]
+        ratios["sealed/tensorizer plain (2 readers) wall"] = (
+            sealed / m["tensorizer_plain_2readers"]["wall_s"]
+        )
+        ratios["sealed/tensorizer encrypted wall"] = sealed / m["tensorizer_encrypted"]["wall_s"]
+        ratios["tensorizer peak RSS / model size"] = m["tensorizer_plain"]["extra_rss"] / st_size
+        ratios["tensorizer encrypted peak RSS / model size"] = (
+            m["tensorizer_encrypted"]["extra_rss"] / st_size
+        )
+        ratios["tensorizer encrypted save GB/s"] = st_size / tz_seconds[1] / 1e9
     summary["ratios"] = ratios
 
     print(

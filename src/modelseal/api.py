@@ -112,6 +112,10 @@ def load(
     entry: str | None = None,
     weights_only: bool = True,
     configure: Callable[[Any], None] | None = None,
+    device: Any = None,
+    map_location: Any = None,
+    providers: list[Any] | None = None,
+    session_options: Any = None,
     **guard_options: Any,
 ) -> Any:
     """Decrypt ``path`` in memory and return the framework object.
@@ -136,9 +140,27 @@ def load(
     framework's configuration before the model object is built (Paddle: the
     ``paddle.inference.Config``, for GPU, MKLDNN, threads, TensorRT...).
 
+    ``device`` (``map_location`` is accepted too, for ``torch.load`` habits):
+    ``"cpu"`` (the default), ``"cuda"``, ``"cuda:N"``, an int or a
+    ``torch.device``. Safetensors decrypt through a small ring of pinned
+    host buffers straight into GPU memory; torch checkpoints and TorchScript
+    map their storages there; ONNX Runtime gets its CUDA provider and
+    Paddle its GPU flag. A CUDA device that is not usable raises
+    :class:`DeviceUnavailableError`, never a quiet CPU load.
+    ``providers`` and ``session_options`` go to ONNX Runtime unchanged.
+
     Wrong arguments raise :class:`InvalidArgumentError` (a ``ModelsealError``
     and a ``ValueError``), like every other failure here.
     """
+    options: dict[str, Any] = {
+        "entry": entry,
+        "weights_only": weights_only,
+        "configure": configure,
+        "device": device,
+        "map_location": map_location,
+        "providers": providers,
+        "session_options": session_options,
+    }
     if license is not None:
         if key is not None:
             raise InvalidArgumentError("give key= or license=, not both")
@@ -153,13 +175,11 @@ def load(
             header = read_header(path)
             guard_options["audience"] = header.model_id or header.key_id
         guard = Guard(license, trust, **guard_options)
-        return guard.load(
-            path, framework, entry=entry, weights_only=weights_only, configure=configure
-        )
+        return guard.load(path, framework, **options)
     if key is None:
         raise InvalidArgumentError("load() needs key= or license= and trust=")
     with SealedModel(path, key) as model:
-        return model.load(framework, entry=entry, weights_only=weights_only, configure=configure)
+        return model.load(framework, **options)
 
 
 __all__ = ["SealedModel", "default_framework", "inspect", "load", "open", "seal", "verify"]

@@ -144,10 +144,18 @@ class CodeExecutionRefusedError(LoaderError):
     """
 
 
+class DeviceUnavailableError(LoaderError):
+    """The device asked for (``device="cuda"``...) is not usable here.
+
+    Never answered with a quiet CPU load: the caller asked for the GPU.
+    """
+
+
 __all__ = [
     "ChunkIntegrityError",
     "CodeExecutionRefusedError",
     "DecryptionError",
+    "DeviceUnavailableError",
     "FormatError",
     "HeaderIntegrityError",
     "IntegrityError",

@@ -29,7 +29,7 @@ from modelseal.errors import (
     ModelsealError,
     UnsupportedAlgorithmError,
 )
-from modelseal.loaders import FRAMEWORKS
+from modelseal.loaders import FRAMEWORKS, placement
 from modelseal.loaders import onnx as onnx_loader
 from modelseal.loaders import paddle as paddle_loader
 from modelseal.loaders import safetensors as st_loader
@@ -134,6 +134,10 @@ class SealedModel:
         entry: str | None = None,
         weights_only: bool = True,
         configure: Callable[[Any], None] | None = None,
+        device: Any = None,
+        map_location: Any = None,
+        providers: list[Any] | None = None,
+        session_options: Any = None,
     ) -> Any:
         """The framework object; see :func:`modelseal.load`."""
         header = self.header
@@ -144,6 +148,13 @@ class SealedModel:
             )
         if configure is not None and fw != "paddle":
             raise InvalidArgumentError(f"configure= applies to framework 'paddle', not {fw!r}")
+        if (providers is not None or session_options is not None) and fw != "onnxruntime":
+            raise InvalidArgumentError(
+                f"providers= and session_options= apply to 'onnxruntime', not {fw!r}"
+            )
+        where = placement.resolve(device, map_location)
+        if fw in ("bytes", "numpy"):
+            placement.refuse_non_cpu(where, fw)
         if fw == "bytes":
             if header.kind == "file" and entry is None:
                 return self._reader.read_all().tobytes()
@@ -157,11 +168,18 @@ class SealedModel:
                 if entry is not None
                 else [e for e in self.entries if e.path.lower().endswith(".safetensors")]
             )
-            # Decrypt all shards first; tensors are views into these buffers.
-            buffers = [self._reader.read_entry(e) for e in shards]
+            parts: list[dict[str, Any]]
+            if where.is_cuda:
+                # straight to the device through the copy ring (loaders/placement.py)
+                target = placement.require_torch_device(where)
+                parts = [placement.safetensors_to_device(self._reader, e, target) for e in shards]
+            else:
+                # Decrypt all shards first; tensors are views into these buffers.
+                buffers = [self._reader.read_entry(e) for e in shards]
+                parts = [st_loader.load_buffer(buf, fw) for buf in buffers]
             tensors: dict[str, Any] = {}
-            for shard, buf in zip(shards, buffers, strict=True):
-                for name, value in st_loader.load_buffer(buf, fw).items():
+            for shard, part in zip(shards, parts, strict=True):
+                for name, value in part.items():
                     if name in tensors:
                         raise LoaderError(f"tensor {name!r} appears in two shards ({shard.path})")
                     tensors[name] = value
@@ -175,13 +193,16 @@ class SealedModel:
         if fw in ("torch", "torchscript") and hint in ("torch", "torchscript", "bytes"):
             # torch copies every record into its own storage, so it reads from a
             # decrypting stream instead of a decrypted copy of the whole file.
+            target = placement.require_torch_device(where)
             stream = self._reader.entry_stream(self._entry(entry, None))
             try:
                 if fw == "torchscript":
-                    obj = torch_loader.load_torchscript(stream)
+                    obj = torch_loader.load_torchscript(stream, map_location=target)
                 else:
                     # refuses an archive that is TorchScript whatever the hint says
-                    obj = torch_loader.load_checkpoint(stream, weights_only=weights_only)
+                    obj = torch_loader.load_checkpoint(
+                        stream, weights_only=weights_only, map_location=target
+                    )
                 stream.verify_rest()
             except ModelsealError:
                 if stream.failure is not None:
@@ -194,6 +215,10 @@ class SealedModel:
                 raise
             return obj
         if fw == "onnxruntime":
+            if where.is_cuda:
+                if providers is not None:
+                    raise InvalidArgumentError("give device= or providers=, not both")
+                onnx_loader.require_cuda(where.cuda_index)  # before decrypting anything
             graph = self._entry(entry, (".onnx",))
             external = {
                 e.path: self._reader.read_entry(e)
@@ -206,10 +231,20 @@ class SealedModel:
             # External data locations are relative to the graph's directory.
             prefix = graph.path.rsplit("/", 1)[0] + "/" if "/" in graph.path else ""
             rel = {p[len(prefix) :]: b for p, b in external.items() if p.startswith(prefix)}
-            return onnx_loader.create_session(model, rel)
+            return onnx_loader.create_session(
+                model,
+                rel,
+                session_options=session_options,
+                providers=providers,
+                cuda_device=where.cuda_index if where.is_cuda else None,
+            )
         if fw == "paddle":
             return paddle_loader.load_predictor(
-                self.entries, self._reader.read_entry_into, entry=entry, configure=configure
+                self.entries,
+                self._reader.read_entry_into,
+                entry=entry,
+                configure=configure,
+                gpu=where.cuda_index if where.is_cuda else None,
             )
         raise LoaderError(f"a sealed {hint!r} model cannot be loaded as {fw!r}")
 

@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from modelseal.errors import LoaderError, MissingDependencyError
+from modelseal.errors import (
+    DeviceUnavailableError,
+    InvalidArgumentError,
+    LoaderError,
+    MissingDependencyError,
+)
+
+_CUDA = "CUDAExecutionProvider"
 
 #: The key of the external-data entry that names the file (ONNX's
 #: ``external_data`` is a list of key/value pairs). A serialized graph whose
@@ -133,19 +140,44 @@ def _container_buffers(
     return out
 
 
+def require_cuda(cuda_device: int) -> None:
+    """Refuse ``device="cuda:N"`` when this ONNX Runtime has no CUDA provider.
+
+    Called before anything is decrypted, and again by :func:`create_session`.
+    """
+    if _CUDA not in _ort().get_available_providers():
+        raise DeviceUnavailableError(
+            f"device='cuda:{cuda_device}' was requested but this ONNX Runtime has no "
+            f"{_CUDA} (install onnxruntime-gpu); pass device='cpu' to run on the CPU"
+        )
+
+
 def create_session(
     model: Any,
     external: Mapping[str, np.ndarray[Any, Any]] | None = None,
     *,
     session_options: Any = None,
-    providers: list[str] | None = None,
+    providers: list[Any] | None = None,
+    cuda_device: int | None = None,
 ) -> Any:
     """``InferenceSession`` from the model bytes and {relative path: bytes} of its data files.
 
     Every external location in the graph must be a key of ``external``
     (paths are compared after normalisation, ``./w.bin`` is ``w.bin``).
+
+    ``providers`` and ``session_options`` go to ONNX Runtime unchanged.
+    ``cuda_device`` (from ``device="cuda:N"``) asks for the CUDA execution
+    provider on that device, with the CPU provider behind it for the nodes
+    CUDA has no kernel for (ONNX Runtime's per-node placement); a session
+    that ends up without CUDA is refused, because ONNX Runtime would
+    otherwise fall back to the CPU with only a log line.
     """
     ort = _ort()
+    if cuda_device is not None:
+        if providers is not None:
+            raise InvalidArgumentError("give device= or providers=, not both")
+        require_cuda(cuda_device)
+        providers = [(_CUDA, {"device_id": cuda_device}), "CPUExecutionProvider"]
     data = bytes(memoryview(model).cast("B"))
     buffers_by_name = _container_buffers(data, external or {})
     options = session_options or ort.SessionOptions()
@@ -156,7 +188,7 @@ def create_session(
             names, buffers, [int(b.nbytes) for b in buffers]
         )
     try:
-        return ort.InferenceSession(
+        session = ort.InferenceSession(
             data,
             sess_options=options,
             providers=providers or ["CPUExecutionProvider"],
@@ -165,3 +197,9 @@ def create_session(
         if type(exc).__module__.startswith("onnxruntime"):
             raise LoaderError(f"ONNX Runtime could not load the model: {exc}") from None
         raise
+    if cuda_device is not None and _CUDA not in session.get_providers():
+        raise DeviceUnavailableError(
+            f"ONNX Runtime could not start {_CUDA} on device {cuda_device} "
+            "(driver, CUDA or cuDNN libraries missing?); pass device='cpu' to run on the CPU"
+        )
+    return session

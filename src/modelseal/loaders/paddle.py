@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from modelseal.errors import LoaderError, MissingDependencyError
+from modelseal.errors import DeviceUnavailableError, LoaderError, MissingDependencyError
 from modelseal.loaders import memfile
 from modelseal.loaders.memfile import MemoryFiles
 from modelseal.sealed import Entry
@@ -149,6 +149,7 @@ def load_predictor(
     entry: str | None = None,
     threads: int | None = None,
     configure: Configure | None = None,
+    gpu: int | None = None,
 ) -> Any:
     """A predictor for the program ``entry`` names, decrypted with ``read_into``.
 
@@ -160,6 +161,7 @@ def load_predictor(
         raise LoaderError(f"no {chosen.stem}{PARAMS_SUFFIX} beside {chosen.program.path}")
     program, params = chosen.program, chosen.params
     inference = _inference()  # a missing Paddle is reported before anything is decrypted
+    _check_gpu(gpu)  # and a missing GPU too
     if memfile.supported():
         with MemoryFiles() as files:
             for e in (program, params):
@@ -171,13 +173,32 @@ def load_predictor(
                 posixpath.basename(params.path),
                 threads,
                 configure,
+                gpu,
             )
     if chosen.pir:
         raise _pir_needs_memfd(program.path)
     prog_buf, params_buf = bytearray(program.size), bytearray(params.size)
     read_into(program, memoryview(prog_buf))
     read_into(params, memoryview(params_buf))
-    return _predictor_from_buffers(inference, prog_buf, params_buf, threads, configure)
+    return _predictor_from_buffers(inference, prog_buf, params_buf, threads, configure, gpu)
+
+
+def _check_gpu(gpu: int | None) -> None:
+    """Refuse a GPU Paddle cannot use: Paddle itself would fall back to the CPU."""
+    if gpu is None:
+        return
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():
+        raise DeviceUnavailableError(
+            f"device='cuda:{gpu}' was requested but this PaddlePaddle is built without CUDA "
+            "(install paddlepaddle-gpu); pass device='cpu' to run on the CPU"
+        )
+    count = paddle.device.cuda.device_count()
+    if gpu >= count:
+        raise DeviceUnavailableError(
+            f"device='cuda:{gpu}' was requested but Paddle sees {count} CUDA device(s)"
+        )
 
 
 def _pir_needs_memfd(name: str) -> LoaderError:
@@ -203,6 +224,7 @@ def create_predictor(
     program_name: str = "model.pdmodel",
     threads: int | None = None,
     configure: Configure | None = None,
+    gpu: int | None = None,
 ) -> Any:
     """A predictor from a program and its parameters held in memory.
 
@@ -210,20 +232,28 @@ def create_predictor(
     The buffers are copied into sealed memfds for the duration of the call.
     """
     inference = _inference()
+    _check_gpu(gpu)
     if not memfile.supported():
         if is_pir(program_name):
             raise _pir_needs_memfd(program_name)
-        return _predictor_from_buffers(inference, program, params, threads, configure)
+        return _predictor_from_buffers(inference, program, params, threads, configure, gpu)
     prog_file = posixpath.basename(program_name.replace("\\", "/"))
     params_file = posixpath.splitext(prog_file)[0] + PARAMS_SUFFIX
     with MemoryFiles() as files:
         files.add_bytes(prog_file, program)
         files.add_bytes(params_file, params)
-        return _predictor_from_files(inference, files, prog_file, params_file, threads, configure)
+        return _predictor_from_files(
+            inference, files, prog_file, params_file, threads, configure, gpu
+        )
 
 
 def _predictor_from_buffers(
-    inference: Any, program: Any, params: Any, threads: int | None, configure: Configure | None
+    inference: Any,
+    program: Any,
+    params: Any,
+    threads: int | None,
+    configure: Configure | None,
+    gpu: int | None = None,
 ) -> Any:
     config = inference.Config()
     # set_model_buffer takes bytes (not memoryview) with exact lengths: a short
@@ -232,7 +262,7 @@ def _predictor_from_buffers(
     par = bytes(memoryview(params).cast("B"))
     config.set_model_buffer(prog, len(prog), par, len(par))
     del prog, par  # Paddle copied them
-    return _build(inference, config, threads, configure)
+    return _build(inference, config, threads, configure, gpu)
 
 
 def _predictor_from_files(
@@ -242,6 +272,7 @@ def _predictor_from_files(
     params_file: str,
     threads: int | None,
     configure: Configure | None,
+    gpu: int | None = None,
 ) -> Any:
     # Paddle reads both files while it builds the predictor and not after
     # (tests/loaders/test_paddle.py runs predictors whose memfds are closed),
@@ -251,11 +282,24 @@ def _predictor_from_files(
             config = inference.Config(str(folder / prog_file), str(folder / params_file))
         except Exception as exc:  # paddle raises untyped errors
             raise LoaderError(f"PaddlePaddle rejected the program: {_first_line(exc)}") from None
-        return _build(inference, config, threads, configure)
+        return _build(inference, config, threads, configure, gpu)
 
 
-def _build(inference: Any, config: Any, threads: int | None, configure: Configure | None) -> Any:
-    config.disable_gpu()
+#: Paddle's initial GPU memory pool for ``device="cuda"``; it grows on demand.
+GPU_POOL_MB = 256
+
+
+def _build(
+    inference: Any,
+    config: Any,
+    threads: int | None,
+    configure: Configure | None,
+    gpu: int | None = None,
+) -> Any:
+    if gpu is None:
+        config.disable_gpu()
+    else:
+        config.enable_use_gpu(GPU_POOL_MB, gpu)
     config.disable_glog_info()
     if threads:
         config.set_cpu_math_library_num_threads(threads)

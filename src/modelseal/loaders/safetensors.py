@@ -156,6 +156,44 @@ def to_torch(buf: np.ndarray[Any, Any], info: TensorInfo, base: int = 0) -> Any:
     return tensor
 
 
+def _torch_dtypes(torch: Any) -> dict[str, Any]:
+    return {
+        "F64": torch.float64,
+        "F32": torch.float32,
+        "F16": torch.float16,
+        "BF16": torch.bfloat16,
+        "F8_E4M3": torch.float8_e4m3fn,
+        "F8_E5M2": torch.float8_e5m2,
+        "I64": torch.int64,
+        "I32": torch.int32,
+        "I16": torch.int16,
+        "I8": torch.int8,
+        "U64": torch.uint64,
+        "U32": torch.uint32,
+        "U16": torch.uint16,
+        "U8": torch.uint8,
+        "BOOL": torch.bool,
+    }
+
+
+def to_device_tensor(dest: Any, info: TensorInfo, base: int = 0) -> Any:
+    """A torch tensor viewing ``info``'s bytes in ``dest``, a uint8 tensor on any device.
+
+    safetensors data is little-endian, as every CUDA device is. A tensor
+    whose offset is not a multiple of its element size cannot be viewed
+    (torch refuses the storage offset): that one tensor is copied on its
+    device, never the model.
+    """
+    torch = _torch()
+    dtype = _torch_dtypes(torch)[info.dtype]
+    if info.nbytes == 0:
+        return torch.empty(info.shape, dtype=dtype, device=dest.device)
+    raw = dest[info.start - base : info.end - base]
+    if (info.start - base) % dtype.itemsize:
+        raw = raw.clone()
+    return raw.view(dtype).reshape(info.shape)
+
+
 def load_buffer(buf: np.ndarray[Any, Any], framework: str) -> dict[str, Any]:
     """All tensors of one safetensors file held in ``buf``, as views into it."""
     index = parse_header(lambda off, size: buf[off : off + size].tobytes(), len(buf))

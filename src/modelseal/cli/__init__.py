@@ -16,6 +16,7 @@ from modelseal.cli import (
     admin,
     audit,
     controlplane,
+    deploy,
     device,
     device_activate,
     gateway,
@@ -69,6 +70,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(controlplane.app, name="controlplane")
 app.add_typer(admin.app, name="admin")
 device.app.command("activate")(device_activate.activate)
+app.add_typer(deploy.app, name="deploy")
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)

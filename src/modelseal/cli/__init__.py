@@ -58,7 +58,7 @@ def _root(
 
     Exit codes: docs/cli.md (0 ok, 1 bug, 2 usage, 3 bad input, 4 tampered,
     5 key, 6-7 framework, 8 cannot write, 10-20 license and guard, 21-25
-    license server, 26-27 serve and gateway).
+    license server, 26-27 serve and gateway, 30 deploy).
     """
 
 

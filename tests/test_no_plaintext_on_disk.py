@@ -310,4 +310,3 @@ def test_loading_paddle_writes_no_plaintext(tmp_path: Path) -> None:
         created = re.findall(r'memfd_create\("modelseal:(model\.\w+)"', text)
         assert sorted(created) == sorted(["model.json", "model.pdmodel"] + ["model.pdiparams"] * 2)
         assert len(re.findall(r'symlink(at)?\("/proc/\d+/fd/\d+"', text)) == 4
-

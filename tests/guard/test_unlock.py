@@ -341,6 +341,7 @@ def test_rate_limit() -> None:
 def test_qr_text_and_svg() -> None:
     # segno is a required dependency: a missing one is a broken install, not a skip
     import segno  # noqa: F401
+
     code = issue()
     text = unlock_qr(code.lower())
     assert "█" in text and len(text.splitlines()) > 10

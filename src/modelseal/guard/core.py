@@ -466,9 +466,9 @@ class Guard:
 
     # --- verification -------------------------------------------------------------
 
-    def _verify_token(self, *, with_device: bool) -> License:
-        """Signature, claims, dates (and the device binding); remembers the license."""
-        lic = verify_license(
+    def _check_token(self, *, with_device: bool) -> License:
+        """Signature, claims, dates (and the device binding) of the current token, now."""
+        return verify_license(
             self._token,
             self._trust,
             audience=self._audience,
@@ -477,6 +477,10 @@ class Guard:
             leeway=self._leeway,
             fingerprint=self.fingerprint if with_device else None,
         )
+
+    def _verify_token(self, *, with_device: bool) -> License:
+        """:meth:`_check_token`, remembering the license."""
+        lic = self._check_token(with_device=with_device)
         self._license = lic
         return lic
 
@@ -484,15 +488,7 @@ class Guard:
         """Full verification; raises :class:`NotLicensedError` with the reason code."""
         with self._lock:
             try:
-                lic = verify_license(
-                    self._token,
-                    self._trust,
-                    audience=self._audience,
-                    issuer=self._issuer,
-                    now=self._clock(),
-                    leeway=self._leeway,
-                    fingerprint=self.fingerprint,
-                )
+                lic = self._check_token(with_device=True)
                 store = self._open_store(lic)
             except LicenseError as exc:
                 raise self._refuse_unverified(exc) from None
@@ -976,16 +972,7 @@ class Guard:
         The code is checked against the hashes the license carries: nothing on
         this device can make a code (docs/guard-audit-unlock.md §2).
         """
-        lic = verify_license(
-            self._token,
-            self._trust,
-            audience=self._audience,
-            issuer=self._issuer,
-            now=self._clock(),
-            leeway=self._leeway,
-            fingerprint=self.fingerprint,
-        )
-        self._license = lic
+        lic = self._verify_token(with_device=True)
         if self._store is None:
             self._store = self._open_store(lic)
         try:

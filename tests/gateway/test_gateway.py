@@ -80,6 +80,25 @@ def test_forbidden_route_unknown_prefix_and_prefix_boundaries(stack: Stack) -> N
     assert request(gw + "/demox" + META, key=alice)[0] == 404
 
 
+def test_dot_segments_and_encoded_separators_cannot_leave_a_keys_route(stack: Stack) -> None:
+    # review finding: the route was matched on the decoded path and the upstream
+    # URL resolved "..", so bob (route "big" only) reached the "demo" model
+    gw, bob = stack.gateway.url, stack.keys["bob"]
+    before = infer_count(stack)
+    for path in (
+        "/big/%2e%2e/demo" + INFER,
+        "/big/%2E%2E/demo" + INFER,
+        "/big/../demo" + INFER,
+        "/big/..%2Fdemo" + INFER,
+        "/big/x%3Fq=1",
+        "/big/./x",
+    ):
+        status, body, _ = request(gw + path, key=bob, body=BODY)
+        assert status == 400, path
+        assert b"dot segments or encoded separators" in body
+    assert infer_count(stack) == before
+
+
 def test_tampered_replayed_and_wrong_key_envelopes_are_refused(stack: Stack) -> None:
     gw, alice = stack.gateway.url, stack.keys["alice"]
     expected = {

@@ -140,7 +140,7 @@ def test_every_response_is_an_envelope_including_errors_and_refusals(
             dep,
             tmp_path,
             envelope_key=str(pub),
-            features={f"/v2/models/{MODEL_ID}/versions": "premium"},
+            features={f"/v2/models/{MODEL_ID}/ready": "premium"},
         )
     )
     opener = EnvelopeOpener(gateway)
@@ -149,7 +149,7 @@ def test_every_response_is_an_envelope_including_errors_and_refusals(
         ("POST", INFER, infer_body(x), 200),
         ("POST", INFER, {"inputs": "nope"}, 400),
         ("GET", "/v2/models/unknown", None, 404),
-        ("GET", f"/v2/models/{MODEL_ID}/versions/1", None, 403),  # feature not licensed
+        ("GET", f"/v2/models/{MODEL_ID}/versions/1/ready", None, 403),  # feature not licensed
         ("GET", "/v2/health/ready", None, 200),
     ]
     for i, (method, path, body, status) in enumerate(cases):
@@ -321,3 +321,19 @@ def test_a_license_for_another_product_does_not_serve_this_model(
                 handler="modelseal.serve.examples:NumpyLinear",
             )
         )
+
+
+def test_feature_gate_holds_for_the_versioned_spelling_of_a_route(
+    dep: Deployment, tmp_path: Path
+) -> None:
+    # review finding: --feature matched the raw path, so /versions/1/infer
+    # reached a gated infer route with the feature missing
+    app, _ = build_app(config(dep, tmp_path, features={INFER: "premium"}))
+    x = np.ones((1, 4), np.float32)
+    versioned = f"/v2/models/{MODEL_ID}/versions/1/infer"
+    for path in (INFER, versioned):
+        r = call(app, "POST", path, json=infer_body(x))
+        assert r.status_code == 403, path
+        assert "outputs" not in r.text
+    assert call(app, "GET", f"/v2/models/{MODEL_ID}/versions/1").status_code == 200
+    assert call(app, "GET", f"/v2/models/{MODEL_ID}/versions/7/infer").status_code == 404

@@ -100,6 +100,21 @@ def presented_key(request: web.BaseRequest) -> str | None:
     return request.headers.get("X-Api-Key") or None
 
 
+# Encoded forms of separators and dots (lower-cased): a route is matched on the
+# decoded path, so "/a/%2e%2e/b" or "/a/..%2Fb" would match route /a and then
+# reach /b once the upstream URL is resolved. Refused rather than normalised:
+# no client of an inference API needs them.
+_ENCODED_SEPARATORS: Final = ("%2f", "%5c", "%2e", "%3f", "%23", "%00")
+
+
+def _unsafe_path(raw_path: str, path: str) -> bool:
+    """True for a path a prefix check cannot judge: dot segments or encoded separators."""
+    raw = raw_path.split("?", 1)[0].lower()
+    if any(enc in raw for enc in _ENCODED_SEPARATORS):
+        return True
+    return "\\" in path or any(seg in (".", "..") for seg in path.split("/"))
+
+
 def _filter(headers: Any, drop: frozenset[str]) -> CIMultiDict[str]:
     named = {h.strip().lower() for h in headers.get("Connection", "").split(",") if h.strip()}
     out: CIMultiDict[str] = CIMultiDict()
@@ -257,6 +272,14 @@ class Gateway:
                 _error(401, "invalid API key", rid, **{"WWW-Authenticate": "Bearer"}),
                 None,
                 None,
+                None,
+            )
+        if _unsafe_path(request.raw_path, request.path):
+            m.refused.labels("bad_path").inc()
+            return (
+                _error(400, "path with dot segments or encoded separators", rid),
+                None,
+                key,
                 None,
             )
         route = config.match(request.path)

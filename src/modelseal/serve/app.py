@@ -227,6 +227,31 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+class CanonicalModelPath:
+    """Rewrite ``/v2/models/{name}/versions/{v}/...`` to ``/v2/models/{name}/...``.
+
+    The Guard's middleware gates features by path prefix; without one
+    spelling per route, ``--feature /v2/models/m/infer=hd`` would let
+    ``/v2/models/m/versions/1/infer`` through ungated. Only this service's
+    own version is rewritten: any other stays as sent, and the service
+    answers 404 for it.
+    """
+
+    def __init__(self, app: ASGIApp, version: str) -> None:
+        self.app = app
+        self.version = version
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
+        if path.startswith(MODEL_PREFIX) and "/versions/" in path:
+            name, _, tail = path[len(MODEL_PREFIX) :].partition("/versions/")
+            version, sep, action = tail.partition("/")
+            if version == self.version:
+                canonical = MODEL_PREFIX + name + (sep + action if sep else "")
+                scope = dict(scope, path=canonical, raw_path=canonical.encode())
+        await self.app(scope, receive, send)
+
+
 class EnvelopeMiddleware:
     """Seal every response under ``prefix`` (the model routes), errors included.
 

@@ -20,6 +20,7 @@ from modelseal import _prometheus
 from modelseal.errors import ListenError
 from modelseal.serve.app import (
     ASGIApp,
+    CanonicalModelPath,
     EnvelopeMiddleware,
     MetricsMiddleware,
     ModelService,
@@ -73,6 +74,7 @@ def build_app(config: ServeConfig) -> tuple[ASGIApp, ModelService]:
         features=dict(config.features),
         exempt=EXEMPT,
     )
+    app = CanonicalModelPath(app, service.version)
     if sealer is not None:
         # Everything but /metrics (outside this layer) is sealed, health included:
         # probes read the status, and through a decrypting route nothing plain passes.

@@ -33,7 +33,7 @@ from typing import Any, Final, Literal
 from modelseal.crypto import PrivateKey, b64url, b64url_decode, hkdf_sha256
 from modelseal.license import jws
 from modelseal.license.errors import LicenseError, LicenseFormatError
-from modelseal.license.trust import TrustStore
+from modelseal.license.trust import TrustedKey, TrustStore
 
 HEARTBEAT_TYP: Final = "modelseal-heartbeat+jwt"
 PROTOCOL_VERSION: Final = 1
@@ -224,6 +224,24 @@ def sign_reply(verdict: HeartbeatVerdict, key: PrivateKey, *, issuer: str) -> st
     )
 
 
+def _check_signer(
+    trust: TrustStore, trusted: TrustedKey, iss: object, issuer: str | None, what: str
+) -> None:
+    """The key's own issuer pin first, then the caller's expected issuer (as licenses do).
+
+    A caller's ``issuer`` never widens what a key may sign for: with two
+    vendors' keys trusted, one must not answer or revoke in the other's name.
+    """
+    if not isinstance(iss, str):
+        raise HeartbeatReplyError(f"{what} names no issuer")
+    try:
+        trust.check_issuer(trusted, iss)
+    except LicenseError as exc:
+        raise HeartbeatReplyError(f"{what} refused: {exc}") from None
+    if issuer is not None and iss != issuer:
+        raise HeartbeatReplyError(f"{what} from another issuer")
+
+
 def verify_reply(
     token: str,
     trust: TrustStore,
@@ -249,9 +267,7 @@ def verify_reply(
         raise
     except LicenseError as exc:
         raise HeartbeatReplyError(f"heartbeat reply refused: {exc}") from None
-    expected_issuer = issuer or trusted.issuer
-    if expected_issuer is not None and claims.get("iss") != expected_issuer:
-        raise HeartbeatReplyError("heartbeat reply from another issuer")
+    _check_signer(trust, trusted, claims.get("iss"), issuer, "heartbeat reply")
     if claims.get("nonce") != nonce:
         raise HeartbeatReplyError("heartbeat reply is not for this request (nonce)")
     if claims.get("lic") != license_id or claims.get("dev") != device_id:
@@ -327,8 +343,7 @@ def verify_revocations(token: str, trust: TrustStore, *, issuer: str) -> Revocat
         raise
     except LicenseError as exc:
         raise HeartbeatReplyError(f"revocation list refused: {exc}") from None
-    if claims.get("iss") != issuer:
-        raise HeartbeatReplyError("revocation list from another issuer")
+    _check_signer(trust, trusted, claims.get("iss"), issuer, "revocation list")
     licenses, devices = claims.get("licenses"), claims.get("devices")
     iat, next_update = claims.get("iat"), claims.get("next_update")
     if (

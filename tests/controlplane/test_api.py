@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from modelseal.controlplane import db
 from modelseal.controlplane.app import create_app
-from modelseal.crypto import ContentKey, b64url
+from modelseal.crypto import ContentKey, b64url, b64url_decode
 from modelseal.license import read_unverified, verify_license
 from modelseal.license.heartbeat import (
     HeartbeatRequest,
@@ -125,11 +125,64 @@ def test_the_same_device_reactivates_on_its_seat(api: Api, content_key: ContentK
     assert again.status_code == 201, again.text
     assert again.json()["reactivated"] is True
     assert again.json()["device"] == first.json()["device"]
+    assert again.json()["license"] == first.json()["license"]  # its seat's license, unchanged
     other = client.post(
         "/v1/activate", json={"license_key": key, "request": fake_request(key, seed=8).to_json()}
     )
     assert other.status_code == 403
     assert other.json()["error"]["code"] == "TOO_MANY_DEVICES"
+
+
+def test_digests_copied_from_a_license_do_not_take_over_its_seat(
+    api: Api, content_key: ContentKey
+) -> None:
+    # review finding: a request built from the digests in a copied license, with
+    # secrets of the attacker's choosing, "reactivated" the seat, replaced its
+    # heartbeat credential and received the content keys wrapped for those secrets
+    from modelseal.device.fingerprint import COMPONENT_KINDS
+    from modelseal.device.request import ActivationRequest, Environment, RequestComponent
+    from modelseal.license.errors import LicenseError
+    from modelseal.license.keydelivery import KeyDelivery, LocalSecret, recover_kek
+
+    client = api.as_("a")
+    key = order(client, catalog(client, content_key, max_devices=1))["license_key"]
+    first = client.post(
+        "/v1/activate", json={"license_key": key, "request": fake_request(key, seed=11).to_json()}
+    ).json()
+    copied = read_unverified(first["license"])[1]
+    forged = ActivationRequest(
+        version=2,
+        label="attacker",
+        nonce=b64url(secrets.token_bytes(16)),
+        created_at="2026-12-01T00:00:00Z",
+        salt=b64url(activation_salt(key)),
+        environment=Environment(virtualization="none", details=(), platform="linux"),
+        components=tuple(
+            sorted(
+                (
+                    RequestComponent(
+                        kind=c["kind"],
+                        strength=COMPONENT_KINDS[c["kind"]].strength,
+                        weight=c["weight"],
+                        digest=c["digest"],
+                        secret=b64url(secrets.token_bytes(32)),
+                    )
+                    for c in copied["device"]["components"]
+                ),
+                key=lambda c: (c.kind, c.digest),
+            )
+        ),
+    )
+    resp = client.post("/v1/activate", json={"license_key": key, "request": forged.to_json()})
+    assert resp.status_code == 201, resp.text
+    # what comes back is the copy the attacker already had, not a license for them
+    assert resp.json()["license"] == first["license"]
+    claims = read_unverified(resp.json()["license"])[1]
+    delivery = KeyDelivery.model_validate(claims["keys"])
+    chosen = [LocalSecret(kind=c.kind, secret=b64url_decode(c.secret)) for c in forged.components]
+    with pytest.raises(LicenseError):
+        recover_kek(delivery, jti=claims["jti"], local=chosen)
+    assert client.get(f"/v1/licenses/{first['license_id']}").json()["devices"] == 1
 
 
 def test_a_request_made_for_another_key_is_refused(api: Api, content_key: ContentKey) -> None:

@@ -281,7 +281,16 @@ def activate(
         ).scalars()
     )
     existing = _matching_device(devices, request)
-    if existing is None and plan.max_devices is not None and len(devices) >= plan.max_devices:
+    if existing is not None:
+        # A reinstall gets back the license its seat already holds, unchanged.
+        # The component digests it matched on are public (every copy of the
+        # license carries them), so the match proves nothing about who asks:
+        # re-issuing here would wrap the content keys under the caller's own
+        # secrets and replace the seat's heartbeat credential, handing a copied
+        # license a working seat on any machine (review finding). The stored
+        # token opens only where the bound components are.
+        return lic, existing, existing.token, True, []
+    if plan.max_devices is not None and len(devices) >= plan.max_devices:
         raise ActivationRefusedError(
             f"the license is active on {len(devices)} of {plan.max_devices} devices",
             code="TOO_MANY_DEVICES",
@@ -289,7 +298,7 @@ def activate(
     token, device_id_, credential, unlock, warnings = _issue_for_device(
         session, box, lic, plan, request, heartbeat_base_url
     )
-    record_id = existing.id if existing is not None else new_id("dev")
+    record_id = new_id("dev")
     sealed_credential = box.seal(credential, purpose="device_credential", row=record_id)
     sealed_unlock = (
         box.seal(unlock, purpose="unlock_seed", row=record_id) if unlock is not None else None
@@ -299,35 +308,24 @@ def activate(
     components = [[c["kind"], c["digest"], c["weight"]] for c in claims["device"]["components"]]
     threshold = int(claims["device"]["threshold"])
     token_exp = claims.get("exp")
-    if existing is not None:
-        existing.device_id = device_id_
-        existing.label = request.label
-        existing.components = components
-        existing.threshold = threshold
-        existing.credential_sealed = sealed_credential
-        existing.unlock_seed_sealed = sealed_unlock
-        existing.token = token
-        existing.token_exp = token_exp
-        device = existing
-    else:
-        device = Device(
-            id=record_id,
-            vendor_id=lic.vendor_id,
-            license_id=lic.id,
-            device_id=device_id_,
-            label=request.label,
-            components=components,
-            threshold=threshold,
-            status="active",
-            credential_sealed=sealed_credential,
-            unlock_seed_sealed=sealed_unlock,
-            token=token,
-            token_exp=token_exp,
-            activated_at=now_s(),
-            calls_used=0,
-        )
-        session.add(device)
-    return lic, device, token, existing is not None, warnings
+    device = Device(
+        id=record_id,
+        vendor_id=lic.vendor_id,
+        license_id=lic.id,
+        device_id=device_id_,
+        label=request.label,
+        components=components,
+        threshold=threshold,
+        status="active",
+        credential_sealed=sealed_credential,
+        unlock_seed_sealed=sealed_unlock,
+        token=token,
+        token_exp=token_exp,
+        activated_at=now_s(),
+        calls_used=0,
+    )
+    session.add(device)
+    return lic, device, token, False, warnings
 
 
 def _issue_for_device(

@@ -98,6 +98,8 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         ("routes.0.id", KeyError, "routes[0].id: required"),
         ("routes.0.forward_url", "https://x", "routes[0].forward_url: must be http://"),
         ("routes.0.forward_url", "http://h:99999", "routes[0].forward_url: has an invalid port"),
+        # review finding: urlsplit's ValueError escaped, killing hot reload for good
+        ("routes.0.forward_url", "http://[::1", "routes[0].forward_url: is not a valid URL"),
         ("routes.0.timeout_s", 0, "routes[0].timeout_s: must be a number"),
         ("routes.0.decrypt", "yes", "routes[0].decrypt: must be true or false"),
         ("routes.0.colour", "red", "routes[0].colour: unknown field"),

@@ -188,6 +188,12 @@ class Gateway:
             log.error("routes reload (%s) refused, keeping the previous routes: %s", why, exc)
             self.metrics.reloads.labels("refused").inc()
             return False
+        except Exception:
+            # a bug in parsing must not end the file watcher (later valid edits
+            # would never load): keep serving the previous routes, say so loudly
+            log.exception("routes reload (%s) failed, keeping the previous routes", why)
+            self.metrics.reloads.labels("refused").inc()
+            return False
         self.config = config
         self.metrics.reloads.labels("ok").inc()
         log.warning(

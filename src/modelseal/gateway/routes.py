@@ -193,7 +193,10 @@ def _route(data: Any, where: str) -> Route:
     if prefix in RESERVED_PATHS:
         raise f.err("prefix", f"{prefix} is the gateway's own endpoint")
     url = f.text("forward_url")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: a bad file, not a bug
+        raise f.err("forward_url", "is not a valid URL") from None
     if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
         raise f.err("forward_url", "must be http://host:port[/path] (no query or fragment)")
     try:

@@ -124,6 +124,28 @@ def test_requested_outputs_select_and_json_by_default() -> None:
         ),
         (b'{"inputs":[]}xx', "13", "after the last input"),
         (b'{"inputs":[]}', "x", "not a number"),
+        # review findings: each of these was a 500 with a traceback
+        (b"[" * 200_000, None, "not JSON"),
+        (b'{"inputs":[],"outputs":5}', None, "'outputs' must be a list"),
+        (b'{"inputs":[],"outputs":true}', None, "'outputs' must be a list"),
+        (
+            b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1180591620717411303424],'
+            b'"data":[1]}]}',
+            None,
+            "does not fit the request",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"FP32","shape":[4294967296,4294967296],'
+            b'"data":[]}]}',
+            None,
+            "does not fit the request",
+        ),
+        (
+            b'{"inputs":[{"name":"x","datatype":"BYTES","shape":[4294967296,4294967296],'
+            b'"parameters":{"binary_data_size":0}}]}',
+            None,
+            "does not fit the request",
+        ),
     ],
 )
 def test_malformed_requests(body: bytes, header: str | None, match: str) -> None:

@@ -11,6 +11,7 @@ request asks for ``binary_data`` (per output) or ``binary_data_output``.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -123,7 +124,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         head, binary = body, memoryview(b"")
     try:
         doc = json.loads(head)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InferenceRequestError("the request body is not JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise InferenceRequestError("the request needs an 'inputs' list")
@@ -147,7 +148,12 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             raise InferenceRequestError(f"{what}: unknown datatype {datatype!r}")
         dtype = DATATYPES[datatype]
         shape = _shape(spec.get("shape"), what)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        # Python ints: numpy's int64 product wraps, and a wrapped count could
+        # pass the size checks below. No valid request holds more elements
+        # than it has bytes, which also bounds every allocation by the body.
+        count = math.prod(shape)
+        if count > len(body):
+            raise InferenceRequestError(f"{what}: shape {list(shape)} does not fit the request")
         p = spec.get("parameters") or {}
         size = p.get("binary_data_size") if isinstance(p, dict) else None
         if size is not None:
@@ -180,12 +186,18 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                 raise InferenceRequestError(
                     f"{what}: {arr.size} values do not fit shape {list(shape)}"
                 )
-        inputs[name] = arr.reshape(shape)
+        try:
+            inputs[name] = arr.reshape(shape)
+        except ValueError:
+            raise InferenceRequestError(f"{what}: data does not fit shape {list(shape)}") from None
     if pos != len(binary):
         raise InferenceRequestError("binary data after the last input")
     binary_default = bool(params.get("binary_data_output", False))
     outputs: dict[str, bool] = {}
-    for i, spec in enumerate(doc.get("outputs") or []):
+    requested = doc.get("outputs")
+    if requested is not None and not isinstance(requested, list):
+        raise InferenceRequestError("'outputs' must be a list")
+    for i, spec in enumerate(requested or []):
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             raise InferenceRequestError(f"outputs[{i}] needs a 'name'")
         p = spec.get("parameters") or {}

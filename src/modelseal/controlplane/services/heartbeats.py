@@ -162,7 +162,14 @@ class GroupCommitter:
         self._ensure_started()
         done: Future[None] = Future()
         self._queue.put((params, done))
-        done.result(timeout)
+        try:
+            done.result(timeout)
+        except TimeoutError:
+            # the database is locked or slow: a 503 the device retries, never a
+            # 500 (the write may still land later; a heartbeat is idempotent)
+            raise ServerUnavailableError(
+                f"heartbeat not recorded within {timeout:g} s: the database is busy"
+            ) from None
 
     def _run(self) -> None:
         conn: Any = None

@@ -3,10 +3,14 @@ misbehaves on purpose): keys, routes, decryption, refusals, upstream failures, l
 
 from __future__ import annotations
 
+import http.client
 import json
+import time
 import urllib.request
+from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from modelseal.envelope import MEDIA_TYPE
 from tests.gateway.conftest import Stack, request
@@ -16,6 +20,15 @@ META = f"/v2/models/{MODEL_ID}"
 INFER = f"{META}/infer"
 X = [[1.0, 2.0, 3.0, 4.0]]
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": X[0]}]}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def infer_count(stack: Stack) -> float:
@@ -192,3 +205,78 @@ def test_what_goes_upstream_never_includes_the_users_key(stack: Stack) -> None:
         sent = {k.lower(): v for k, v in json.loads(r.read())["headers"].items()}
     assert sent["x-modelseal-request-id"] not in ("chosen", "chosen, chosen")
     assert len(sent["x-modelseal-request-id"]) >= 16
+
+
+def _raw(gw: str, method: str, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+    host, port = gw.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.request(method, path, headers=headers)
+    return conn.getresponse()
+
+
+def test_an_upstream_breaking_off_mid_body_is_an_error_for_the_client(stack: Stack) -> None:
+    # review finding: a plain route's answer that the model service broke off
+    # reached the client as a complete-looking 200 (chunked terminator added)
+    auth = {"Authorization": f"Bearer {stack.keys['alice']}"}
+    broken = stack.metric(stack.gateway, "modelseal_gateway_upstream_errors_total", kind="broken")
+    for route, declared in (("/die/x", None), ("/short/x", str(3 * 1024 * 1024))):
+        r = _raw(stack.gateway.url, "GET", route, auth)
+        assert r.status == 200  # the status line was already out
+        assert r.headers["Content-Length"] == declared
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+    assert wait_until(
+        lambda: (
+            stack.metric(stack.gateway, "modelseal_gateway_upstream_errors_total", kind="broken")
+            == broken + 2
+        )
+    )
+    # the gateway itself is fine afterwards
+    assert request(stack.gateway.url + "/big/x", key=stack.keys["bob"])[0] == 200
+
+
+def test_head_on_a_decrypting_route_is_get_without_the_body(stack: Stack) -> None:
+    # review finding: HEAD got the service's body-less envelope answer -> 502
+    auth = {"Authorization": f"Bearer {stack.keys['alice']}"}
+    r = _raw(stack.gateway.url, "HEAD", "/demo" + META, auth)
+    assert r.status == 200, r.read()
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.read() == b""
+    _, body, _ = request(stack.gateway.url + "/demo" + META, key=stack.keys["alice"])
+    assert int(r.headers["Content-Length"]) == len(body)
+    # inference is POST only: HEAD is the service's own (decrypted) 405, not a 502
+    r = _raw(stack.gateway.url, "HEAD", "/demo" + INFER, auth)
+    assert r.status == 405 and r.read() == b""
+
+
+def test_client_sent_forwarding_headers_are_replaced(stack: Stack) -> None:
+    # review finding: Forwarded, X-Forwarded-Host, X-Real-IP, X-Forwarded-Proto
+    # passed upstream as the client wrote them
+    forged = {
+        "Forwarded": "for=10.9.9.9;proto=https",
+        "X-Forwarded-For": "10.9.9.9",
+        "X-Forwarded-Host": "admin.internal",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Prefix": "/admin",
+        "X-Real-IP": "10.9.9.9",
+        "True-Client-IP": "10.9.9.9",
+        "X-Original-URL": "/admin",
+        "X-Rewrite-URL": "/admin",
+    }
+    r = _raw(
+        stack.gateway.url,
+        "GET",
+        "/echo/x",
+        {"Authorization": f"Bearer {stack.keys['alice']}", **forged},
+    )
+    assert r.status == 200
+    sent = {k.lower(): v for k, v in json.loads(r.read())["headers"].items()}
+    for name in ("forwarded", "x-forwarded-port", "true-client-ip", "x-original-url"):
+        assert name not in sent
+    assert "x-rewrite-url" not in sent
+    assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-real-ip"] == "127.0.0.1"
+    assert sent["x-forwarded-proto"] == "http"
+    assert sent["x-forwarded-host"] == stack.gateway.url.removeprefix("http://")
+    assert sent["x-forwarded-prefix"] == "/echo"
+    assert "10.9.9.9" not in json.dumps(sent) and "/admin" not in json.dumps(sent)

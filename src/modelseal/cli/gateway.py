@@ -29,7 +29,7 @@ def gateway(
         str | None, typer.Option(help="environment variable holding the key's passphrase")
     ] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (SO_REUSEPORT)")] = 1,
     redis_url: Annotated[
         str | None, typer.Option(help="share rate limits in Redis, e.g. redis://127.0.0.1:6379/0")

@@ -69,7 +69,31 @@ _HOP: Final = frozenset(
         "content-length",
     }
 )
-_NOT_UPSTREAM: Final = _HOP | {"authorization", "x-api-key", REQUEST_ID_HEADER.lower()}
+#: Headers a client could send to pose as someone else to the model service (its
+#: address, host, scheme, path). The gateway is the edge, so it drops what the
+#: client said and sets X-Forwarded-For/-Proto/-Host/-Prefix and X-Real-IP from
+#: what it saw itself.
+_SPOOFABLE: Final = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-forwarded-for",
+    }
+)
+_NOT_UPSTREAM: Final = _HOP | _SPOOFABLE | {"authorization", "x-api-key", REQUEST_ID_HEADER.lower()}
 _NOT_DOWNSTREAM_SEALED: Final = _HOP | {
     "content-type",
     "content-encoding",
@@ -327,8 +351,19 @@ class Gateway:
             target += "?" + request.query_string
         headers = _filter(request.headers, _NOT_UPSTREAM)
         headers[REQUEST_ID_HEADER] = rid
-        headers["X-Forwarded-For"] = request.remote or ""
+        peer = request.remote or ""
+        headers["X-Forwarded-For"] = peer
+        headers["X-Real-IP"] = peer
+        headers["X-Forwarded-Proto"] = request.scheme
+        if request.host:
+            headers["X-Forwarded-Host"] = request.host
         headers["X-Forwarded-Prefix"] = route.prefix
+        method = request.method
+        if method == "HEAD" and route.decrypt:
+            # An answer to HEAD has no body, so no envelope to open and check:
+            # ask with GET and send the client the headers without the body
+            # (aiohttp leaves out the body of an answer to HEAD).
+            method = "GET"
         data: Any = None
         if request.can_read_body:
             cl = request.content_length
@@ -341,7 +376,7 @@ class Gateway:
         m = self.metrics
         try:
             async with self.session.request(
-                request.method,
+                method,
                 target,
                 headers=headers,
                 data=data,
@@ -350,7 +385,7 @@ class Gateway:
             ) as up:
                 if route.decrypt:
                     return await self._decrypted(up, route, rid), up.status
-                return await self._passed(request, up, rid), up.status
+                return await self._passed(request, up, route, rid), up.status
         except TimeoutError:
             m.upstream_errors.labels(route.id, "timeout").inc()
             return _error(
@@ -415,16 +450,32 @@ class Gateway:
         return web.Response(status=opened.status, body=opened.body, headers=headers)
 
     async def _passed(
-        self, request: web.BaseRequest, up: aiohttp.ClientResponse, rid: str
+        self, request: web.BaseRequest, up: aiohttp.ClientResponse, route: Route, rid: str
     ) -> web.StreamResponse:
         headers = _filter(up.headers, _NOT_DOWNSTREAM)
         headers[REQUEST_ID_HEADER] = rid
         if up.content_length is not None and up.content_length <= SMALL_BODY:
             return web.Response(status=up.status, body=await up.read(), headers=headers)
         out = web.StreamResponse(status=up.status, headers=headers)
+        if up.content_length is not None:
+            # the client can tell a short body from a complete one
+            out.content_length = up.content_length
         await out.prepare(request)
-        async for chunk in up.content.iter_any():
-            await out.write(chunk)
+        try:
+            async for chunk in up.content.iter_any():
+                await out.write(chunk)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # The status line and part of the body are out: a 502 is no longer
+            # possible, and ending the body cleanly would hand the client a
+            # truncated answer that looks complete. Abort the connection so the
+            # client sees the failure (no chunked terminator, or a short body).
+            # aiohttp's own end of the answer (write_eof) then meets a closed
+            # transport and drops the connection quietly.
+            self.metrics.upstream_errors.labels(route.id, "broken").inc()
+            log.warning("route %s: upstream broke off mid-answer (rid %s): %s", route.id, rid, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return out
         await out.write_eof()
         return out
 

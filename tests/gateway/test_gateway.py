@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
 import urllib.request
 from collections.abc import Callable
@@ -280,3 +281,39 @@ def test_client_sent_forwarding_headers_are_replaced(stack: Stack) -> None:
     assert sent["x-forwarded-host"] == stack.gateway.url.removeprefix("http://")
     assert sent["x-forwarded-prefix"] == "/echo"
     assert "10.9.9.9" not in json.dumps(sent) and "/admin" not in json.dumps(sent)
+
+
+def test_a_compressed_request_body_goes_upstream_as_sent(stack: Stack) -> None:
+    # red-team finding: the gateway inflated request bodies itself, and a body
+    # that was not valid gzip was a 500 with a traceback in the log
+    r = _raw_body(
+        stack.gateway.url,
+        "/echo/x",
+        {"Authorization": f"Bearer {stack.keys['alice']}", "Content-Encoding": "gzip"},
+        b"abcd",
+    )
+    assert r.status == 200
+    seen = json.loads(r.read())
+    sent = {k.lower(): v for k, v in seen["headers"].items()}
+    assert sent["content-encoding"] == "gzip" and seen["body"] == "abcd"
+
+
+def test_a_malformed_request_body_is_400_without_a_traceback(stack: Stack) -> None:
+    host, port = stack.gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(
+            b"POST /echo/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + stack.keys["alice"].encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n"
+        )
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.") and b" 400 " in reply.split(b"\r\n", 1)[0]
+    assert wait_until(lambda: "BadHttpMessage" in stack.gateway.output())
+    assert "Traceback" not in stack.gateway.output()
+
+
+def _raw_body(gw: str, path: str, headers: dict[str, str], body: bytes) -> http.client.HTTPResponse:
+    host, port = gw.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.request("POST", path, body=body, headers=headers)
+    return conn.getresponse()

@@ -279,3 +279,36 @@ def test_a_port_out_of_range_is_a_usage_error(stack: Stack, tmp_path: Path) -> N
     routes, _ = fresh_routes(stack, tmp_path)
     r = run_cli(*gateway_args(routes, stack.dep, 70000), cwd=tmp_path)
     assert r.returncode == 2 and "--port" in r.stderr and "bug" not in r.stderr, r.stderr
+
+
+def test_a_connection_slow_to_send_its_headers_is_closed(stack: Stack, tmp_path: Path) -> None:
+    # red-team finding: aiohttp's default keeps a connection that never
+    # finishes its request headers open for an hour (slowloris)
+    import socket
+
+    alice, digest = new_api_key()
+    routes, _ = fresh_routes(stack, tmp_path, alice=digest)
+    port = free_port()
+    gw = Server(
+        gateway_args(routes, stack.dep, port, "--idle-timeout", "1"),
+        port,
+        cwd=tmp_path,
+        ready_path="/healthz",
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /demo/v2 HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            closed = False
+            while time.monotonic() - t0 < 8:
+                try:
+                    s.sendall(b"X-Drip: 1\r\n")
+                    time.sleep(0.2)
+                except OSError:
+                    closed = True
+                    break
+            assert closed and time.monotonic() - t0 < 8
+        # a request that finishes in time is served, slow upstream or not
+        assert request(gw.url + "/slowok/x", key=alice)[0] == 200
+    finally:
+        gw.stop()

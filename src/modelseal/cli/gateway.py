@@ -35,6 +35,14 @@ def gateway(
         str | None, typer.Option(help="share rate limits in Redis, e.g. redis://127.0.0.1:6379/0")
     ] = None,
     access_log: Annotated[bool, typer.Option(help="one JSON line per request on stderr")] = True,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=3600,
+            help="seconds before closing an idle connection or one slow to send its headers",
+        ),
+    ] = 30.0,
 ) -> None:
     """Run the gateway. SIGHUP (or editing the routes file) reloads routes and keys.
 
@@ -62,6 +70,7 @@ def gateway(
                 redis_url=redis_url,
                 access_log=access_log,
                 passphrase=passphrase,
+                idle_timeout=idle_timeout,
             )
         )
 

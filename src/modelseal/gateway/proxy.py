@@ -26,6 +26,8 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from modelseal import _prometheus
@@ -112,6 +114,12 @@ def _error(status: int, message: str, rid: str, **headers: str) -> web.Response:
         content_type=_JSON,
         headers={REQUEST_ID_HEADER: rid, **headers},
     )
+
+
+def _bad_body(rid: str, exc: Exception) -> web.Response:
+    """The client's request body broke off or was malformed: its mistake, a 400."""
+    log.info("bad request body (rid %s): %s", rid, exc)
+    return _error(400, "the request body is malformed or incomplete", rid)
 
 
 def presented_key(request: web.BaseRequest) -> str | None:
@@ -367,11 +375,13 @@ class Gateway:
         data: Any = None
         if request.can_read_body:
             cl = request.content_length
-            data = (
-                await request.read()
-                if cl is not None and cl <= SMALL_BODY
-                else request.content.iter_any()
-            )
+            if cl is not None and cl <= SMALL_BODY:
+                try:
+                    data = await request.read()
+                except RequestPayloadError as exc:
+                    return _bad_body(rid, exc), None
+            else:
+                data = request.content.iter_any()
         timeout = aiohttp.ClientTimeout(total=route.timeout_s)
         m = self.metrics
         try:
@@ -393,7 +403,11 @@ class Gateway:
                 f"route {route.id!r}: the model service did not answer in {route.timeout_s:g}s",
                 rid,
             ), None
+        except RequestPayloadError as exc:  # the client's streamed body was malformed
+            return _bad_body(rid, exc), None
         except (aiohttp.ClientError, OSError) as exc:
+            if isinstance(exc.__cause__, RequestPayloadError):
+                return _bad_body(rid, exc.__cause__), None
             m.upstream_errors.labels(route.id, "unreachable").inc()
             log.warning("route %s: upstream %s failed: %s", route.id, base, exc)
             return _error(502, f"route {route.id!r}: the model service is unreachable", rid), None
@@ -483,6 +497,25 @@ class Gateway:
 # --- running -----------------------------------------------------------------------------
 
 
+class _ClientMistakes(logging.Filter):
+    """aiohttp logs a traceback for every malformed request it answers with 400:
+    anyone could fill the gateway's log with them. One line each, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+            record.msg = f"{record.msg}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return http_log.isEnabledFor(logging.INFO)
+        return True
+
+
+http_log = logging.getLogger("modelseal.gateway.http")
+http_log.addFilter(_ClientMistakes())
+
+
 def configure_logging(access_log: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -501,6 +534,7 @@ async def serve_socket(
     sock: Any,
     *,
     shutdown_timeout: float = 30.0,
+    idle_timeout: float = 30.0,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT; SIGHUP reloads the routes file.
@@ -509,7 +543,16 @@ async def serve_socket(
     ``shutdown_timeout`` seconds to finish.
     """
     await gateway.start()
-    server = web.Server(gateway.handle, access_log=None)
+    # auto_decompress=False: a compressed request body goes upstream as sent
+    # (with its Content-Encoding), not inflated here; keepalive_timeout also
+    # closes a connection that never finishes its request headers (slowloris).
+    server = web.Server(
+        gateway.handle,
+        access_log=None,
+        logger=http_log,
+        auto_decompress=False,
+        keepalive_timeout=idle_timeout,
+    )
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.SockSite(runner, sock)

@@ -171,6 +171,8 @@ def test_access_log_has_one_line_per_request_without_keys_or_bodies(stack: Stack
     status, _, headers = request(gw + "/demo" + INFER + "?secret=1", key=alice, body=BODY)
     assert status == 200
     rid = headers["X-Modelseal-Request-Id"]
+    # access lines are written in batches, at most 50 ms after the request
+    assert wait_until(lambda: rid in stack.gateway.output(), timeout=5)
     log = stack.gateway.output()
     lines = [json.loads(ln) for ln in log.splitlines() if ln.startswith("{")]
     mine = [ln for ln in lines if ln["rid"] == rid]

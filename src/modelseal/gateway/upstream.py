@@ -274,6 +274,9 @@ class _Conn(asyncio.Protocol):
         self._head = asyncio.get_running_loop().create_future()
         return self._head
 
+    def no_reuse(self) -> None:
+        self._keep_alive = False
+
     @property
     def reusable(self) -> bool:
         return self._complete and self._keep_alive and not self.closed and not self._body
@@ -385,7 +388,10 @@ class UpstreamPool:
                 if not chunk:
                     continue
                 if answer.done():
-                    break  # answered before the body was in (e.g. 413): stop sending
+                    # answered before the body was in (e.g. 413): stop sending;
+                    # the service may still expect the rest, so never reuse it
+                    conn.no_reuse()
+                    break
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                 await conn.drain()
             if chunked and not answer.done():

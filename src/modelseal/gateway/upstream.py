@@ -384,16 +384,23 @@ class UpstreamPool:
         else:
             transport.write(head)
             chunked = b"transfer-encoding: chunked" in head.lower()
-            async for chunk in body:
-                if not chunk:
-                    continue
-                if answer.done():
-                    # answered before the body was in (e.g. 413): stop sending;
-                    # the service may still expect the rest, so never reuse it
-                    conn.no_reuse()
-                    break
-                transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-                await conn.drain()
+            try:
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    if answer.done():
+                        # answered before the body was in (e.g. 413): stop sending;
+                        # the service may still expect the rest, so never reuse it
+                        conn.no_reuse()
+                        break
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    await conn.drain()
+            except BaseException:
+                # the answer will not be awaited: mark its error as seen, or
+                # asyncio logs "exception was never retrieved" for it
+                if answer.done() and not answer.cancelled():
+                    answer.exception()
+                raise
             if chunked and not answer.done():
                 transport.write(b"0\r\n\r\n")
         return await answer

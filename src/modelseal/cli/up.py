@@ -71,7 +71,8 @@ def up(
         out.print()
         out.print("[bold green]modelseal is up[/bold green]")
         out.print(
-            f"  control plane   {summary.controlplane_url}  (OpenAPI: /openapi.json)", highlight=False
+            f"  control plane   {summary.controlplane_url}  (OpenAPI: /openapi.json)",
+            highlight=False,
         )
         out.print(
             f"  model service   {summary.serve_url}  (answers only envelopes)", highlight=False

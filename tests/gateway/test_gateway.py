@@ -319,3 +319,32 @@ def _raw_body(gw: str, path: str, headers: dict[str, str], body: bytes) -> http.
     conn = http.client.HTTPConnection(host, int(port), timeout=20)
     conn.request("POST", path, body=body, headers=headers)
     return conn.getresponse()
+
+
+def test_large_and_chunked_uploads_stream_to_the_model_service(stack: Stack) -> None:
+    # over 1 MiB with a Content-Length, and chunked without one: both stream
+    # upstream through the gateway's own client and the answer is decrypted
+    x = np.arange(60000 * 4, dtype=np.float32).reshape(60000, 4) / 1000
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [60000, 4], "data": x.ravel().tolist()}
+            ]
+        }
+    ).encode()
+    assert len(body) > 1024 * 1024
+    auth = {"Authorization": f"Bearer {stack.keys['alice']}", "Content-Type": "application/json"}
+    host, port = stack.gateway.url.removeprefix("http://").split(":")
+    for chunked in (False, True):
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        if chunked:
+            pieces = (body[i : i + 100_000] for i in range(0, len(body), 100_000))
+            conn.request("POST", "/demo" + INFER, body=pieces, headers=auth, encode_chunked=True)
+        else:
+            conn.request("POST", "/demo" + INFER, body=body, headers=auth)
+        r = conn.getresponse()
+        doc = json.loads(r.read())
+        assert r.status == 200, doc
+        y = np.array(doc["outputs"][0]["data"], np.float32).reshape(doc["outputs"][0]["shape"])
+        np.testing.assert_allclose(y[-3:], stack.dep.expected(x[-3:]), rtol=1e-5)
+        conn.close()

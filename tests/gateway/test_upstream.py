@@ -273,8 +273,23 @@ def test_unreachable_and_garbage() -> None:
         w.write(b"SMTP ready\r\n\r\n")
         await w.drain()
 
+    async def endless_headers(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await _read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):  # a vendor's container must not grow our memory
+            w.write(b"X-%d: %s\r\n" % (i, b"v" * 100))
+            if i % 1000 == 0:
+                try:
+                    await w.drain()
+                except ConnectionError:
+                    return
+
     async def main() -> None:
         pool = UpstreamPool()
+        server, port = await _serve(endless_headers)
+        with pytest.raises(UpstreamError, match="headers over 64 KiB"):
+            await pool.request("127.0.0.1", port, _head(), None)
+        server.close()
         server, port = await _serve(garbage)
         with pytest.raises(UpstreamError, match="malformed answer"):
             await pool.request("127.0.0.1", port, _head(), None)

@@ -30,6 +30,10 @@ import httptools
 IDLE_S: Final = 4.0
 #: Idle connections kept per upstream.
 MAX_IDLE: Final = 64
+#: An answer's header block larger than this is refused (llhttp sets no limit,
+#: and a model service runs a vendor's container: it must not grow our memory).
+MAX_HEADER_BYTES: Final = 64 * 1024
+MAX_HEADERS: Final = 256
 #: Response body buffered before the upstream socket is paused.
 HIGH_WATER: Final = 1024 * 1024
 
@@ -90,6 +94,10 @@ class BodyTooLargeError(Exception):
         super().__init__(f"body over {limit} bytes")
 
 
+class _HeadersTooLargeError(Exception):
+    pass
+
+
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; one exchange at a time."""
 
@@ -103,6 +111,7 @@ class _Conn(asyncio.Protocol):
         self._lost: BaseException | None = None
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._body_waiter: asyncio.Future[None] | None = None
@@ -133,8 +142,13 @@ class _Conn(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if self._head_only and self._head is None:
                 return  # the body of an answer to HEAD is ignored
+            why = (
+                "headers over 64 KiB or 256 fields"
+                if self._header_bytes > MAX_HEADER_BYTES
+                else str(exc)
+            )
             self._fail(
-                UpstreamError(f"malformed answer from the model service: {exc}", started=True)
+                UpstreamError(f"malformed answer from the model service: {why}", started=True)
             )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -166,10 +180,16 @@ class _Conn(asyncio.Protocol):
     # --- httptools callbacks -----------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > MAX_HEADER_BYTES or len(self._headers) >= MAX_HEADERS:
+            # httptools turns this into an HttpParserCallbackError from feed_data
+            self._header_bytes = MAX_HEADER_BYTES + 1
+            raise _HeadersTooLargeError
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        self._header_bytes = 0
         if 100 <= status < 200:  # an interim answer (e.g. 103): wait for the real one
             self._headers = []
             return

@@ -1,9 +1,10 @@
 """The gateway: API keys, longest-prefix routes, a pooled streaming proxy, envelope
 decryption, rate limits, access log, hot reload.
 
-aiohttp for both the server and the upstream pool: measured here an aiohttp
-server plus client session costs ~0.4 ms of CPU per proxied request, httpx's
-pool alone ~1.3 ms (docs/design.md), so httpx stays off this path.
+aiohttp serves (~45 us of CPU per request here); model services are called
+through ``gateway/upstream.py``, a small pooled HTTP/1.1 client, because
+aiohttp's client session cost ~200 us per request against ~50 us for it
+(httpx's pool ~1.3 ms: docs/design.md, bench/RESULTS.md).
 
 Order of checks, so that a request without a valid key learns nothing and
 costs a model service nothing: key (401), route (404), permission (403),

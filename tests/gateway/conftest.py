@@ -108,6 +108,19 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
             for _ in range(24):  # 1.5 MiB, more than the gateway reads whole
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self._drop()
+        elif mode == "drip":  # chunked, slower than the route's timeout
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for _ in range(20):
+                    self.wfile.write(b"4\r\ndrip\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass
         elif mode == "short":  # promises 3 MiB, sends 1.5 MiB, drops the connection
             self.send_response(200)
             self.send_header("Content-Type", "application/octet-stream")
@@ -170,6 +183,7 @@ def routes_doc(serve_url: str, relay_url: str, digests: dict[str, str]) -> dict[
             route("echo", "/echo", relay_url + "/echo", decrypt=False, strip_prefix=True),
             route("die", "/die", relay_url + "/die", decrypt=False),
             route("short", "/short", relay_url + "/short", decrypt=False),
+            route("drip", "/drip", relay_url + "/drip", decrypt=False, timeout_s=0.5),
             route("down", "/down", f"http://127.0.0.1:{free_port()}"),
         ],
         "api_keys": [

@@ -238,6 +238,20 @@ def test_an_upstream_breaking_off_mid_body_is_an_error_for_the_client(stack: Sta
     assert request(stack.gateway.url + "/big/x", key=stack.keys["bob"])[0] == 200
 
 
+def test_a_streamed_answer_outlasting_the_routes_timeout_is_cut_off(stack: Stack) -> None:
+    # timeout_s covers the whole exchange: a plain route's answer still
+    # streaming when it ends is aborted, never ended as if complete
+    auth = {"Authorization": f"Bearer {stack.keys['alice']}"}
+    t0 = time.monotonic()
+    r = _raw(stack.gateway.url, "GET", "/drip/x", auth)
+    assert r.status == 200
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        r.read()
+    assert time.monotonic() - t0 < 1.8  # the relay would take 2 s
+    assert wait_until(lambda: "broke off mid-answer" in stack.gateway.output())
+    assert "Traceback" not in stack.gateway.output()
+
+
 def test_head_on_a_decrypting_route_is_get_without_the_body(stack: Stack) -> None:
     # review finding: HEAD got the service's body-less envelope answer -> 502
     auth = {"Authorization": f"Bearer {stack.keys['alice']}"}

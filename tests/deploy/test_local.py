@@ -419,3 +419,19 @@ def test_rotating_log_keeps_the_newest_lines(tmp_path: Path) -> None:
     assert all(p.stat().st_size <= 400 for p in tmp_path.iterdir())
     tail = read_logs(tmp_path, 5).splitlines()
     assert [line.split("] ", 1)[1] for line in tail] == [f"line {i}" for i in range(95, 100)]
+
+
+def test_the_local_backend_loads_no_cluster_client_server_or_cli() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, modelseal.deploy.backends.local, modelseal.deploy.portstore, "
+        "modelseal.deploy.backends._supervisor; "
+        "bad = [m for m in ('kubernetes', 'fastapi', 'sqlalchemy', 'uvicorn', 'modelseal.cli', "
+        "'modelseal.controlplane', 'modelseal.serve') if m in sys.modules]; print(bad)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert r.stdout.strip() == "[]"

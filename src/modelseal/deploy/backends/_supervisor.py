@@ -136,6 +136,8 @@ class Plan:
 def process_start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), or ``None`` if it is gone.
 
+    A zombie (exited, not yet reaped by its parent) counts as gone.
+
     Stored with every pid we record, so a pid the kernel has since given to
     another program is never signalled.
     """
@@ -146,6 +148,8 @@ def process_start_time(pid: int) -> int | None:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
+    if fields[:1] in ([b"Z"], [b"X"]):
+        return None  # exited, only waiting to be reaped: not running
     try:
         return int(fields[19])
     except (IndexError, ValueError):

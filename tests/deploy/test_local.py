@@ -295,6 +295,32 @@ def test_detached_supervisor_outlives_its_backend(
     assert port_is_free(port)
 
 
+def test_a_killed_supervisor_leaves_stopped_and_apply_takes_over(
+    dep: Deployment, tmp_path: Path, backends: Callable[..., LocalBackend]
+) -> None:
+    backend = backends(supervise="process")
+    path = write_spec(dep, tmp_path / "spec")
+    port = free_port()
+    backend.apply(load_bundle(path), [port])
+    status = wait_ready(backend, "models", "demo", timeout_s=90)
+    assert status.ready, status
+    orphans = pids_of(status)
+    os.kill(int(status.details["supervisor_pid"]), signal.SIGKILL)
+    wait_for(
+        lambda: backend.status("models", "demo").phase == "Stopped", 10, "the supervisor to die"
+    )
+    assert all(alive(p) for p in orphans)  # its replicas run on, unsupervised
+    assert "supervisor is not running" in backend.status("models", "demo").message
+
+    # Apply again, now with two replicas: the orphans go, the new copy runs on the same port.
+    path.write_text(path.read_text().replace("replicas: 1", "replicas: 2"))
+    backend.apply(load_bundle(path), [port])
+    assert not any(alive(p) for p in orphans)
+    status = wait_ready(backend, "models", "demo", timeout_s=90)
+    assert status.ready and status.replicas == 2 and status.node_ports == (port,), status
+    assert not set(pids_of(status)) & set(orphans)
+
+
 def test_close_stops_thread_supervised_deployments(
     dep: Deployment, tmp_path: Path, backends: Callable[..., LocalBackend]
 ) -> None:

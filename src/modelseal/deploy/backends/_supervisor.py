@@ -422,6 +422,9 @@ class Supervisor:
                 _signal_group(proc, signal.SIGTERM)
             self._watch(replica, proc, started)
             code = proc.wait()
+            # Whatever the replica left in its session (``--workers`` children of
+            # a killed parent) would hold its port and its log pipe: gone too.
+            _signal_group(proc, signal.SIGKILL, leader_exited=True)
             pump.join(5)
             uptime = time.monotonic() - started
             with self._lock:
@@ -616,8 +619,8 @@ def _probe(port: int, path: str, timeout: float) -> bool:
         return False
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    if proc.poll() is not None:
+def _signal_group(proc: subprocess.Popen[bytes], sig: int, *, leader_exited: bool = False) -> None:
+    if proc.poll() is not None and not leader_exited:
         return
     try:
         os.killpg(proc.pid, sig)

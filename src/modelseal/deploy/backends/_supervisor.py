@@ -289,7 +289,7 @@ class Supervisor:
         self._server: asyncio.Server | None = None
         self._rr = 0
         self._stopped = False
-        self._failure = ""
+        self._ever_ready = False
 
     # --- life cycle ------------------------------------------------------------
 
@@ -484,6 +484,7 @@ class Supervisor:
                 if replica.ready != ready:
                     replica.ready = ready
                     changed = True
+                self._ever_ready = self._ever_ready or ready
                 if ready:
                     replica.last_error = "" if not ever_ready else replica.last_error
             if changed:
@@ -570,7 +571,8 @@ class Supervisor:
         else:
             waiting = [r for r in replicas if not r["ready"]]
             errors = [r["last_error"] for r in waiting if r["last_error"]]
-            phase = "Degraded" if ready or restarts else "Pending"
+            # Pending only until the first replica has ever been ready.
+            phase = "Degraded" if ready or restarts or self._ever_ready else "Pending"
             message = f"{len(waiting)} of {self.plan.replicas} replica(s) not ready" + (
                 f"; last error: {errors[0]}" if errors else ""
             )

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelseal.deploy import bundle_from, load_bundle, parse_spec
 from modelseal.deploy.backends import DeploymentNotFoundError, DeploymentStatus, wait_ready
@@ -487,3 +489,30 @@ def test_the_local_backend_loads_no_cluster_client_server_or_cli() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert r.stdout.strip() == "[]"
+
+
+_SEGMENT = st.text(alphabet="abcxyz019._-", min_size=1, max_size=6).filter(
+    lambda s: s not in (".", "..")
+)
+_PATHS = st.lists(_SEGMENT, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+
+
+@settings(max_examples=150, deadline=None)
+@given(mount=_PATHS, host=_PATHS, tail=st.lists(_SEGMENT, max_size=3), other=_PATHS)
+def test_paths_under_a_mount_map_to_its_host_path_and_nothing_else_moves(
+    mount: str, host: str, tail: list[str], other: str
+) -> None:
+    from modelseal.deploy.bundle import DeploymentBundle
+
+    text = (
+        SPEC.format(name="t", replicas=1, root=host, license="l.jwt")
+        .replace("mountPath: /models", f"mountPath: {json.dumps(mount)}")
+        .replace('"/models/model.mseal"', json.dumps("/".join([mount, *tail])))
+        .replace('"--threads", "2"', f'"--x={other}"')
+    )
+    spec = parse_spec(text)
+    argv, _ = local_command(DeploymentBundle(spec, "x.y.z"), {"license": "/s/l"})
+    assert argv[4] == "/".join([host.rstrip("/"), *tail])
+    inside = other == mount or other.startswith(mount + "/")
+    expected = host.rstrip("/") + other[len(mount) :] if inside else other
+    assert argv[5] == f"--x={expected}"

@@ -245,10 +245,11 @@ def test_a_crash_loop_ends_failed_after_the_backoff(
     fake = tmp_path / "crashing-python"
     fake.write_text("#!/bin/sh\necho 'error: boom (exit 1)' >&2\nexit 1\n")
     fake.chmod(0o755)
-    backend = backends(python=str(fake))
+    backend = backends(python=str(fake), host="0.0.0.0")
     bundle = load_bundle(write_spec(dep, tmp_path / "spec"))
     started = time.monotonic()
-    backend.apply(bundle, [free_port()])
+    port = free_port()
+    assert backend.apply(bundle, [port]).forward_url == f"http://127.0.0.1:{port}"
     status = wait_ready(backend, "models", "demo", timeout_s=30)
     assert status.phase == "Failed", status
     assert "crashed 3 times in a row, last exit code 1: error: boom" in status.message

@@ -318,7 +318,7 @@ class LocalBackend:
                 bundle.deployment.spec.replicas,
                 0,
                 (node_port,),
-                self._forward_url(node_port),
+                _forward_url(self.host, node_port),
                 message="dry run: would run " + " ".join(argv[2:]),
             )
         plan = Plan(
@@ -436,7 +436,7 @@ class LocalBackend:
             replicas=plan.replicas,
             ready_replicas=ready,
             node_ports=tuple(plan.node_ports),
-            forward_url=self._forward_url(plan.node_ports[0]),
+            forward_url=_forward_url(plan.host, plan.node_ports[0]),
             restarts=int(snap.get("restarts", 0)),
             message=message,
             details=details,
@@ -493,12 +493,6 @@ class LocalBackend:
         self._children.clear()
 
     # --- internals ---------------------------------------------------------------------
-
-    def _forward_url(self, port: int) -> str:
-        host = self.host
-        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - the URL, not a bind
-            host = "127.0.0.1"
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def _check_host_paths(self, bundle: DeploymentBundle) -> None:
         problems = [
@@ -588,6 +582,13 @@ class LocalBackend:
         child = self._children.get(key)
         if child is not None and child.poll() is not None:
             del self._children[key]
+
+
+def _forward_url(host: str, port: int) -> str:
+    """Where a gateway on this machine reaches the NodePort (a wildcard bind is loopback too)."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - the URL, not a bind
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _phase(text: str) -> DeploymentPhase:

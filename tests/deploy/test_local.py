@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -282,6 +283,26 @@ def test_liveness_failures_restart_a_hung_replica(
     logs = backend.logs("models", "demo")
     assert logs.count("fake serve on") == 2
     assert "replica exited with signal SIGKILL" in logs
+
+
+def test_a_replica_that_ignores_sigterm_is_killed_after_the_grace_period(
+    dep: Deployment, tmp_path: Path, backends: Callable[..., LocalBackend]
+) -> None:
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!{sys.executable}\n" + (Path(__file__).parent / "fake_serve.py").read_text())
+    fake.chmod(0o755)
+    path = write_spec(dep, tmp_path / "spec")
+    path.write_text(path.read_text().replace("LOG_LEVEL: info", 'FAKE_SERVE_IGNORE_TERM: "1"'))
+    grace = 1.0
+    backend = backends(python=str(fake), policy=replace(FAST, grace_s=grace))
+    backend.apply(load_bundle(path), [free_port()])
+    status = wait_ready(backend, "models", "demo", timeout_s=30)
+    assert status.ready, status
+    (pid,) = pids_of(status)
+    started = time.monotonic()
+    assert backend.delete("models", "demo")
+    assert time.monotonic() - started >= grace  # SIGTERM first, and it was given the grace
+    assert not alive(pid)
 
 
 def test_detached_supervisor_outlives_its_backend(

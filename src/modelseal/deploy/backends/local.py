@@ -336,12 +336,11 @@ class LocalBackend:
             self._stop(namespace, name)
             state.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._check_port_free(node_port, (namespace, name))
-            write_text = _writer(state)
-            write_text(LICENSE_FILE, bundle.license)
+            _write_private(state / LICENSE_FILE, bundle.license)
             if bundle.envelope_key is not None:
-                write_text(ENVELOPE_KEY_FILE, bundle.envelope_key)
+                _write_private(state / ENVELOPE_KEY_FILE, bundle.envelope_key)
             if bundle.trust is not None:
-                write_text(bundle.trust[0], bundle.trust[1])
+                _write_private(state / bundle.trust[0], bundle.trust[1])
             (state / STATUS_FILE).unlink(missing_ok=True)
             write_json_atomic(state / PLAN_FILE, plan.to_json())
             if self.supervise == "thread":
@@ -603,16 +602,13 @@ def _phase(text: str) -> DeploymentPhase:
     return "Stopped"
 
 
-def _writer(state: Path) -> Any:
-    def write_text(file_name: str, text: str) -> None:
-        path = state / file_name
-        tmp = path.with_name(f".{file_name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-
-    return write_text
+def _write_private(path: Path, text: str) -> None:
+    """0600 from the first byte, replaced by rename: never readable by others, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

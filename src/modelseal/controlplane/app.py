@@ -6,7 +6,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelseal.controlplane import db
 from modelseal.controlplane.deps import AppState
@@ -17,16 +18,42 @@ from modelseal.controlplane.services.heartbeats import HeartbeatService
 from modelseal.controlplane.settings import Settings
 from modelseal.errors import ModelsealError
 
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-class BodyLimit:
-    """Refuse bodies over the limit by their Content-Length, before any route reads them.
+class BodyTooLargeError(StarletteHTTPException):
+    """Raised from the counting ``receive`` once a streamed body passes the limit.
 
-    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs a
-    task and a stream per request, measurable on the heartbeat path.
+    An ``HTTPException`` on purpose: FastAPI turns any other exception
+    raised while it reads a JSON body into a 400, and the app's handler
+    renders this one as our 413 error body.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request bodies are limited to {limit} bytes")
+
+
+class BodyLimit:
+    """Refuse bodies over the limit: by Content-Length up front, and while streaming.
+
+    A chunked body (no Content-Length) is counted as it arrives; the chunk
+    that crosses the limit raises ``BodyTooLargeError`` (413) before the
+    route sees the body, so a 40 MiB chunked upload is never buffered
+    (review finding). A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` costs a task and a stream per request,
+    measurable on the heartbeat path.
     """
 
     def __init__(self, app: ASGIApp, *, limit: int) -> None:
@@ -42,6 +69,20 @@ class BodyLimit:
                     )
                     await response(scope, receive, send)
                     return
+            limit = self.limit
+            seen = 0
+
+            async def counting_receive() -> Message:
+                nonlocal seen
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    if seen > limit:
+                        raise BodyTooLargeError(limit)
+                return message
+
+            await self.app(scope, counting_receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -88,6 +129,16 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         # e.g. a NUL character, which PostgreSQL text cannot hold (found by schemathesis):
         # the request is bad, not the server
         return _error(422, "invalid_request", "a value holds characters that cannot be stored")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own 404 (no route), 405 and our streamed 413 answer in
+        # the API's one error shape, not ``{"detail": ...}`` (review finding)
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        response = _error(exc.status_code, code, str(exc.detail))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from modelseal.controlplane import schemas as s
 from modelseal.controlplane.deps import DB, State
-from modelseal.controlplane.errors import InvalidRequestError
+from modelseal.controlplane.errors import PayloadTooLargeError
 from modelseal.controlplane.routes import errors
 from modelseal.controlplane.services import licensing
 from modelseal.license.heartbeat import MAX_BODY_BYTES
@@ -49,7 +49,7 @@ def activate(body: s.ActivationIn, st: State, db: DB) -> s.ActivationOut:
 @router.post(
     "/heartbeat",
     response_model=s.HeartbeatOut,
-    responses=errors(401, 413, 422),
+    responses=errors(401, 409, 413, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -63,9 +63,16 @@ async def heartbeat(
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A device's report, authenticated by ``Authorization: Modelseal-Device MAC``."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidRequestError(f"heartbeat larger than {MAX_BODY_BYTES} bytes")
+    # read as a stream and stop at the heartbeat's own limit: a chunked body
+    # has no Content-Length for the app-wide limit to refuse up front
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(f"heartbeat larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
     reply = await run_in_threadpool(st.heartbeats.handle, body, authorization)
     # a Response skips re-validating the model: the reply is one string we just made
     return Response(b'{"reply":"' + reply.encode() + b'"}', media_type="application/json")

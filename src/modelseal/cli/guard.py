@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,7 +26,10 @@ from modelseal.license.errors import LicenseFormatError
 if TYPE_CHECKING:
     from modelseal.guard import Guard
 
-app = typer.Typer(help="Check a license on this device; apply unlock codes.", no_args_is_help=True)
+app = typer.Typer(
+    help="Check a license on this device; apply unlock codes and revocation lists.",
+    no_args_is_help=True,
+)
 
 LicenseOpt = Annotated[
     Path | None,
@@ -180,4 +184,59 @@ def unlock(
         )
 
 
-__all__ = ["app", "status", "unlock"]
+@app.command("import-revocations")
+def import_revocations(
+    file: Annotated[Path, typer.Argument(help="the signed revocation list (GET /v1/revocations)")],
+    license: LicenseOpt = None,
+    trust: TrustOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a vendor-signed revocation list on a device no heartbeat reaches.
+
+    The list must be signed by a trusted key of the license's issuer and be
+    no older than the last list imported here (exit 4 otherwise). If it
+    revokes this license or device, the Guard refuses from now on, for good.
+    Exit 0 when the list was imported (whether or not it revokes this device).
+
+    Example: modelseal guard import-revocations revocations.jwt --license license.jwt
+    --trust vendor.pub
+    """
+    from modelseal.guard import NotLicensedError
+    from modelseal.license.heartbeat import HeartbeatReplyError
+
+    with errors_as_exit_codes():
+        token = read_text_input(file, what="revocation list", error=HeartbeatReplyError).strip()
+        if token.count(".") != 2 or any(c.isspace() for c in token):
+            raise HeartbeatReplyError(f"{file} is not a signed revocation list (a compact JWS)")
+        guard = _guard(license, trust, state_dir, verify=False)
+        # a refusing Guard (expired, offline too long) still takes a revocation;
+        # one whose license did not even verify says so in import_revocations
+        with contextlib.suppress(NotLicensedError):
+            guard.verify()
+        revoked = guard.import_revocations(token)
+        state = guard.state()
+        issued = state.revocations_iat if state is not None else None
+        info = {
+            "ok": True,
+            "revoked": revoked,
+            "license_id": guard.license.claims.jti,
+            "issued_at": _iso(issued),
+            **_state_info(guard),
+        }
+        if as_json:
+            emit_json(info)
+            return
+        if revoked:
+            out.print(
+                f"[red]revoked[/]: the list (issued {info['issued_at']}) revokes "
+                f"{info['license_id']} on this device; the Guard refuses from now on"
+            )
+        else:
+            out.print(
+                f"imported the revocation list issued {info['issued_at']}: "
+                f"{info['license_id']} is not revoked"
+            )
+
+
+__all__ = ["app", "import_revocations", "status", "unlock"]

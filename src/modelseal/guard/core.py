@@ -989,11 +989,14 @@ class Guard:
     def import_revocations(self, source: str | os.PathLike[str]) -> bool:
         """Apply a signed revocation list (a file, or the token) for sites no heartbeat reaches.
 
-        The list must be signed by a trusted key of this license's issuer.
-        Returns True when it revokes this license or device: the Guard then
-        locks for good, as after a ``REVOKED`` heartbeat.
+        The list must be signed by a trusted key of this license's issuer and
+        be no older (``issued_at``) than the newest one imported before, which
+        the state remembers: a stale list is refused with
+        :class:`StaleRevocationListError`. When it revokes this license or
+        device, the Guard locks for good, as after a ``REVOKED`` heartbeat;
+        returns whether it did.
         """
-        from modelseal.license.heartbeat import verify_revocations
+        from modelseal.license.heartbeat import StaleRevocationListError, verify_revocations
 
         lic = self._license
         if lic is None or self._store is None:
@@ -1011,14 +1014,23 @@ class Guard:
                 ) from None
         rl = verify_revocations(token, self._trust, issuer=lic.claims.iss)
         device_id = lic.claims.device.device_id if lic.claims.device else None
-        if not rl.revokes(lic.claims.jti, device_id):
-            self._log("revocations_imported", issued_at=rl.issued_at, revoked=False)
-            return False
+        revoked = rl.revokes(lic.claims.jti, device_id)
         with self._txn() as t:
-            t.state.revoked = True
-            t.log("revoked", reason="revoked", source="revocation_list", issued_at=rl.issued_at)
-        self._denied = "revoked"
-        return True
+            seen = t.state.revocations_iat
+            if seen is not None and rl.issued_at < seen:
+                raise StaleRevocationListError(
+                    f"this revocation list (issued at {rl.issued_at}) is older than the one"
+                    f" already imported (issued at {seen})"
+                )
+            t.state.revocations_iat = rl.issued_at
+            if revoked:
+                t.state.revoked = True
+                t.log("revoked", reason="revoked", source="revocation_list", issued_at=rl.issued_at)
+            else:
+                t.log("revocations_imported", issued_at=rl.issued_at, revoked=False)
+        if revoked:
+            self._denied = "revoked"
+        return revoked
 
     def _swap_license(self, token: str, current: License) -> None:
         """Adopt a renewed license from a verified reply, without a restart.

@@ -48,6 +48,7 @@ class GuardState:
     lease_end: int = 0
     lease_exp: float | None = None
     quota_blocked: bool = False
+    revocations_iat: int | None = None  # issued-at of the newest revocation list imported
 
 
 class StateStore:

@@ -82,6 +82,16 @@ class HeartbeatReplyError(LicenseError):
     exit_code = 4
 
 
+class StaleRevocationListError(HeartbeatReplyError):
+    """A revocation list older than the one this device already imported.
+
+    Importing it would change nothing a newer list has not decided (a
+    revocation is never lifted); refusing says so instead of pretending.
+    """
+
+    reason = "revocation_list_outdated"
+
+
 def device_credential(kek: bytes, *, jti: str) -> bytes:
     """The key only the bound device (and the issuing server) can compute."""
     return hkdf_sha256(kek, salt=b"", info=_CREDENTIAL_INFO + jti.encode(), length=32)

@@ -91,9 +91,7 @@ def test_offline_a_leased_license_spends_at_most_its_allowance(
     guard.close()
 
 
-def test_spending_is_bounded_by_the_servers_ledger(
-    vendor: PrivateKey, tmp_path: Path
-) -> None:
+def test_spending_is_bounded_by_the_servers_ledger(vendor: PrivateKey, tmp_path: Path) -> None:
     """Whatever the state file says, calls beyond the quota need leases the server refuses."""
     clock = Clock(NOW)
     server = LeasingServer(vendor, clock, size=10, quota=20)

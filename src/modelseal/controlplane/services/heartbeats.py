@@ -69,7 +69,7 @@ _LOOKUP = (
     " p.max_calls, l.calls_leased, d.lease_end, d.calls_used,"
     # this device's rank among the license's seats (oldest first): past max_devices
     # (the plan's limit lowered) it is one too many
-    " CASE WHEN p.max_devices IS NULL THEN 0 ELSE p.max_devices - (SELECT count(*)"
+    " CASE WHEN p.max_devices IS NULL THEN NULL ELSE p.max_devices - (SELECT count(*)"
     " FROM devices o WHERE o.license_id = d.license_id AND o.status <> 'deactivated'"
     " AND (o.activated_at < d.activated_at OR (o.activated_at = d.activated_at AND o.id < d.id)))"
     " END"

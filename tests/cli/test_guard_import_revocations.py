@@ -66,7 +66,8 @@ def test_import_revocations_from_a_file(tmp_path: Path) -> None:
     r = ms("guard", "import-revocations", other, *common, "--json", state=state)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["revoked"] is False
-    assert ms("guard", "status", *common, state=state).returncode == 0
+    status = ms("guard", "status", *common, "--json", state=state)
+    assert status.returncode == 0 and json.loads(status.stdout)["revocations_issued_at"]
 
     # an older list than the one imported: refused, typed, one line
     older = crl("older.jwt", now - 3600, {"lic_airgapped01"}, set())

@@ -90,6 +90,12 @@ def _state_info(guard: Guard) -> dict[str, Any]:
         "trusted_time": _iso(state.trusted if state else None),
         "clock_high_water": _iso(state.high_water if state else None),
         "unlocked_until": _iso(state.unlock_until if state else None),
+        # server-side quotas: how far the leases reach, and whether the server said
+        # the quota is used up (the offline allowance is then withdrawn)
+        "lease_end": state.lease_end if state else 0,
+        "lease_expires": _iso(state.lease_exp if state else None),
+        "quota_blocked": state.quota_blocked if state else False,
+        "revocations_issued_at": _iso(state.revocations_iat if state else None),
     }
 
 
@@ -132,6 +138,7 @@ def status(
             "features": list(claims.entitlements),
             "calls_used": used,
             "calls_limit": claims.limits.calls,
+            "offline_calls": claims.limits.offline_calls,
             "expires": _iso(claims.exp),
             **_state_info(guard),
         }
@@ -150,6 +157,12 @@ def status(
             f"  trusted time: {info['trusted_time']} (clock high-water mark "
             f"{info['clock_high_water']})"
         )
+        if claims.limits.offline_calls is not None:
+            out.print(
+                f"  leases:       calls up to {info['lease_end']} (until "
+                f"{info['lease_expires'] or '-'}) + offline allowance "
+                f"{0 if info['quota_blocked'] else claims.limits.offline_calls}"
+            )
         if info["unlocked_until"]:
             out.print(f"  unlocked until {info['unlocked_until']}")
 

@@ -354,3 +354,27 @@ def test_concurrent_leases_of_one_license_stay_within_its_quota(
     for t in threads:
         t.join(60)
     assert sum(granted) == 10 and len(granted) == 6
+
+
+def test_the_fast_path_and_the_route_answer_alike(
+    api: Api, setup: tuple[TestClient, TrustStore, str]
+) -> None:
+    """``HeartbeatFastPath`` serves heartbeats before the router; the route must agree."""
+    from modelseal.controlplane.app import create_app
+
+    client, trust, key = setup
+    dev = activate(client, key, trust)
+    settings = api.settings.model_copy(update={"heartbeat_fast_path": False})
+    app = create_app(settings)
+    with TestClient(app, base_url="http://127.0.0.1") as routed:
+        for via, t in ((client, 10), (routed, 11)):
+            assert code(via, trust, dev, time=t) == "VALID"
+            status, answer, _ = beat(via, dev, time=t)  # same time: new nonce, fine
+            assert status == 200, answer
+            status, answer, _ = beat(via, dev, time=t - 5)
+            assert status == 409 and answer["error"]["code"] == "stale_heartbeat"
+            bad = via.post("/v1/heartbeat", content=b"{}", headers={"Authorization": "x"})
+            assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+            big = via.post("/v1/heartbeat", content=(b" " * 8192 for _ in range(2)))
+            assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
+    app.state.cp.engine.dispose()

@@ -16,6 +16,7 @@ from modelseal.controlplane.deps import DB, State
 from modelseal.controlplane.errors import PayloadTooLargeError
 from modelseal.controlplane.routes import errors
 from modelseal.controlplane.services import licensing
+from modelseal.controlplane.services.heartbeats import heartbeat_reply
 from modelseal.license.heartbeat import MAX_BODY_BYTES
 
 router = APIRouter(prefix="/v1", tags=["device"])
@@ -62,7 +63,10 @@ async def heartbeat(
     st: State,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """A device's report, authenticated by ``Authorization: Modelseal-Device MAC``."""
+    """A device's report, authenticated by ``Authorization: Modelseal-Device MAC``.
+
+    Served by ``app.HeartbeatFastPath`` unless ``MODELSEAL_HEARTBEAT_FAST_PATH=0``.
+    """
     # read as a stream and stop at the heartbeat's own limit: a chunked body
     # has no Content-Length for the app-wide limit to refuse up front
     chunks: list[bytes] = []
@@ -73,6 +77,6 @@ async def heartbeat(
             raise PayloadTooLargeError(f"heartbeat larger than {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
-    reply = await run_in_threadpool(st.heartbeats.handle, body, authorization)
+    answer = await run_in_threadpool(heartbeat_reply, st.heartbeats, body, authorization)
     # a Response skips re-validating the model: the reply is one string we just made
-    return Response(b'{"reply":"' + reply.encode() + b'"}', media_type="application/json")
+    return Response(answer, media_type="application/json")

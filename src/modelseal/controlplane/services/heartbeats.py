@@ -406,7 +406,12 @@ class HeartbeatService:
         }
         lease = None
         if code == "VALID" and request.lease and max_calls is not None:
-            code, message, lease = self._lease(device_row_id, request, record, interval)
+            try:
+                code, message, lease = self._lease(device_row_id, request, record, interval)
+            except StaleRequestError:
+                raise
+            except Exception as exc:  # the database went away mid-lease: nothing granted
+                raise ServerUnavailableError(f"lease not recorded: {type(exc).__name__}") from None
         else:
             if self._committer is not None:
                 applied = self._committer.submit(record)

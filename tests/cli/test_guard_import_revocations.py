@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from modelseal.cli import _common
+from modelseal.cli.guard import app as guard_app
 from modelseal.crypto import ContentKey, generate_private_key
-from modelseal.device import ActivationRequest
+from modelseal.device import collect, make_request
 from modelseal.license import issue_license
 from modelseal.license.heartbeat import RevocationList, sign_revocations
 
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _plain_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    # _common.json_mode is process-wide and only main() resets it
+    monkeypatch.setattr(_common, "json_mode", False)
+
 
 def ms(*args: str | Path, state: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "MODELSEAL_STATE_DIR": str(state)}
-    return subprocess.run(
-        [sys.executable, "-m", "modelseal", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
+    """``modelseal guard ...`` in-process (a subprocess costs seconds on a loaded machine)."""
+    assert args[0] == "guard"
+    result = runner.invoke(
+        guard_app,
+        [*map(str, args[1:])],
+        env={"COLUMNS": "200", "MODELSEAL_STATE_DIR": str(state)},
     )
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def test_import_revocations_from_a_file(tmp_path: Path) -> None:
@@ -33,9 +45,7 @@ def test_import_revocations_from_a_file(tmp_path: Path) -> None:
     vendor = generate_private_key("ed25519")
     (tmp_path / "vendor.pub").write_bytes(vendor.public_key().to_pem())
     # a license bound to this machine (the CLI's Guard reads the real fingerprint)
-    r = ms("device", "request", "--out", tmp_path / "request.json", state=state)
-    assert r.returncode == 0, r.stderr
-    request = ActivationRequest.from_json(json.loads((tmp_path / "request.json").read_text()))
+    request = make_request(collect(), label="site")
     issued = issue_license(
         signing_key=vendor,
         issuer="acme",

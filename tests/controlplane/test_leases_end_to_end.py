@@ -6,14 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from modelseal.cli import _common
+from modelseal.cli.admin import app as admin_app
 from modelseal.crypto import ContentKey
-from tests.controlplane.conftest import Server, run_cli, trust_of
+from tests.controlplane.conftest import Server, trust_of
 
 
 def test_a_guard_spends_leases_the_server_grants_and_no_more(
-    server: Server, sealed_model: tuple[Path, ContentKey, Path], tmp_path: Path
+    server: Server,
+    sealed_model: tuple[Path, ContentKey, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(_common, "json_mode", False)
     from modelseal.device import StaticSource, make_request
     from modelseal.guard import Guard, NotLicensedError
     from modelseal.guard.heartbeat import HttpHeartbeatClient
@@ -24,7 +31,12 @@ def test_a_guard_spends_leases_the_server_grants_and_no_more(
     env = {"MODELSEAL_SERVER": server.url, "MODELSEAL_TOKEN_FILE": str(server.token_file)}
 
     def admin(*args: str) -> str:
-        return run_cli("admin", *args, env=env).stdout
+        # in-process (a subprocess costs seconds on a loaded machine); the server is real
+        result = CliRunner().invoke(admin_app, list(args), env={"COLUMNS": "200", **env})
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        assert result.exit_code == 0, result.stderr
+        return result.stdout
 
     plan = json.loads(
         admin(

@@ -195,9 +195,11 @@ def test_devices_beyond_a_lowered_limit_hear_too_many_devices(
 ) -> None:
     client, trust, key = setup
     first, second = activate(client, key, trust, "a"), activate(client, key, trust, "b")
+    plan = client.get("/v1/plans").json()[0]["id"]
+    lowered = client.patch(f"/v1/plans/{plan}", json={"max_devices": 1})
+    assert lowered.status_code == 200 and lowered.json()["max_devices"] == 1
     engine = db.make_engine(api.settings)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE plans SET max_devices = 1"))
         # seats go oldest first; the two were activated within one second
         conn.execute(
             text("UPDATE devices SET activated_at = activated_at + 5 WHERE id = :id"),
@@ -208,6 +210,11 @@ def test_devices_beyond_a_lowered_limit_hear_too_many_devices(
     assert code(client, trust, second, time=1) == "TOO_MANY_DEVICES"
     client.post(f"/v1/devices/{first.record}/deactivate")
     assert code(client, trust, second, time=2) == "VALID"
+    # unlimited again; a bad limit is a 4xx
+    assert client.patch(f"/v1/plans/{plan}", json={"max_devices": None}).status_code == 200
+    assert client.patch(f"/v1/plans/{plan}", json={"max_devices": 0}).status_code == 422
+    assert client.patch(f"/v1/plans/{plan}", json={}).status_code == 422
+    assert code(client, trust, first, time=3) == "REVOKED"  # it was deactivated
 
 
 def test_reactivating_a_deactivated_device_keeps_lookups_working(

@@ -58,6 +58,11 @@ def test_a_guard_spends_leases_the_server_grants_and_no_more(
         )
     )
     assert plan["offline_calls"] == 4
+    assert (
+        json.loads(admin("plans", "set-max-devices", "metered", "3", "--json"))["max_devices"] == 3
+    )
+    unlimited = admin("plans", "set-max-devices", "metered", "unlimited", "--json")
+    assert json.loads(unlimited)["max_devices"] is None
     admin("customers", "create", "--name", "Clinic")
     registered = json.loads(
         admin("models", "add", str(model), "--content-key", str(key_file), "--json")

@@ -69,6 +69,9 @@ class _Target:
             headers=headers,
         )
 
+    def patch(self, path: str, body: Any) -> Any:
+        return call_json("PATCH", self.url(path), token=self.token, json_body=body)
+
     def text(self, path: str) -> str:
         return call("GET", self.url(path), token=self.token)[1].decode()
 
@@ -203,6 +206,31 @@ def plans_create(
             "strict_binding": strict_binding,
         }
         _show(_target(ctx).post("/v1/plans", body), as_json, PLAN_COLS, "plan created")
+
+
+@plans.command("set-max-devices")
+def plans_set_max_devices(
+    ctx: typer.Context,
+    plan: Annotated[str, typer.Argument(help="plan id or name")],
+    limit: Annotated[str, typer.Argument(help="devices per license, or 'unlimited'")],
+    as_json: Json = False,
+) -> None:
+    """Change a plan's device limit; issued licenses follow it at their next heartbeat.
+
+    Lowered below a license's active devices, the newest seats hear
+    TOO_MANY_DEVICES and lock until a seat is freed or the limit raised.
+
+    Example: modelseal admin plans set-max-devices pro 3
+    """
+    with errors_as_exit_codes():
+        if limit == "unlimited":
+            value: int | None = None
+        elif limit.isdigit() and int(limit) >= 1:
+            value = int(limit)
+        else:
+            fail("the limit is a number of devices (>= 1) or 'unlimited'", 2)
+        data = _target(ctx).patch(f"/v1/plans/{_q(plan)}", {"max_devices": value})
+        _show(data, as_json, PLAN_COLS, "plan updated")
 
 
 @plans.command("list")

@@ -81,6 +81,17 @@ class PlanCreate(_In):
     )
 
 
+class PlanLimitsIn(_In):
+    """What may change on a plan in use: its device limit (issued licenses keep the rest)."""
+
+    max_devices: int | None = Field(
+        ge=1,
+        le=1_000_000,
+        description="devices per license; null: unlimited. Devices past a lowered limit"
+        " (the newest seats) hear TOO_MANY_DEVICES and lock",
+    )
+
+
 class PlanOut(BaseModel):
     id: str
     name: str

@@ -149,6 +149,12 @@ def get_plan(ref: str, db: DB, who: Reader) -> s.PlanOut:
     return _plan(catalog.get_plan(db, who, ref))
 
 
+@router.patch("/plans/{ref}", response_model=s.PlanOut, responses=errors(404))
+def set_plan_limits(ref: str, body: s.PlanLimitsIn, db: DB, who: Issuer) -> s.PlanOut:
+    """Raise or lower a plan's device limit; lowered, the newest seats hear TOO_MANY_DEVICES."""
+    return _plan(catalog.set_plan_max_devices(db, who, ref, body.max_devices))
+
+
 @router.post("/customers", response_model=s.CustomerOut, status_code=201, responses=errors(409))
 def create_customer(body: s.CustomerCreate, db: DB, who: Issuer) -> s.CustomerOut:
     return _customer(catalog.create_customer(db, who, body))

@@ -91,6 +91,19 @@ def get_plan(session: Session, caller: Caller, ref: str) -> Plan:
     return row
 
 
+def set_plan_max_devices(session: Session, caller: Caller, ref: str, limit: int | None) -> Plan:
+    """Change a plan's device limit for its licenses, issued ones included.
+
+    The limit is the server's to enforce (activation, and each heartbeat
+    ranks the seats oldest first), so no license needs re-issuing; the
+    ``limits.devices`` claim of licenses already issued keeps the old number
+    and is informational.
+    """
+    plan = get_plan(session, caller, ref)
+    plan.max_devices = limit
+    return plan
+
+
 def create_customer(session: Session, caller: Caller, body: CustomerCreate) -> Customer:
     _refuse_id_like_name(body.name, "cus", "customer")
     row = Customer(id=new_id("cus"), vendor_id=caller.vendor_id, name=body.name, created_at=now_s())

@@ -11,6 +11,7 @@ from tests.controlplane.conftest import Api, catalog, fake_request, order
 
 BODIES: dict[str, Any] = {
     "/v1/licenses/{ref}/renew": {"days": 1},
+    "/v1/plans/{ref}": {"max_devices": 1},
 }
 
 

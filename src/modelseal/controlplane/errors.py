@@ -48,6 +48,17 @@ class ConflictError(ControlPlaneError):
     exit_code = 24
 
 
+class PayloadTooLargeError(ControlPlaneError):
+    status_code = 413
+    code = "too_large"
+
+
+class StaleRequestError(ConflictError):
+    """A heartbeat that is not newer than the last one accepted from its device (a replay)."""
+
+    code = "stale_heartbeat"
+
+
 class AlreadyInitializedError(ConflictError):
     code = "already_initialized"
 

@@ -86,6 +86,9 @@ class Plan(Base):
     allow_vm: Mapped[bool] = mapped_column(Boolean, default=True)
     allow_container: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    #: calls a device may spend beyond its leases while it cannot reach the server
+    #: (the license's ``limits.offline_calls``); None: the server's default
+    offline_calls: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Customer(Base):
@@ -125,6 +128,8 @@ class License(Base):
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    #: the usage ledger: calls leased to (or reported beyond leases by) all its devices
+    calls_leased: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Device(Base):
@@ -150,3 +155,14 @@ class Device(Base):
     calls_used: Mapped[int] = mapped_column(BigInteger, default=0)
     audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     audit_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: freshness: the device time of the newest accepted heartbeat, and the
+    #: nonces accepted at that time (space-separated); older or repeated is a replay
+    hb_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hb_nonces: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: why the server distrusts this device (``audit_rollback``, ``usage_rollback``);
+    #: set by the heartbeat path, cleared by the vendor (``devices clear-flag``)
+    flag: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    flagged_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: the device's call counter may run up to here on leases (docs/controlplane.md)
+    lease_end: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    lease_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -72,6 +72,24 @@ class PlanCreate(_In):
     strict_binding: bool = False
     allow_vm: bool = True
     allow_container: bool = True
+    offline_calls: int | None = Field(
+        default=None,
+        ge=0,
+        le=2**53,
+        description="calls a device may spend beyond its leases while offline"
+        " (default: min(max_calls, 100)); only with max_calls and a heartbeat",
+    )
+
+
+class PlanLimitsIn(_In):
+    """What may change on a plan in use: its device limit (issued licenses keep the rest)."""
+
+    max_devices: int | None = Field(
+        ge=1,
+        le=1_000_000,
+        description="devices per license; null: unlimited. Devices past a lowered limit"
+        " (the newest seats) hear TOO_MANY_DEVICES and lock",
+    )
 
 
 class PlanOut(BaseModel):
@@ -89,6 +107,7 @@ class PlanOut(BaseModel):
     allow_vm: bool
     allow_container: bool
     created_at: int
+    offline_calls: int | None = None
 
 
 class CustomerCreate(_In):
@@ -101,11 +120,21 @@ class CustomerOut(BaseModel):
     created_at: int
 
 
+class LicenseUsage(BaseModel):
+    license_id: str
+    max_calls: int | None
+    calls_leased: int = Field(description="the ledger: calls leased to devices or spent beyond")
+    calls_used: int = Field(description="calls the devices reported spent")
+    devices: int
+
+
 class UsageOut(BaseModel):
     customer_id: str
     licenses: int
     devices: int
     calls_used: int
+    calls_leased: int = 0
+    by_license: list[LicenseUsage] = Field(default_factory=list)
 
 
 class ModelCreate(_In):
@@ -141,6 +170,7 @@ class LicenseOut(BaseModel):
     expires_at: int | None
     created_at: int
     devices: int
+    calls_leased: int = 0
 
 
 class OrderOut(LicenseOut):
@@ -161,10 +191,15 @@ class DeviceOut(BaseModel):
     license_id: str
     device_id: str
     label: str
-    status: Literal["active", "deactivated"]
+    status: Literal["active", "suspended", "deactivated"]
     activated_at: int
     last_seen: int | None
     calls_used: int
+    lease_end: int = 0
+    flag: str | None = Field(
+        default=None, description="why the server distrusts it: audit_rollback, usage_rollback"
+    )
+    flagged_at: int | None = None
 
 
 class ActivationIn(_In):

@@ -65,9 +65,21 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
+#: refusals about who is asking (exit 22), as opposed to activation refusals (403, exit 25)
+_AUTH_CODES = (
+    "unauthorized",
+    "forbidden",
+    "csrf",
+    "mfa_required",
+    "totp_invalid",
+    "totp_required",
+    "too_many_attempts",
+)
+
+
 def _error_for(status: int, code: str, message: str) -> ServerError:
     cls: type[ServerError]
-    if status in (401, 403) and code in ("unauthorized", "forbidden"):
+    if status == 429 or (status in (401, 403) and code in _AUTH_CODES):
         cls = ServerAuthError
     elif status == 403:
         cls = ActivationRefusedError

@@ -11,8 +11,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelseal.controlplane import db
 from modelseal.controlplane.deps import AppState
 from modelseal.controlplane.errors import ControlPlaneError
-from modelseal.controlplane.routes import admin, device, health
+from modelseal.controlplane.routes import admin, device, health, people
 from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
+from modelseal.controlplane.services import audit
 from modelseal.controlplane.services.heartbeats import HeartbeatService
 from modelseal.controlplane.settings import Settings
 from modelseal.errors import ModelsealError
@@ -49,6 +50,7 @@ def build_state(settings: Settings) -> AppState:
     engine = db.make_engine(settings)
     box = SecretBox(load_or_create_master_key(settings.master_key_path))
     sessions = db.session_factory(engine)
+    audit.install(sessions, box)
     return AppState(
         settings=settings,
         engine=engine,
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(device.router)
+    app.include_router(people.router)
     return app
 
 

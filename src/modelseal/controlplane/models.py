@@ -66,6 +66,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: a personal token acts as this user (issue #12); None: a service token
+    user_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class Plan(Base):
@@ -150,3 +152,82 @@ class Device(Base):
     calls_used: Mapped[int] = mapped_column(BigInteger, default=0)
     audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     audit_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+# --- people, sessions, the server audit log, unlock codes (issue #12) -------------------
+
+
+class User(Base):
+    """A person of a vendor: same roles as API tokens, argon2 password, TOTP second factor."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("vendor_id", "username"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    username: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    #: sealed TOTP secret; set at enrolment, trusted only once ``totp_enabled``
+    totp_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the last TOTP time step accepted: a code is good once (replay protection)
+    totp_last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    disabled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RecoveryCode(Base):
+    __tablename__ = "recovery_codes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class UserSession(Base):
+    """A browser session; the cookie carries its id and a secret, signed (services/people)."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    #: the user passed the second factor in this session (else only enrolment is allowed)
+    mfa: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AuditEvent(Base):
+    """One record of a vendor's hash-chained server audit log (services/audit.py)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (UniqueConstraint("vendor_id", "seq"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    ts: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[dict[str, object]] = mapped_column(JSON)
+    prev: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class UnlockIssue(Base):
+    """An emergency unlock code issued for a device: who, why, which serial (single use)."""
+
+    __tablename__ = "unlock_issues"
+    __table_args__ = (UniqueConstraint("device_id", "serial"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    serial: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[int] = mapped_column(BigInteger, default=now_s)

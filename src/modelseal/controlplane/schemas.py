@@ -192,3 +192,106 @@ class HeartbeatOut(BaseModel):
 class HealthOut(BaseModel):
     status: str
     schema_revision: str | None = None
+
+
+# --- people, sessions, audit, unlock codes (issue #12) ------------------------------------
+
+Username = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x20\x7f]+$")
+Password = Field(min_length=1, max_length=1024, pattern=PRINTABLE)
+TotpCode = Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$")
+
+
+class UserCreate(_In):
+    username: str = Username
+    role: Role = "issuer"
+    password: str | None = Field(
+        default=None, min_length=12, max_length=1024, description="omit: one is generated"
+    )
+
+
+class UserOut(BaseModel):
+    id: str
+    username: str
+    role: Role
+    totp_enabled: bool
+    locked_until: int | None = None
+    created_at: int
+    disabled_at: int | None = None
+
+
+class UserCreated(UserOut):
+    password: str | None = Field(description="the generated password, shown once")
+
+
+class RoleIn(_In):
+    role: Role
+
+
+class LoginIn(_In):
+    vendor: str = Name
+    username: str = Username
+    password: str = Password
+    totp: str | None = Field(default=None, min_length=6, max_length=6, pattern=r"^[0-9]{6}$")
+    recovery_code: str | None = Field(default=None, max_length=64, pattern=PRINTABLE)
+
+
+class SessionOut(BaseModel):
+    user: UserOut
+    vendor: str
+    mfa: bool = Field(description="false: only TOTP enrolment is allowed until it is done")
+    csrf_token: str = Field(description="send as X-CSRF-Token with every state-changing request")
+    expires_at: int | None = None
+
+
+class TotpEnrolOut(BaseModel):
+    secret: str = Field(description="shown once")
+    otpauth_uri: str
+    qr_svg: str
+
+
+class TotpConfirmIn(_In):
+    code: str = TotpCode
+
+
+class RecoveryCodesOut(BaseModel):
+    recovery_codes: list[str] = Field(description="shown once; each works once")
+
+
+class PasswordIn(_In):
+    old: str = Password
+    new: str = Field(min_length=12, max_length=1024, pattern=PRINTABLE)
+
+
+class AuditRecordOut(BaseModel):
+    seq: int
+    ts: str
+    event: str
+    reason: str | None
+    data: dict[str, Any]
+    prev: str
+    hash: str
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    records: int
+    head: list[Any] | None
+    problem: dict[str, Any] | None
+
+
+class UnlockIn(_In):
+    license: str | None = Field(
+        default=None, max_length=200, description="the license the device must belong to"
+    )
+    reason: str = Field(min_length=3, max_length=1000, pattern=PRINTABLE)
+    totp: str = TotpCode
+
+
+class UnlockOut(BaseModel):
+    code: str = Field(description="read it to the device's operator; good once")
+    serial: int
+    remaining: int
+    grant_hours: int
+    license_id: str
+    device: str
+    device_id: str

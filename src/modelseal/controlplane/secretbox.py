@@ -84,6 +84,13 @@ class SecretBox:
                 f"stored {purpose} does not open: wrong master key or a moved ciphertext"
             ) from None
 
+    def derive(self, label: str) -> bytes:
+        """A 32-byte key for one use (``label``), e.g. the audit MAC or the session cookie
+        signature: HKDF keeps each useless for anything else."""
+        return hkdf_sha256(
+            self._master, salt=b"", info=b"modelseal/cp/" + label.encode(), length=32
+        )
+
     def lookup_hash(self, value: str) -> str:
         """Keyed hash for finding a row by a secret (license keys) without storing it."""
         return hmac.new(self._lookup, value.encode(), hashlib.sha256).hexdigest()

@@ -25,6 +25,11 @@ class Caller:
     vendor_name: str
     role: str
     token_id: str
+    #: the person acting (a session, or a personal token); None for a service token
+    user_id: str | None = None
+    #: a session that has not passed the second factor yet may only enrol it
+    mfa: bool = True
+    via: str = "token"
 
 
 def _store_key(session: Session, box: SecretBox, vendor: Vendor, key: PrivateKey) -> SigningKey:
@@ -80,7 +85,13 @@ def authenticate(session: Session, token: str | None) -> Caller:
     if row is None:
         raise UnauthorizedError("the API token is not valid")
     tok, vendor = row
-    return Caller(vendor_id=vendor.id, vendor_name=vendor.name, role=tok.role, token_id=tok.id)
+    return Caller(
+        vendor_id=vendor.id,
+        vendor_name=vendor.name,
+        role=tok.role,
+        token_id=tok.id,
+        user_id=tok.user_id,
+    )
 
 
 def list_tokens(session: Session, caller: Caller) -> list[ApiToken]:

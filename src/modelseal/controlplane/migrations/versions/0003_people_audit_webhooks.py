@@ -1,0 +1,111 @@
+"""people, sessions, the server audit log, unlock codes (issue #12)
+
+Revision ID: 0003
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("api_tokens") as batch:
+        batch.add_column(sa.Column("user_id", sa.String(length=40), nullable=True))
+    op.create_table(
+        "users",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("username", sa.String(length=200), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("password_hash", sa.Text(), nullable=False),
+        sa.Column("totp_sealed", sa.Text(), nullable=True),
+        sa.Column("totp_enabled", sa.Boolean(), nullable=False),
+        sa.Column("totp_last_step", sa.BigInteger(), nullable=False),
+        sa.Column("failed_logins", sa.Integer(), nullable=False),
+        sa.Column("locked_until", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("disabled_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("vendor_id", "username"),
+    )
+    op.create_index("ix_users_vendor_id", "users", ["vendor_id"])
+    op.create_table(
+        "recovery_codes",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("user_id", sa.String(length=40), nullable=False),
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("used_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_recovery_codes_vendor_id", "recovery_codes", ["vendor_id"])
+    op.create_index("ix_recovery_codes_user_id", "recovery_codes", ["user_id"])
+    op.create_table(
+        "user_sessions",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("user_id", sa.String(length=40), nullable=False),
+        sa.Column("secret_hash", sa.String(length=64), nullable=False),
+        sa.Column("mfa", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=False),
+        sa.Column("revoked_at", sa.BigInteger(), nullable=True),
+        sa.Column("address", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_user_sessions_vendor_id", "user_sessions", ["vendor_id"])
+    op.create_index("ix_user_sessions_user_id", "user_sessions", ["user_id"])
+    op.create_table(
+        "audit_events",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("ts", sa.String(length=32), nullable=False),
+        sa.Column("event", sa.String(length=64), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=True),
+        sa.Column("data", sa.JSON(), nullable=False),
+        sa.Column("prev", sa.String(length=64), nullable=False),
+        sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("vendor_id", "seq"),
+    )
+    op.create_table(
+        "unlock_issues",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("device_id", sa.String(length=40), nullable=False),
+        sa.Column("serial", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.String(length=40), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("issued_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.ForeignKeyConstraint(["device_id"], ["devices.id"]),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("device_id", "serial"),
+    )
+    op.create_index("ix_unlock_issues_vendor_id", "unlock_issues", ["vendor_id"])
+    op.create_index("ix_unlock_issues_device_id", "unlock_issues", ["device_id"])
+
+
+def downgrade() -> None:
+    op.drop_table("unlock_issues")
+    op.drop_table("audit_events")
+    op.drop_table("user_sessions")
+    op.drop_table("recovery_codes")
+    op.drop_table("users")
+    with op.batch_alter_table("api_tokens") as batch:
+        batch.drop_column("user_id")

@@ -25,7 +25,7 @@ def test_every_operation_hides_other_vendors_objects(api: Api) -> None:
         "/v1/activate", json={"license_key": key, "request": fake_request(key, seed=1).to_json()}
     ).json()
     token = b.post("/v1/tokens", json={"name": "ci", "role": "auditor"}).json()
-    user = b.post("/v1/users", json={"username": "bea", "role": "issuer"}).json()
+    user = b.post("/v1/users", json={"username": "zoe-globex", "role": "issuer"}).json()
     objects = {
         "plans": [ids["plan"], b.get(f"/v1/plans/{ids['plan']}").json()["name"]],
         "customers": [ids["customer"], b.get(f"/v1/customers/{ids['customer']}").json()["name"]],
@@ -33,7 +33,7 @@ def test_every_operation_hides_other_vendors_objects(api: Api) -> None:
         "licenses": [made["id"], key],
         "devices": [device["device"], device["device_id"]],
         "tokens": [token["id"]],
-        "users": [user["id"], "bea"],
+        "users": [user["id"], "zoe-globex"],
     }
     a = api.as_("a")
     a_ids = catalog(a, ContentKey.generate())  # A has objects of its own, too

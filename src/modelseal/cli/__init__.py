@@ -14,6 +14,7 @@ import typer
 from modelseal.cli import (
     _common,
     admin,
+    admin_people,  # noqa: F401 (registers admin users|audit, licenses unlock-code)
     audit,
     controlplane,
     deploy,

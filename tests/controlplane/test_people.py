@@ -25,6 +25,7 @@ class Person:
     password: str
     user_id: str
     recovery: list[str]
+    enrolled_at: float
 
     def code(self, steps_ahead: int = 0) -> str:
         """A code for a later step than any used so far (accepted within ±1 step of drift)."""
@@ -66,14 +67,17 @@ def make_person(api: Api, username: str, role: str, vendor: str = "acme") -> Per
     assert enrol.json()["otpauth_uri"].startswith("otpauth://totp/")
     assert enrol.json()["qr_svg"].lstrip().startswith("<?xml")
     totp = pyotp.TOTP(secret)
+    enrolled_at = time.time()
     confirmed = c.post(
-        "/v1/session/totp/confirm", json={"code": totp.now()}, headers={"X-CSRF-Token": csrf}
+        "/v1/session/totp/confirm",
+        json={"code": totp.at(enrolled_at)},
+        headers={"X-CSRF-Token": csrf},
     )
     assert confirmed.status_code == 200, confirmed.text
     recovery = confirmed.json()["recovery_codes"]
     assert len(recovery) == 10 and len(set(recovery)) == 10
     assert c.get("/v1/plans").status_code == 200
-    return Person(c, csrf, totp, username, password, made.json()["id"], recovery)
+    return Person(c, csrf, totp, username, password, made.json()["id"], recovery, enrolled_at)
 
 
 def login(c: TestClient, username: str, password: str, **extra: str) -> Any:
@@ -151,7 +155,9 @@ def test_a_disabled_user_and_their_personal_token_stop_working(api: Api) -> None
     assert api.client.post("/v1/users/carol/disable", headers=owner).status_code == 200
     assert api.client.get("/v1/plans", headers=personal).status_code == 401
     assert carol.client.get("/v1/plans").status_code == 401  # her session ended too
-    assert login(session_client(api), "carol", carol.password, totp=carol.code(1)).status_code == 401
+    assert (
+        login(session_client(api), "carol", carol.password, totp=carol.code(1)).status_code == 401
+    )
 
 
 def test_csrf_is_required_for_every_state_change_with_a_session(api: Api) -> None:

@@ -78,5 +78,7 @@ def test_every_operation_hides_other_vendors_objects(api: Api) -> None:
     assert b.get(f"/v1/licenses/{made['id']}").json()["status"] == "active"
     assert b.get(f"/v1/devices/{device['device']}").json()["status"] == "active"
     assert all(t["revoked_at"] is None for t in b.get("/v1/tokens").json())
-    assert all(u["disabled_at"] is None and u["role"] == "issuer" for u in b.get("/v1/users").json())
+    assert all(
+        u["disabled_at"] is None and u["role"] == "issuer" for u in b.get("/v1/users").json()
+    )
     assert b.get("/v1/licenses").json()[0]["expires_at"] == made["expires_at"]

@@ -88,7 +88,7 @@ def test_the_exported_secret_validates_strictly(server: Server, tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    "labels", [{}, {"app.kubernetes.io/part-of": "ocr: \"quoted\" #not-a-comment"}]
+    "labels", [{}, {"app.kubernetes.io/part-of": 'ocr: "quoted" #not-a-comment'}]
 )
 def test_manifest_values_survive_yaml(labels: dict[str, str]) -> None:
     text = secret_manifest("a.b.c", name="lic-1", namespace="ns", labels=labels)

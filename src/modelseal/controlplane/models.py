@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -231,3 +232,53 @@ class UnlockIssue(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     reason: Mapped[str] = mapped_column(Text)
     issued_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+
+
+class WebhookEndpoint(Base):
+    """Where a vendor wants events: a URL, the event types, a signing secret (sealed)."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    disabled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: a delivery worker holds the endpoint until then (one worker per endpoint: order)
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class WebhookMessage(Base):
+    """The durable outbox: one row per (event, endpoint), written with the change itself."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (Index("ix_webhook_messages_due", "endpoint_id", "status", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    msg_id: Mapped[str] = mapped_column(String(40), unique=True)
+    event: Mapped[str] = mapped_column(String(64))
+    #: events of one license are delivered in order; others do not wait for each other
+    license_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: every try, its answer or error, how long it took."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("webhook_messages.id"), index=True)
+    at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)

@@ -295,3 +295,39 @@ class UnlockOut(BaseModel):
     license_id: str
     device: str
     device_id: str
+
+
+class WebhookCreate(_In):
+    url: str = Field(min_length=8, max_length=2000, pattern=r"^https?://[^\x00-\x20\x7f]+$")
+    events: list[str] = Field(min_length=1, max_length=32)
+
+
+class WebhookOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    created_at: int
+    disabled_at: int | None = None
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="whsec_...: verify signatures with it; shown once")
+
+
+class WebhookMessageOut(BaseModel):
+    msg_id: str
+    event: str
+    license_id: str | None
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    created_at: int
+    delivered_at: int | None
+    last_error: str | None
+    payload: dict[str, Any]
+
+
+class WebhookAttemptOut(BaseModel):
+    at: int
+    status_code: int | None
+    error: str | None
+    duration_ms: int

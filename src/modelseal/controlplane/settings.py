@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     #: batch heartbeat writes (one commit per batch; replies wait for it)
     heartbeat_group_commit: bool = True
+    #: deliver webhooks from this process (a thread; several processes share by lease)
+    webhook_worker: bool = True
+    #: seconds between looks at the outbox when idle
+    webhook_poll: float = Field(default=1.0, gt=0, le=60)
+    #: first retry after this many seconds, doubling per attempt up to the cap
+    webhook_retry_base: float = Field(default=5.0, gt=0, le=3600)
+    webhook_retry_cap: float = Field(default=600.0, gt=0, le=86400)
 
     @property
     def sqlalchemy_url(self) -> str:

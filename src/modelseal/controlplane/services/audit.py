@@ -32,7 +32,7 @@ administrative change).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -60,12 +60,31 @@ KINDS = {
     "licenses": "license",
     "devices": "device",
     "users": "user",
+    "webhook_endpoints": "webhook",
 }
 #: tables whose changes are recorded by explicit notes instead (or never: the log itself)
-SKIP_TABLES = frozenset({"audit_events", "user_sessions", "recovery_codes", "unlock_issues"})
+SKIP_TABLES = frozenset(
+    {
+        "audit_events",
+        "user_sessions",
+        "recovery_codes",
+        "unlock_issues",
+        "webhook_messages",
+        "webhook_attempts",
+    }
+)
 #: columns the device reports (heartbeats) or bookkeeping of the login limiter: not admin changes
 SKIP_COLUMNS = frozenset(
-    {"last_seen", "calls_used", "audit_seq", "audit_hash", "failed_logins", "totp_last_step"}
+    {
+        "last_seen",
+        "calls_used",
+        "audit_seq",
+        "audit_hash",
+        "failed_logins",
+        "totp_last_step",
+        "lease_until",
+        "lease_owner",
+    }
 )
 
 
@@ -137,6 +156,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     return str(value)
+
+
+def _target(obj: Any, kind: str) -> dict[str, Any]:
+    """What a record is about; with the license it belongs to (webhooks order by it)."""
+    target: dict[str, Any] = {"kind": kind, "id": _row_id(obj)}
+    lic = getattr(obj, "license_id", None)
+    if lic is not None:
+        target["license"] = str(lic)
+    return target
 
 
 def _row_id(obj: Any) -> str:
@@ -221,7 +249,7 @@ def _capture(session: Session, _context: Any, _instances: Any) -> None:
         kind = KINDS.get(table, table)
         name = {"device": "device.activated"}.get(kind, f"{kind}.{what}")
         snap = _snapshot(obj)
-        data = {**who, "target": {"kind": kind, "id": _row_id(obj)}}
+        data = {**who, "target": _target(obj, kind)}
         data["after" if what == "created" else "before"] = snap
         pending.append(Note(vendor, name if what == "created" else f"{kind}.deleted", None, data))
     for obj in session.dirty:
@@ -235,7 +263,7 @@ def _capture(session: Session, _context: Any, _instances: Any) -> None:
         kind = KINDS.get(table, table)
         data = {
             **who,
-            "target": {"kind": kind, "id": _row_id(obj)},
+            "target": _target(obj, kind),
             "before": before,
             "after": after,
         }
@@ -267,6 +295,15 @@ def head(session: Session, vendor_id: str) -> tuple[int, str] | None:
     return None if row is None else (int(row[0]), str(row[1]))
 
 
+#: called with every commit's notes, in its transaction (the webhooks outbox)
+SUBSCRIBERS: list[Callable[[Session, list[Note]], None]] = []
+
+
+def subscribe(fn: Callable[[Session, list[Note]], None]) -> None:
+    if fn not in SUBSCRIBERS:
+        SUBSCRIBERS.append(fn)
+
+
 def _append(session: Session, keys: AuditKeys) -> None:
     session.flush()  # runs _capture over whatever the unit of work still holds
     pending: list[Note] = session.info.pop(PENDING, [])
@@ -294,6 +331,8 @@ def _append(session: Session, keys: AuditKeys) -> None:
             digest = record_hash(record, key)
             session.add(AuditEvent(vendor_id=vendor_id, hash=digest, **record))
             seq, prev = seq + 1, digest
+    for fn in SUBSCRIBERS:
+        fn(session, pending)
     session.flush()
 
 

@@ -99,9 +99,66 @@ def upgrade() -> None:
     )
     op.create_index("ix_unlock_issues_vendor_id", "unlock_issues", ["vendor_id"])
     op.create_index("ix_unlock_issues_device_id", "unlock_issues", ["device_id"])
+    op.create_table(
+        "webhook_endpoints",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("events", sa.JSON(), nullable=False),
+        sa.Column("secret_sealed", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("disabled_at", sa.BigInteger(), nullable=True),
+        sa.Column("lease_until", sa.Float(), nullable=False),
+        sa.Column("lease_owner", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_webhook_endpoints_vendor_id", "webhook_endpoints", ["vendor_id"])
+    op.create_table(
+        "webhook_messages",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("endpoint_id", sa.String(length=40), nullable=False),
+        sa.Column("msg_id", sa.String(length=40), nullable=False),
+        sa.Column("event", sa.String(length=64), nullable=False),
+        sa.Column("license_id", sa.String(length=40), nullable=True),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.Float(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("delivered_at", sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.ForeignKeyConstraint(["endpoint_id"], ["webhook_endpoints.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("msg_id"),
+    )
+    op.create_index("ix_webhook_messages_vendor_id", "webhook_messages", ["vendor_id"])
+    op.create_index("ix_webhook_messages_due", "webhook_messages", ["endpoint_id", "status", "id"])
+    op.create_table(
+        "webhook_attempts",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column(
+            "message_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("at", sa.BigInteger(), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.ForeignKeyConstraint(["message_id"], ["webhook_messages.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_webhook_attempts_vendor_id", "webhook_attempts", ["vendor_id"])
+    op.create_index("ix_webhook_attempts_message_id", "webhook_attempts", ["message_id"])
 
 
 def downgrade() -> None:
+    op.drop_table("webhook_attempts")
+    op.drop_table("webhook_messages")
+    op.drop_table("webhook_endpoints")
     op.drop_table("unlock_issues")
     op.drop_table("audit_events")
     op.drop_table("user_sessions")

@@ -198,6 +198,7 @@ ALLOWED: list[tuple[str, str, set[str] | None]] = [
     ("POST", r"/v1/tokens/{\w+}/revoke", OWNER),
     ("POST", r"/v1/keys/rotate", OWNER),
     ("GET|POST", r"/v1/users(/.*)?", OWNER),
+    ("GET|POST", r"/v1/webhooks(/.*)?", OWNER),
     ("POST", r"/v1/(plans|customers|models|orders)", ISSUER),
     ("GET", r"/v1/licenses/{\w+}/key", ISSUER),
     ("POST", r"/v1/licenses/{\w+}/\w[\w-]*", ISSUER),

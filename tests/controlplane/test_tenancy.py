@@ -26,6 +26,9 @@ def test_every_operation_hides_other_vendors_objects(api: Api) -> None:
     ).json()
     token = b.post("/v1/tokens", json={"name": "ci", "role": "auditor"}).json()
     user = b.post("/v1/users", json={"username": "zoe-globex", "role": "issuer"}).json()
+    hook = b.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/h", "events": ["license.revoked"]}
+    ).json()
     objects = {
         "plans": [ids["plan"], b.get(f"/v1/plans/{ids['plan']}").json()["name"]],
         "customers": [ids["customer"], b.get(f"/v1/customers/{ids['customer']}").json()["name"]],
@@ -34,6 +37,7 @@ def test_every_operation_hides_other_vendors_objects(api: Api) -> None:
         "devices": [device["device"], device["device_id"]],
         "tokens": [token["id"]],
         "users": [user["id"], "zoe-globex"],
+        "webhooks": [hook["id"]],
     }
     a = api.as_("a")
     a_ids = catalog(a, ContentKey.generate())  # A has objects of its own, too
@@ -82,3 +86,4 @@ def test_every_operation_hides_other_vendors_objects(api: Api) -> None:
         u["disabled_at"] is None and u["role"] == "issuer" for u in b.get("/v1/users").json()
     )
     assert b.get("/v1/licenses").json()[0]["expires_at"] == made["expires_at"]
+    assert b.get(f"/v1/webhooks/{hook['id']}").json()["disabled_at"] is None

@@ -234,7 +234,9 @@ def reset_mfa(ref: str, db: DB, who: Owner) -> s.UserOut:
 def audit_list(
     db: DB,
     who: Reader,
-    after: Annotated[int | None, Query(ge=-1, description="records with seq above this")] = None,
+    after: Annotated[
+        int | None, Query(ge=-1, le=2**62, description="records with seq above this")
+    ] = None,
     event: Annotated[str | None, Query(max_length=64, description="event name prefix")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[s.AuditRecordOut]:

@@ -191,7 +191,7 @@ OWNER = {"owner"}
 #: who may call each operation; an operation missing here fails the test (classify new ones)
 ALLOWED: list[tuple[str, str, set[str] | None]] = [
     ("GET", r"/healthz|/readyz", None),
-    ("POST", r"/v1/activate|/v1/heartbeat|/v1/session", None),
+    ("POST", r"/v1/activate|/v1/heartbeat|/v1/session|/v1/release", None),
     ("GET", r"/v1/session", None),
     ("POST", r"/v1/session/.*", None),
     ("GET|POST", r"/v1/tokens", OWNER),

@@ -89,6 +89,9 @@ class Plan(Base):
     allow_vm: Mapped[bool] = mapped_column(Boolean, default=True)
     allow_container: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    #: self-service device replacements per ``replacement_days`` (None: no limit, 0: none)
+    replacements: Mapped[int | None] = mapped_column(Integer, nullable=True, default=2)
+    replacement_days: Mapped[int] = mapped_column(Integer, default=90)
 
 
 class Customer(Base):
@@ -282,3 +285,15 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SeatRelease(Base):
+    """A device the customer released with the license key (self-service replacement)."""
+
+    __tablename__ = "seat_releases"
+    __table_args__ = (Index("ix_seat_releases_license_at", "license_id", "released_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    license_id: Mapped[str] = mapped_column(ForeignKey("licenses.id"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    released_at: Mapped[int] = mapped_column(BigInteger, default=now_s)

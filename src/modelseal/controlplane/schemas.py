@@ -72,6 +72,10 @@ class PlanCreate(_In):
     strict_binding: bool = False
     allow_vm: bool = True
     allow_container: bool = True
+    replacements: int | None = Field(
+        default=2, ge=0, le=1000, description="self-service device replacements per period"
+    )
+    replacement_days: int = Field(default=90, ge=1, le=3650)
 
 
 class PlanOut(BaseModel):
@@ -89,6 +93,8 @@ class PlanOut(BaseModel):
     allow_vm: bool
     allow_container: bool
     created_at: int
+    replacements: int | None = None
+    replacement_days: int = 90
 
 
 class CustomerCreate(_In):
@@ -331,3 +337,19 @@ class WebhookAttemptOut(BaseModel):
     status_code: int | None
     error: str | None
     duration_ms: int
+
+
+class ReleaseIn(_In):
+    license_key: str = Field(min_length=20, max_length=64, pattern=PRINTABLE)
+    device: str = Field(
+        min_length=1, max_length=200, pattern=PRINTABLE, description="device id or dev_..."
+    )
+
+
+class ReleaseOut(BaseModel):
+    license_id: str
+    device: str
+    device_id: str
+    replacements_used: int
+    replacements_allowed: int | None
+    period_days: int

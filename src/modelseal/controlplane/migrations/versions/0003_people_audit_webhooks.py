@@ -153,9 +153,32 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_attempts_vendor_id", "webhook_attempts", ["vendor_id"])
     op.create_index("ix_webhook_attempts_message_id", "webhook_attempts", ["message_id"])
+    with op.batch_alter_table("plans") as batch:
+        batch.add_column(sa.Column("replacements", sa.Integer(), nullable=True, server_default="2"))
+        batch.add_column(
+            sa.Column("replacement_days", sa.Integer(), nullable=False, server_default="90")
+        )
+    op.create_table(
+        "seat_releases",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("license_id", sa.String(length=40), nullable=False),
+        sa.Column("device_id", sa.String(length=40), nullable=False),
+        sa.Column("released_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.ForeignKeyConstraint(["license_id"], ["licenses.id"]),
+        sa.ForeignKeyConstraint(["device_id"], ["devices.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_seat_releases_vendor_id", "seat_releases", ["vendor_id"])
+    op.create_index("ix_seat_releases_license_at", "seat_releases", ["license_id", "released_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("seat_releases")
+    with op.batch_alter_table("plans") as batch:
+        batch.drop_column("replacement_days")
+        batch.drop_column("replacements")
     op.drop_table("webhook_attempts")
     op.drop_table("webhook_messages")
     op.drop_table("webhook_endpoints")

@@ -13,7 +13,6 @@ from urllib.parse import urlencode
 
 import typer
 
-from modelseal._fs import write_file
 from modelseal._http import call
 from modelseal.cli._common import emit_json, errors_as_exit_codes, fail, out
 from modelseal.cli.admin import Json, _q, _show, _target, app, licenses
@@ -180,9 +179,9 @@ def audit_export(
     """
     with errors_as_exit_codes():
         target = _target(ctx)
-        _, body = call("GET", target.url("/v1/audit/export"), token=target.token, timeout=300)
-        write_file(out_path, body, mode=0o600, overwrite=force)
-        records = body.count(b"\n")
+        _download(target.url("/v1/audit/export"), target.token, out_path, force)
+        with out_path.open("rb") as fh:
+            records = sum(1 for _ in fh)
         out.print(f"{records} records -> {out_path}")
 
 
@@ -218,3 +217,72 @@ def licenses_unlock_code(
         out.print(
             f"grants {data['grant_hours']} h once; {data['remaining']} codes left for this device"
         )
+
+
+# --- reports -----------------------------------------------------------------------------------
+
+
+@app.command("report")
+def report(
+    ctx: typer.Context,
+    kind: Annotated[str, typer.Argument(help="licenses, activations, usage or expiring")],
+    since: Annotated[
+        str | None, typer.Option(help="only what was created since (ISO date or time)")
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="expiring: the horizon")] = 30,
+    format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
+    out_path: Annotated[
+        Path | None, typer.Option("--out", help="write here (default: standard output)")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite --out")] = False,
+) -> None:
+    """A report as CSV or JSON, streamed by the server.
+
+    Example: modelseal admin report usage --format csv --out usage.csv
+    """
+    import sys
+
+    with errors_as_exit_codes():
+        if kind not in ("licenses", "activations", "usage", "expiring"):
+            fail(f"unknown report {kind!r}: choose licenses, activations, usage or expiring", 2)
+        if format not in ("csv", "json"):
+            fail("--format must be csv or json", 2)
+        query: dict[str, Any] = {"format": format, "days": days}
+        if since:
+            query["since"] = since
+        target = _target(ctx)
+        url = target.url(f"/v1/reports/{kind}?" + urlencode(query))
+        if out_path is None:
+            call("GET", url, token=target.token, timeout=600, sink=sys.stdout.buffer.write)
+            sys.stdout.flush()
+            return
+        _download(url, target.token, out_path, force)
+        out.print(f"{kind} report -> {out_path}")
+
+
+def _download(url: str, token: str, out_path: Path, force: bool) -> int:
+    """Stream a body of any size into ``out_path``: a temporary file beside it, published
+    whole (never a half-written report)."""
+    import os
+
+    from modelseal._fs import check_output, publish, temp_beside
+
+    check_output(out_path, overwrite=force)
+    fd, tmp = temp_beside(out_path, mode=0o600)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+
+            def sink(chunk: bytes) -> None:
+                nonlocal size
+                fh.write(chunk)
+                size += len(chunk)
+
+            call("GET", url, token=token, timeout=600, sink=sink)
+            fh.flush()
+            os.fsync(fh.fileno())
+        publish(tmp, out_path, overwrite=force)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size

@@ -14,7 +14,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelseal.controlplane import db
 from modelseal.controlplane.deps import AppState
 from modelseal.controlplane.errors import ControlPlaneError
-from modelseal.controlplane.routes import admin, device, health, people, replacement
+from modelseal.controlplane.routes import (
+    admin,
+    device,
+    health,
+    people,
+    replacement,
+    reports,
+)
 from modelseal.controlplane.routes import webhooks as webhook_routes
 from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
 from modelseal.controlplane.services import audit, webhooks
@@ -119,6 +126,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(people.router)
     app.include_router(webhook_routes.router)
     app.include_router(replacement.router)
+    app.include_router(reports.router)
     return app
 
 

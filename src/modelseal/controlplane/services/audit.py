@@ -386,15 +386,25 @@ def query(
     return list(session.execute(q.order_by(AuditEvent.seq).limit(limit)).scalars())
 
 
-def iter_all(session: Session, vendor_id: str, *, batch: int = 1000) -> Iterator[AuditEvent]:
-    """Every record in order, a batch at a time (exports and verification stream)."""
+def iter_all(
+    session: Session, vendor_id: str, *, batch: int = 1000, release: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Every record in order, a batch at a time (exports and verification stream).
+
+    ``release`` ends the read transaction after each batch: an export to a
+    slow client must not hold SQLite's write lock (every transaction there
+    is ``BEGIN IMMEDIATE``); the log is append-only, so batches by ``seq``
+    still add up to one consistent prefix.
+    """
     after = -1
     while True:
-        rows = query(session, vendor_id, after_seq=after, limit=batch)
+        rows = [record_of(r) for r in query(session, vendor_id, after_seq=after, limit=batch)]
+        if release:
+            session.rollback()
         yield from rows
         if len(rows) < batch:
             return
-        after = rows[-1].seq
+        after = rows[-1]["seq"]
 
 
 @dataclass(frozen=True)
@@ -419,18 +429,18 @@ def verify(session: Session, keys: AuditKeys, vendor_id: str) -> Verdict:
     prev = genesis_hash(key)
     count = 0
     last: tuple[int, str] | None = None
-    for row in iter_all(session, vendor_id):
-        record = record_of(row)
+    for record in iter_all(session, vendor_id):
+        seq = record["seq"]
         problem = None
-        if row.seq != count:
-            problem = {"seq": row.seq, "kind": "missing", "expected_seq": count}
-        elif row.prev != prev:
-            problem = {"seq": row.seq, "kind": "broken_link"}
-        elif record_hash(record, key) != row.hash:
-            problem = {"seq": row.seq, "kind": "edited"}
+        if seq != count:
+            problem = {"seq": seq, "kind": "missing", "expected_seq": count}
+        elif record["prev"] != prev:
+            problem = {"seq": seq, "kind": "broken_link"}
+        elif record_hash(record, key) != record["hash"]:
+            problem = {"seq": seq, "kind": "edited"}
         if problem is not None:
             return Verdict(False, count, last, problem)
-        prev = row.hash
-        last = (row.seq, row.hash)
+        prev = record["hash"]
+        last = (seq, record["hash"])
         count += 1
     return Verdict(True, count, last, None)

@@ -530,14 +530,22 @@ def keys_list(ctx: typer.Context, as_json: Json = False) -> None:
 def keys_rotate(
     ctx: typer.Context,
     alg: Annotated[str | None, typer.Option(help="ed25519, rsa or sm2 (default: as now)")] = None,
+    hsm: Annotated[
+        bool, typer.Option("--hsm", help="make the key in the server's PKCS#11 token")
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """A new key signs from now on; old keys stay in the trust set.
 
     Example: modelseal admin keys rotate --alg sm2
+
+    Example: modelseal admin keys rotate --alg ed25519 --hsm
     """
     with errors_as_exit_codes():
-        data = _target(ctx).post("/v1/keys/rotate" + (f"?kty={_q(alg)}" if alg else ""))
+        query = [f"kty={_q(alg)}"] if alg else []
+        if hsm:
+            query.append("store=hsm")
+        data = _target(ctx).post("/v1/keys/rotate" + ("?" + "&".join(query) if query else ""))
         _show(data, as_json, ["kid", "kty", "alg", "active"], "new signing key")
 
 

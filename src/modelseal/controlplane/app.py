@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelseal.controlplane import db
+from modelseal.controlplane import db, hsm
 from modelseal.controlplane.deps import AppState
 from modelseal.controlplane.errors import ControlPlaneError
 from modelseal.controlplane.routes import (
@@ -60,6 +60,7 @@ class BodyLimit:
 def build_state(settings: Settings) -> AppState:
     engine = db.make_engine(settings)
     box = SecretBox(load_or_create_master_key(settings.master_key_path))
+    box.hsm = hsm.from_settings(settings)
     sessions = db.session_factory(engine)
     audit.install(sessions, box)
     webhooks.install()

@@ -26,7 +26,7 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, ClassVar, Final, cast
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -51,6 +51,9 @@ class HsmError(ControlPlaneError):
 @dataclass(frozen=True, eq=False)
 class Pkcs11PrivateKey(PrivateKey):
     """A signing key whose private half stays in the token; signs with ``C_Sign``."""
+
+    #: license/jws.py builds the JWS around ``sign`` instead of handing PyJWT a key object
+    external_signer: ClassVar[bool] = True
 
     _public: PublicKey | None = None
     _token: Pkcs11Token | None = None

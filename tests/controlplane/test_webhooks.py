@@ -200,3 +200,72 @@ def test_a_receiver_killed_mid_run_gets_every_event_in_order_per_license(
     assert c.post(f"/v1/webhooks/{hook['id']}/messages/{again}/redeliver").status_code == 200
     _wait("the redelivery", lambda: sum(x["id"] == again for x in receiver.lines()) >= 2)
     c.close()
+
+
+@pytest.fixture
+def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test scans by hand: the app's own worker must not scan first."""
+    monkeypatch.setenv("MODELSEAL_WEBHOOK_WORKER", "0")
+
+
+def test_scheduled_events_fire_once_per_occasion(no_worker: None, api: Api) -> None:
+    from sqlalchemy import text
+
+    from modelseal.controlplane.services import webhook_events
+
+    a = api.as_("a")
+    hook = a.post(
+        "/v1/webhooks",
+        json={
+            "url": "http://127.0.0.1:9/hook",
+            "events": ["license.expiring", "heartbeat.missed", "usage.quota_near"],
+        },
+    ).json()
+    ids = catalog(a, ContentKey.generate(), heartbeat=600)
+    plan = a.post(
+        "/v1/plans",
+        json={"name": "short", "kind": "trial", "days": 3, "max_calls": 100,
+              "heartbeat_interval": 600},
+    ).json()  # fmt: skip
+    soon = a.post(
+        "/v1/orders",
+        json={"customer": ids["customer"], "plan": plan["id"], "models": [ids["model"]]},
+    ).json()
+    later = order(a, ids)  # 30 days: not expiring within 7
+    from tests.controlplane.conftest import fake_request
+
+    key = soon["license_key"]
+    dev = a.post(
+        "/v1/activate", json={"license_key": key, "request": fake_request(key, seed=1).to_json()}
+    ).json()
+    state = api.client.app.state.cp
+
+    def scan(now: int | None = None) -> int:
+        with state.sessions() as s, s.begin():
+            return webhook_events.scan(s, now=now)
+
+    def events() -> list[tuple[str, str]]:
+        msgs = a.get(f"/v1/webhooks/{hook['id']}/messages", params={"limit": 1000}).json()
+        return sorted((m["event"], m["license_id"]) for m in msgs)
+
+    assert scan() == 1  # only the expiring license: the device was just seen
+    assert events() == [("license.expiring", soon["id"])]
+    assert scan() == 0  # once per occasion
+    # 31 minutes of silence (3 intervals of 10 minutes): heartbeat.missed, once
+    assert scan(now=int(time.time()) + 31 * 60) == 1
+    assert scan(now=int(time.time()) + 40 * 60) == 0
+    # 95 of 100 calls reported: usage.quota_near
+    with state.engine.begin() as conn:
+        conn.execute(text("UPDATE devices SET calls_used = 95 WHERE id = :d"), {"d": dev["device"]})
+    assert scan() == 1
+    assert events() == sorted(
+        [
+            ("license.expiring", soon["id"]),
+            ("heartbeat.missed", soon["id"]),
+            ("usage.quota_near", soon["id"]),
+        ]
+    )
+    # a renewal is a new occasion for license.expiring, once it is near again
+    assert a.post(f"/v1/licenses/{soon['id']}/renew", json={"days": 2}).status_code == 200
+    assert scan() == 1
+    assert later["id"] not in json.dumps(events())

@@ -297,3 +297,17 @@ class SeatRelease(Base):
     license_id: Mapped[str] = mapped_column(ForeignKey("licenses.id"))
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
     released_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+
+
+class WebhookMark(Base):
+    """A scheduled event already queued (license.expiring, heartbeat.missed, usage.quota_near):
+    the unique key makes each one fire once per occasion, whichever process scans."""
+
+    __tablename__ = "webhook_marks"
+    __table_args__ = (UniqueConstraint("vendor_id", "event", "subject", "occasion"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"))
+    event: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(64))
+    occasion: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     #: first retry after this many seconds, doubling per attempt up to the cap
     webhook_retry_base: float = Field(default=5.0, gt=0, le=3600)
     webhook_retry_cap: float = Field(default=600.0, gt=0, le=86400)
+    #: seconds between scans for scheduled events (license.expiring, heartbeat.missed, ...)
+    webhook_scan: float = Field(default=60.0, gt=0, le=86400)
     #: a PKCS#11 library for signing keys kept in a token (controlplane/hsm.py)
     pkcs11_module: Path | None = None
     pkcs11_token: str | None = None

@@ -71,6 +71,7 @@ SKIP_TABLES = frozenset(
         "unlock_issues",
         "webhook_messages",
         "webhook_attempts",
+        "webhook_marks",
     }
 )
 #: columns the device reports (heartbeats) or bookkeeping of the login limiter: not admin changes

@@ -71,6 +71,10 @@ EVENTS: Final = (
     "device.activated",
     "device.deactivated",
     "unlock.issued",
+    # scheduled (services/webhook_events.py): found by a scan, not by a request
+    "license.expiring",
+    "heartbeat.missed",
+    "usage.quota_near",
 )
 MAX_ATTEMPTS: Final = 20
 TIMEOUT: Final = 10.0
@@ -318,6 +322,7 @@ class DeliveryWorker:
         retry_base: float = 5.0,
         retry_cap: float = 600.0,
         batch: int = 50,
+        scan_every: float = 60.0,
     ) -> None:
         self.sessions = sessions
         self.box = box
@@ -325,6 +330,8 @@ class DeliveryWorker:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.batch = batch
+        self.scan_every = scan_every
+        self._next_scan = 0.0
         self.owner = secrets.token_hex(8)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -338,9 +345,19 @@ class DeliveryWorker:
         if self._thread is not None:
             self._thread.join(TIMEOUT + 5)
 
+    def scan(self) -> int:
+        """Queue the scheduled events that are due (license.expiring, ...)."""
+        from modelseal.controlplane.services import webhook_events
+
+        with self.sessions() as s, s.begin():
+            return webhook_events.scan(s)
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                if time.monotonic() >= self._next_scan:
+                    self._next_scan = time.monotonic() + self.scan_every
+                    self.scan()
                 busy = self.run_once()
             except Exception:  # a database hiccup must not kill delivery for good
                 log.exception("webhook delivery pass failed")
@@ -494,6 +511,7 @@ def start_worker(state: Any) -> DeliveryWorker | None:
         poll=settings.webhook_poll,
         retry_base=settings.webhook_retry_base,
         retry_cap=settings.webhook_retry_cap,
+        scan_every=settings.webhook_scan,
     )
     worker.start()
     return worker

@@ -172,9 +172,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_seat_releases_vendor_id", "seat_releases", ["vendor_id"])
     op.create_index("ix_seat_releases_license_at", "seat_releases", ["license_id", "released_at"])
+    op.create_table(
+        "webhook_marks",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("vendor_id", sa.String(length=40), nullable=False),
+        sa.Column("event", sa.String(length=64), nullable=False),
+        sa.Column("subject", sa.String(length=64), nullable=False),
+        sa.Column("occasion", sa.String(length=64), nullable=False),
+        sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(["vendor_id"], ["vendors.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("vendor_id", "event", "subject", "occasion"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("webhook_marks")
     op.drop_table("seat_releases")
     with op.batch_alter_table("plans") as batch:
         batch.drop_column("replacement_days")

@@ -14,11 +14,13 @@ import typer
 from modelseal.cli import (
     _common,
     admin,
+    admin_people,  # noqa: F401 (registers admin users|audit, licenses unlock-code)
     audit,
     controlplane,
     deploy,
     device,
     device_activate,
+    device_release,
     gateway,
     guard,
     keys,
@@ -71,6 +73,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(controlplane.app, name="controlplane")
 app.add_typer(admin.app, name="admin")
 device.app.command("activate")(device_activate.activate)
+device.app.command("release")(device_release.release)
 app.add_typer(deploy.app, name="deploy")
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)

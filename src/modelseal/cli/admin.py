@@ -484,15 +484,53 @@ def licenses_download(
     ctx: typer.Context,
     device: Annotated[str, typer.Option(help="device record id (dev_...)")],
     out_path: Annotated[Path, typer.Option("--out", help="where to write the license")],
+    format: Annotated[
+        str, typer.Option("--format", help="jwt (the license file) or k8s-secret (a manifest)")
+    ] = "jwt",
+    namespace: Annotated[
+        str | None, typer.Option(help="the Secret's namespace (--format k8s-secret)")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="the Secret's name (default modelseal-license-<id>)")
+    ] = None,
 ) -> None:
-    """A device's current license file (it opens only on that device).
+    """A device's current license file (it opens only on that device), or a Kubernetes Secret
+    holding it plus the pod snippet that mounts it (printed) for ``modelseal serve``.
 
     Example: modelseal admin licenses download --device dev_... --out license.jwt
+
+    Example: modelseal admin licenses download --device dev_... --format k8s-secret
+    --namespace inference --out license-secret.yaml
     """
+    from modelseal._fs import write_file
+
     with errors_as_exit_codes():
-        token = _target(ctx).text(f"/v1/devices/{_q(device)}/license")
-        out_path.write_text(token.strip() + "\n")
-        out.print(f"-> {out_path}")
+        if format not in ("jwt", "k8s-secret"):
+            fail(f"--format must be jwt or k8s-secret, not {format!r}", 2)
+        if format == "k8s-secret" and not namespace:
+            fail("--format k8s-secret needs --namespace NS", 2)
+        token = _target(ctx).text(f"/v1/devices/{_q(device)}/license").strip()
+        if format == "jwt":
+            write_file(out_path, (token + "\n").encode(), mode=0o600, overwrite=True)
+            out.print(f"-> {out_path}")
+            return
+        from modelseal.license import read_unverified
+        from modelseal.license.k8s_secret import default_name, mount_snippet, secret_manifest
+
+        claims = read_unverified(token)[1]
+        secret_name = name or default_name(str(claims.get("jti", "license")))
+        manifest = secret_manifest(
+            token,
+            name=secret_name,
+            namespace=str(namespace),
+            labels={
+                "app.kubernetes.io/managed-by": "modelseal",
+                "modelseal.dev/license": str(claims.get("jti", "")),
+            },
+        )
+        write_file(out_path, manifest.encode(), mode=0o600, overwrite=True)
+        out.print(f"Secret {namespace}/{secret_name} -> {out_path}", highlight=False)
+        out.print(mount_snippet(secret_name), highlight=False, markup=False)
 
 
 @licenses.command("export-revocations")
@@ -594,14 +632,22 @@ def keys_list(ctx: typer.Context, as_json: Json = False) -> None:
 def keys_rotate(
     ctx: typer.Context,
     alg: Annotated[str | None, typer.Option(help="ed25519, rsa or sm2 (default: as now)")] = None,
+    hsm: Annotated[
+        bool, typer.Option("--hsm", help="make the key in the server's PKCS#11 token")
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """A new key signs from now on; old keys stay in the trust set.
 
     Example: modelseal admin keys rotate --alg sm2
+
+    Example: modelseal admin keys rotate --alg ed25519 --hsm
     """
     with errors_as_exit_codes():
-        data = _target(ctx).post("/v1/keys/rotate" + (f"?kty={_q(alg)}" if alg else ""))
+        query = [f"kty={_q(alg)}"] if alg else []
+        if hsm:
+            query.append("store=hsm")
+        data = _target(ctx).post("/v1/keys/rotate" + ("?" + "&".join(query) if query else ""))
         _show(data, as_json, ["kid", "kty", "alg", "active"], "new signing key")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -10,11 +13,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelseal.controlplane import db
+from modelseal.controlplane import db, hsm
 from modelseal.controlplane.deps import AppState
 from modelseal.controlplane.errors import ControlPlaneError
-from modelseal.controlplane.routes import admin, device, health
+from modelseal.controlplane.routes import (
+    admin,
+    device,
+    health,
+    people,
+    replacement,
+    reports,
+)
+from modelseal.controlplane.routes import webhooks as webhook_routes
 from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
+from modelseal.controlplane.services import audit, webhooks
 from modelseal.controlplane.services.heartbeats import HeartbeatService, heartbeat_reply
 from modelseal.controlplane.settings import Settings
 from modelseal.errors import ModelsealError
@@ -155,7 +167,10 @@ class HeartbeatFastPath:
 def build_state(settings: Settings) -> AppState:
     engine = db.make_engine(settings)
     box = SecretBox(load_or_create_master_key(settings.master_key_path))
+    box.hsm = hsm.from_settings(settings)
     sessions = db.session_factory(engine)
+    audit.install(sessions, box)
+    webhooks.install()
     return AppState(
         settings=settings,
         engine=engine,
@@ -172,7 +187,18 @@ def build_state(settings: Settings) -> AppState:
 
 def create_app(settings: Settings | None = None, *, state: AppState | None = None) -> FastAPI:
     app_state = state or build_state(settings or Settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = webhooks.start_worker(app_state)
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="modelseal control plane",
         version="1",
         description="Licensing: orders to device-bound licenses, activation, heartbeats.",
@@ -217,6 +243,10 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(device.router)
+    app.include_router(people.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(replacement.router)
+    app.include_router(reports.router)
     return app
 
 

@@ -16,6 +16,11 @@ class ControlPlaneError(ModelsealError):
     code = "bad_request"
     exit_code = 2
 
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
 
 class InvalidRequestError(ControlPlaneError):
     status_code = 422
@@ -31,6 +36,14 @@ class UnauthorizedError(ControlPlaneError):
 class ForbiddenError(ControlPlaneError):
     status_code = 403
     code = "forbidden"
+    exit_code = 22
+
+
+class TooManyAttemptsError(ControlPlaneError):
+    """Login or second-factor attempts over the limit: the account or address waits."""
+
+    status_code = 429
+    code = "too_many_attempts"
     exit_code = 22
 
 

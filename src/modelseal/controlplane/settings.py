@@ -39,6 +39,19 @@ class Settings(BaseSettings):
     heartbeat_group_commit: bool = True
     #: serve POST /v1/heartbeat before FastAPI's router (same answers, less CPU)
     heartbeat_fast_path: bool = True
+    #: deliver webhooks from this process (a thread; several processes share by lease)
+    webhook_worker: bool = True
+    #: seconds between looks at the outbox when idle
+    webhook_poll: float = Field(default=1.0, gt=0, le=60)
+    #: first retry after this many seconds, doubling per attempt up to the cap
+    webhook_retry_base: float = Field(default=5.0, gt=0, le=3600)
+    webhook_retry_cap: float = Field(default=600.0, gt=0, le=86400)
+    #: seconds between scans for scheduled events (license.expiring, heartbeat.missed, ...)
+    webhook_scan: float = Field(default=60.0, gt=0, le=86400)
+    #: a PKCS#11 library for signing keys kept in a token (controlplane/hsm.py)
+    pkcs11_module: Path | None = None
+    pkcs11_token: str | None = None
+    pkcs11_pin_file: Path | None = None
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -93,8 +93,11 @@ def rotate_key(
     db: DB,
     who: Owner,
     kty: Annotated[str | None, Query(pattern="^(ed25519|rsa|sm2)$")] = None,
+    store: Annotated[str, Query(pattern="^(database|hsm)$")] = "database",
 ) -> s.KeyOut:
-    return s.KeyOut.model_validate(vendors.rotate_key(db, st.box, who, kty), from_attributes=True)
+    """A new signing key: sealed in the database, or made in the PKCS#11 token (``hsm``)."""
+    row = vendors.rotate_key(db, st.box, who, kty, store=store)
+    return s.KeyOut.model_validate(row, from_attributes=True)
 
 
 @router.get(

@@ -224,7 +224,9 @@ def _pip(args: list[str], what: str) -> None:
             for ln in proc.stderr.strip().splitlines()
             if ln.strip() and not ln.startswith("WARNING")
         ]
-        raise ImageError(f"{what} failed: {lines[-1] if lines else 'pip exit ' + str(proc.returncode)}")
+        raise ImageError(
+            f"{what} failed: {lines[-1] if lines else 'pip exit ' + str(proc.returncode)}"
+        )
 
 
 def dependency_wheels(reqs: Sequence[str], cache_dir: Path) -> Path:
@@ -257,7 +259,9 @@ def dependency_wheels(reqs: Sequence[str], cache_dir: Path) -> Path:
 def project_wheel(project: Path, out_dir: Path) -> Path:
     """``pip wheel --no-deps`` of the project itself into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _pip(["wheel", "-q", "--no-deps", "-w", str(out_dir), str(project)], "building modelseal's wheel")
+    _pip(
+        ["wheel", "-q", "--no-deps", "-w", str(out_dir), str(project)], "building modelseal's wheel"
+    )
     wheels = sorted(out_dir.glob("modelseal-*.whl"))
     if not wheels:
         raise ImageError("building modelseal's wheel produced no wheel")

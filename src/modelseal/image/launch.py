@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_INPUT) from None
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "modelseal", *args])
+    # exec, not a child: tini's SIGTERM then reaches the server itself.
+    os.execv(sys.executable, [sys.executable, "-m", "modelseal", *args])  # noqa: S606
 
 
 if __name__ == "__main__":

@@ -110,6 +110,21 @@ def _bytes(value: str) -> str:
     return str(int(quantity_value(value).to_integral_value(rounding="ROUND_CEILING")))
 
 
+def listening_ports(proc_net: str | os.PathLike[str] = "/proc/net") -> set[int]:
+    """TCP ports in LISTEN and bound UDP ports on this host, from ``/proc/net``."""
+    ports: set[int] = set()
+    for table, wanted in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        try:
+            lines = (Path(proc_net) / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == wanted:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 class PodmanBackend:
     """Deployments as podman containers on this machine (docs/deploy.md, "The podman backend")."""
 
@@ -466,7 +481,8 @@ class PodmanBackend:
         return sorted(out, key=lambda s: (s.namespace, s.name))
 
     def used_node_ports(self) -> frozenset[int]:
-        """Host ports published by containers that are not ours."""
+        """Ports this host cannot publish: listened on by any process, or published
+        by containers that are not ours (a stopped one gets its port back on start)."""
         proc = self._podman(["ps", "-a", "--format", "json"], what="podman ps")
         used: set[int] = set()
         for container in json.loads(proc.stdout or "[]") or []:
@@ -475,6 +491,7 @@ class PodmanBackend:
             for port in container.get("Ports") or []:
                 first = int(port.get("host_port") or 0)
                 used.update(range(first, first + int(port.get("range") or 1)))
+        used |= listening_ports()
         used.discard(0)
         return frozenset(used)
 
@@ -518,4 +535,4 @@ class PodmanBackend:
         return out
 
 
-__all__ = ["PodmanBackend"]
+__all__ = ["PodmanBackend", "listening_ports"]

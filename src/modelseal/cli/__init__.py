@@ -21,6 +21,7 @@ from modelseal.cli import (
     device_activate,
     gateway,
     guard,
+    image,
     keys,
     license,
     seal,
@@ -76,6 +77,7 @@ app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
 app.command("serve")(serve.serve)
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(image.app, name="image")
 
 
 def main() -> NoReturn:

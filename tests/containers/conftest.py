@@ -24,7 +24,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import modelseal
-from modelseal.crypto import PrivateKey, generate_private_key
+from modelseal.crypto import ContentKey, PrivateKey, generate_private_key
 from modelseal.device.request import ActivationRequest
 from modelseal.license import issue_license
 from tests.serve._deployment import MODEL_ID
@@ -56,7 +56,7 @@ class ModelImage:
     root: Path
     model: Path
     vendor: PrivateKey
-    cek: bytes
+    cek: ContentKey
     gateway_pem: Path
     gateway_pub: Path
     weights: np.ndarray
@@ -67,7 +67,7 @@ class ModelImage:
         return (x @ self.weights + self.bias).astype(np.float32)
 
 
-def _sealed_classifier(root: Path) -> tuple[Path, bytes, np.ndarray, np.ndarray]:
+def _sealed_classifier(root: Path) -> tuple[Path, ContentKey, np.ndarray, np.ndarray]:
     """y = x @ W + b as ONNX, sealed; the content key is kept to issue licenses later."""
     rng = np.random.default_rng(11)
     w = rng.standard_normal((4, 3)).astype(np.float32)

@@ -21,9 +21,15 @@ import numpy as np
 import pytest
 import yaml
 
-from modelseal.deploy import InMemoryNodePortStore, NodePortAllocator, load_bundle
+from modelseal.deploy import (
+    InMemoryNodePortStore,
+    NodePortAllocator,
+    load_bundle,
+    render_manifests,
+)
 from modelseal.deploy.backends import DeploymentNotFoundError, wait_ready
 from modelseal.deploy.backends.podman import PodmanBackend
+from modelseal.deploy.validate import validate_manifests
 from modelseal.envelope import MEDIA_TYPE
 from modelseal.gateway import new_api_key
 from tests.containers.conftest import ModelImage, license_for
@@ -42,7 +48,8 @@ def _spec(folder: Path, image: ModelImage, name: str, license_text: str) -> Path
         "metadata": {"name": name, "namespace": "test"},
         "spec": {
             "model": {"name": "classifier", "version": "1"},
-            "image": image.tag,
+            # By tag and digest, as the Kubernetes manifests reference it.
+            "image": f"{image.tag}@{image.digest}",
             "containerPort": 8080,
             "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
             "license": {"file": "license.jwt"},
@@ -130,6 +137,13 @@ def test_deploy_predict_through_the_gateway_then_delete(
     assert environment["virtualization"] == "container"
     spec = _spec(tmp_path / "spec", model_image, "classifier", license_for(model_image, request))
     bundle = load_bundle(spec)
+    # The same bundle renders the Kubernetes manifests: same image reference,
+    # the license in a Secret at the path the image's launcher reads.
+    objects = render_manifests(bundle, [30080])
+    validate_manifests(objects, versions=["1.30"])
+    pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == f"{model_image.tag}@{model_image.digest}"
+    assert "command" not in pod["containers"][0]  # the image's own entry point runs
     allocator = NodePortAllocator(InMemoryNodePortStore(), cluster_used=backend.used_node_ports)
     ports = allocator.allocate("test/classifier", bundle.deployment.spec.node_port_count)
 

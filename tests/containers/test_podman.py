@@ -10,6 +10,8 @@ container and frees its ports. Every wait is bounded.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import time
 import urllib.error
@@ -218,6 +220,30 @@ def test_deploy_predict_through_the_gateway_then_delete(
         client.close()
     finally:
         gateway.stop()
+
+    # A crash (kill -9 of the server inside the container, from the host) is
+    # restarted by the restart policy; the deployment is Running again.
+    inspect = json.loads(backend.podman.run(["container", "inspect", container]).stdout)[0]
+    tini = int(inspect["State"]["Pid"])
+    children = Path(f"/proc/{tini}/task/{tini}/children").read_text().split()
+    assert len(children) == 1
+    os.kill(int(children[0]), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    status = backend.status("test", "classifier")
+    while not (status.ready and status.restarts == 1) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = backend.status("test", "classifier")
+    assert status.ready and status.restarts == 1, status
+    assert status.details["container"] == container  # restarted in place, same ports
+
+    # A renewed license re-creates the container with the new file mounted.
+    renewed = license_for(model_image, request)
+    (tmp_path / "spec" / "license.jwt").write_text(renewed)
+    status = backend.apply(load_bundle(spec), ports)
+    assert status.details["container"] != container
+    folder = backend.state_dir / "deployments" / "test" / "classifier"
+    assert (folder / "license.jwt").read_text() == renewed
+    assert wait_ready(backend, "test", "classifier", timeout_s=90).ready
 
     # Delete: SIGTERM reaches the server through tini at once (the stop timeout
     # is 10 s: a server that ignored SIGTERM would take that long, then be killed).

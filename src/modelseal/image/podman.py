@@ -68,6 +68,7 @@ class Podman:
         state_dir: str | os.PathLike[str] | None = None,
         executable: str | None = None,
         containers_conf: str | os.PathLike[str] | None = None,
+        storage_root: str | os.PathLike[str] | None = None,
     ) -> None:
         found = executable or shutil.which("podman")
         if found is None or not Path(found).exists():
@@ -76,6 +77,12 @@ class Podman:
                 "(and debootstrap to build the base image)"
             )
         self.executable = found
+        #: A separate image and container store (``--root``/``--runroot``): a
+        #: benchmark's cold build, or a test that must not see the machine's images.
+        self.global_args: list[str] = []
+        if storage_root is not None:
+            root = Path(storage_root)
+            self.global_args = ["--root", str(root / "storage"), "--runroot", str(root / "run")]
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
         if containers_conf is not None:
             self.containers_conf = Path(containers_conf)
@@ -109,7 +116,7 @@ class Podman:
         """Run ``podman ARGS``; :class:`PodmanCommandError` when it fails and ``check``."""
         try:
             proc = subprocess.run(
-                [self.executable, *args],
+                [self.executable, *self.global_args, *args],
                 env=self.env,
                 stdin=stdin if stdin is not None else subprocess.DEVNULL,
                 capture_output=True,

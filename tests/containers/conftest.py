@@ -14,6 +14,7 @@ import fcntl
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -91,7 +92,7 @@ def _sealed_classifier(root: Path) -> tuple[Path, ContentKey, np.ndarray, np.nda
 
 
 @pytest.fixture(scope="session")
-def model_image(tmp_path_factory: pytest.TempPathFactory) -> ModelImage:
+def model_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelImage]:
     """The test classifier sealed and built into an image, once per session.
 
     Two xdist workers may both ask: a lock in the image cache makes the
@@ -100,6 +101,7 @@ def model_image(tmp_path_factory: pytest.TempPathFactory) -> ModelImage:
     need_podman()
     from modelseal.image.base import default_cache_dir
     from modelseal.image.build import ImageRecipe, build_image
+    from modelseal.image.podman import Podman
 
     root = tmp_path_factory.mktemp("image")
     model, cek, w, b = _sealed_classifier(root)
@@ -111,7 +113,9 @@ def model_image(tmp_path_factory: pytest.TempPathFactory) -> ModelImage:
     cache = default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     recipe = ImageRecipe(
-        tag="localhost/modelseal-test/classifier:1",
+        # A tag of this process's own: each xdist worker seals its own model
+        # (another content key), and must not re-tag the other's image.
+        tag=f"localhost/modelseal-test/classifier:{os.getpid()}",
         model_file=model,
         trust_file=root / "vendor.pub",
         runtimes=("onnx",),
@@ -120,7 +124,7 @@ def model_image(tmp_path_factory: pytest.TempPathFactory) -> ModelImage:
     with (cache / ".test-image.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         built = build_image(recipe, cache_dir=cache)
-    return ModelImage(
+    yield ModelImage(
         built.tag,
         built.image_id,
         built.digest,
@@ -134,6 +138,8 @@ def model_image(tmp_path_factory: pytest.TempPathFactory) -> ModelImage:
         b,
         time.monotonic() - started,
     )
+    # Only this model's layer is removed; the shared layers stay cached.
+    Podman().run(["rmi", "--force", built.tag], check=False)
 
 
 def license_for(image: ModelImage, request_json: str) -> str:

@@ -39,6 +39,10 @@ from tests.serve._deployment import MODEL_ID, Server, free_port
 
 httpclient = pytest.importorskip("tritonclient.http")
 
+#: Container names are global on the machine: a namespace of this run's own
+#: keeps two test runs (two checkouts, CI and a developer) apart.
+NS = f"t{os.getpid()}"
+
 
 def _spec(folder: Path, image: ModelImage, name: str, license_text: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -47,7 +51,7 @@ def _spec(folder: Path, image: ModelImage, name: str, license_text: str) -> Path
     spec = {
         "apiVersion": "modelseal/v1",
         "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": "test"},
+        "metadata": {"name": name, "namespace": NS},
         "spec": {
             "model": {"name": "classifier", "version": "1"},
             # By tag and digest, as the Kubernetes manifests reference it.
@@ -70,7 +74,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanBackend]
     b = PodmanBackend(state_dir=tmp_path_factory.mktemp("podman-state"), max_restarts=1)
     yield b
     for status in b.list():
-        if status.namespace == "test":
+        if status.namespace == NS:
             b.delete(status.namespace, status.name)
     b.close()
 
@@ -112,29 +116,29 @@ def test_a_license_bound_to_another_device_is_refused(
     model_image: ModelImage, backend: PodmanBackend, tmp_path: Path
 ) -> None:
     # Made inside the same image, but as another deployment: another hostname.
-    other = backend.device_request("test", "someone-else", model_image.tag)
+    other = backend.device_request(NS, "someone-else", model_image.tag)
     spec = _spec(tmp_path, model_image, "wrong-device", license_for(model_image, other))
     bundle = load_bundle(spec)
     port = free_port()
     backend.apply(bundle, [port])
     deadline = time.monotonic() + 90
-    status = backend.status("test", "wrong-device")
+    status = backend.status(NS, "wrong-device")
     while status.phase != "Failed" and time.monotonic() < deadline:
         time.sleep(0.5)
-        status = backend.status("test", "wrong-device")
+        status = backend.status(NS, "wrong-device")
     assert status.phase == "Failed", status
     assert "not licensed (wrong_device)" in status.message
     assert status.ready_replicas == 0
-    logs = backend.logs("test", "wrong-device")
+    logs = backend.logs(NS, "wrong-device")
     assert "error: not licensed (wrong_device)" in logs
     assert "Traceback" not in logs
-    assert backend.delete("test", "wrong-device")
+    assert backend.delete(NS, "wrong-device")
 
 
 def test_deploy_predict_through_the_gateway_then_delete(
     model_image: ModelImage, backend: PodmanBackend, tmp_path: Path
 ) -> None:
-    request = backend.device_request("test", "classifier", model_image.tag)
+    request = backend.device_request(NS, "classifier", model_image.tag)
     environment = json.loads(request)["environment"]
     assert environment["virtualization"] == "container"
     spec = _spec(tmp_path / "spec", model_image, "classifier", license_for(model_image, request))
@@ -147,19 +151,19 @@ def test_deploy_predict_through_the_gateway_then_delete(
     assert pod["containers"][0]["image"] == f"{model_image.tag}@{model_image.digest}"
     assert "command" not in pod["containers"][0]  # the image's own entry point runs
     allocator = NodePortAllocator(InMemoryNodePortStore(), cluster_used=backend.used_node_ports)
-    ports = allocator.allocate("test/classifier", bundle.deployment.spec.node_port_count)
+    ports = allocator.allocate(f"{NS}/classifier", bundle.deployment.spec.node_port_count)
 
     started = time.monotonic()
     backend.apply(bundle, ports)
-    status = wait_ready(backend, "test", "classifier", timeout_s=90)
+    status = wait_ready(backend, NS, "classifier", timeout_s=90)
     ready_after = time.monotonic() - started
-    assert status.ready, (status, backend.logs("test", "classifier"))
+    assert status.ready, (status, backend.logs(NS, "classifier"))
     assert status.forward_url == f"http://127.0.0.1:{ports[0]}"
     assert status.details["image_id"] == model_image.image_id
     container = status.details["container"]
     # Applying the same spec again changes nothing (same container, no restart).
     assert backend.apply(bundle, ports).details["container"] == container
-    assert [s.name for s in backend.list() if s.namespace == "test"] == ["classifier"]
+    assert [s.name for s in backend.list() if s.namespace == NS] == ["classifier"]
 
     # Called directly, the container answers only envelopes.
     body = json.dumps(
@@ -229,10 +233,10 @@ def test_deploy_predict_through_the_gateway_then_delete(
     assert len(children) == 1
     os.kill(int(children[0]), signal.SIGKILL)
     deadline = time.monotonic() + 60
-    status = backend.status("test", "classifier")
+    status = backend.status(NS, "classifier")
     while not (status.ready and status.restarts == 1) and time.monotonic() < deadline:
         time.sleep(0.5)
-        status = backend.status("test", "classifier")
+        status = backend.status(NS, "classifier")
     assert status.ready and status.restarts == 1, status
     assert status.details["container"] == container  # restarted in place, same ports
 
@@ -241,24 +245,24 @@ def test_deploy_predict_through_the_gateway_then_delete(
     (tmp_path / "spec" / "license.jwt").write_text(renewed)
     status = backend.apply(load_bundle(spec), ports)
     assert status.details["container"] != container
-    folder = backend.state_dir / "deployments" / "test" / "classifier"
+    folder = backend.state_dir / "deployments" / NS / "classifier"
     assert (folder / "license.jwt").read_text() == renewed
-    assert wait_ready(backend, "test", "classifier", timeout_s=90).ready
+    assert wait_ready(backend, NS, "classifier", timeout_s=90).ready
 
     # Delete: SIGTERM reaches the server through tini at once (the stop timeout
     # is 10 s: a server that ignored SIGTERM would take that long, then be killed).
     stop_started = time.monotonic()
-    assert backend.delete("test", "classifier")
+    assert backend.delete(NS, "classifier")
     stop_seconds = time.monotonic() - stop_started
     assert stop_seconds < 8, stop_seconds
-    assert allocator.release("test/classifier") == ports
+    assert allocator.release(f"{NS}/classifier") == ports
     names = backend.podman.run(["ps", "-a", "--format", "{{.Names}}"]).stdout.split()
-    assert "modelseal-test-classifier" not in names
+    assert f"modelseal-{NS}-classifier" not in names
     with pytest.raises(DeploymentNotFoundError):
-        backend.status("test", "classifier")
-    assert not backend.delete("test", "classifier")
+        backend.status(NS, "classifier")
+    assert not backend.delete(NS, "classifier")
     assert _port_free(ports[0])
-    assert not (backend.state_dir / "deployments" / "test" / "classifier").exists()
+    assert not (backend.state_dir / "deployments" / NS / "classifier").exists()
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{status.forward_url}/v2/health/ready", timeout=2)
     print(

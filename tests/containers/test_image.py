@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -389,3 +390,41 @@ def test_listening_ports_are_read_from_proc_net(tmp_path: Path) -> None:
     )
     (tmp_path / "udp6").write_text(header + "   0: 00000000000000000000000000000000:2382 0 07 0\n")
     assert listening_ports(tmp_path) == {8080, 9090}
+
+
+# --- the command line ------------------------------------------------------------------
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """In-process (a subprocess costs seconds on a loaded machine), shaped like one."""
+    from typer.testing import CliRunner
+
+    from modelseal.cli import _common, app
+
+    _common.json_mode = False
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, ["image", *args], env={"COLUMNS": "200"})
+    finally:
+        os.chdir(old)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def test_image_build_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "image.yaml").write_text(_spec(tag="localhost/a/b:1", model={"file": "nope"}))
+    (tmp_path / "bad.yaml").write_text("kind: Foo\n")
+    cases = [
+        (("build", "model.mseal"), 2, "--tag NAME:VERSION is required"),
+        (("build", "model.mseal", "--tag", "a:1"), 3, "no such file: model.mseal"),
+        (("build", "bad.yaml"), 3, "bad.yaml: apiVersion: is required"),
+        (("build", "image.yaml"), 3, "spec.model.file: no such file"),
+        (("build", "image.yaml", "--name", "x"), 2, "--name: with a spec, say it in the spec"),
+        (("request", "a:1", "--deployment", "nons", "--out", "-"), 2, "NAMESPACE/NAME"),
+    ]
+    for args, code, message in cases:
+        proc = _cli(*args, cwd=tmp_path)
+        assert proc.returncode == code, (args, proc.stderr)
+        assert proc.stderr.count("\n") == 1 and message in proc.stderr, (args, proc.stderr)

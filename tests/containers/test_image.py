@@ -177,6 +177,16 @@ def test_the_context_holds_the_model_and_public_key_only(tmp_path: Path) -> None
     assert all(oct(p.stat().st_mode)[-3:] in ("644", "755") for p in context.rglob("*"))
     again = render_context(recipe, tmp_path / "ctx2", base="b", deps=deps, wheel=wheel)
     assert again == digest
+    # A rebuilt modelseal wheel changes its RUN line: buildah keys the layer
+    # cache on the text, and would otherwise keep the old modelseal installed.
+    wheel.write_bytes(b"changed")
+    changed = render_context(recipe, tmp_path / "ctx3", base="b", deps=deps, wheel=wheel)
+    assert changed != digest
+    old, new = ((c / "Containerfile").read_text() for c in (context, tmp_path / "ctx3"))
+    run = next(line for line in old.splitlines() if "source=app" in line)
+    assert "WHEEL_SHA256=" in run and run not in new
+    deps_run = next(line for line in old.splitlines() if "source=deps" in line)
+    assert "WHEELS_SHA256=" in deps_run and deps_run in new
 
 
 # --- the launcher ------------------------------------------------------------------------

@@ -123,7 +123,11 @@ def build(
                 raise _missing(recipe.trust_file)
         if not as_json:
             console.print(f"building {recipe.tag} (runtimes: {', '.join(recipe.runtimes) or '-'})")
-        built = build_image(recipe, mirror=mirror)
+        built = build_image(
+            recipe,
+            mirror=mirror,
+            progress=None if as_json else lambda line: console.print(line, markup=False),
+        )
         if as_json:
             emit_json({"ok": True, **built.to_json()})
         else:
@@ -171,7 +175,12 @@ def base(
         from modelseal.image.base import ensure_base_image
         from modelseal.image.podman import Podman
 
-        image = ensure_base_image(Podman(), mirror=mirror, rebuild=rebuild)
+        image = ensure_base_image(
+            Podman(),
+            mirror=mirror,
+            rebuild=rebuild,
+            progress=None if as_json else lambda line: console.print(line, markup=False),
+        )
         if as_json:
             emit_json(
                 {

@@ -25,7 +25,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -194,8 +194,10 @@ def ensure_base_image(
     mirror: str | None = None,
     rebuild: bool = False,
     suite: str = SUITE,
+    progress: Callable[[str], None] | None = None,
 ) -> BaseImage:
     """The base image in podman's store: present, else from the cache file, else built."""
+    say = progress or (lambda _line: None)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ref = base_ref(suite)
     cache_file = cache / f"base-{suite}-{recipe_hash(suite)}.tar"
@@ -203,6 +205,7 @@ def ensure_base_image(
         if not rebuild and podman.image_exists(ref):
             return BaseImage(ref, podman.image_id(ref), "present", cache_file)
         if not rebuild and cache_file.is_file():
+            say(f"base image: loading {cache_file}")
             try:
                 podman.run(["load", "-q", "-i", str(cache_file)], timeout=300, what="podman load")
             except PodmanCommandError:
@@ -211,6 +214,7 @@ def ensure_base_image(
             else:
                 if podman.image_exists(ref):
                     return BaseImage(ref, podman.image_id(ref), "cache", cache_file)
+        say(f"base image: debootstrap {suite} (once per machine, ~1-2 min)")
         _build(podman, ref, cache, suite, mirror)
         tmp = cache / f".{cache_file.name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -208,9 +208,13 @@ def _constraints() -> str:
 
 
 def _pip(args: list[str], what: str) -> None:
+    # A fixed SOURCE_DATE_EPOCH makes modelseal's wheel byte-identical for
+    # identical sources, so an unchanged modelseal keeps its cached layer.
+    env = {**os.environ, "SOURCE_DATE_EPOCH": os.environ.get("SOURCE_DATE_EPOCH", "315532800")}
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+            env=env,
             capture_output=True,
             text=True,
             timeout=PIP_TIMEOUT_S,
@@ -273,8 +277,21 @@ def project_wheel(project: Path, out_dir: Path) -> Path:
 _LABEL_KEY = re.compile(r"^[a-z0-9.\-/]+$")
 
 
-def containerfile(recipe: ImageRecipe, base: str, wheel_name: str) -> str:
-    """The Containerfile text (pure: the tests read it without building)."""
+def containerfile(
+    recipe: ImageRecipe,
+    base: str,
+    wheel_name: str,
+    *,
+    deps_sha256: str = "",
+    wheel_sha256: str = "",
+) -> str:
+    """The Containerfile text (pure: the tests read it without building).
+
+    The bind-mounted wheels' digests are part of their ``RUN`` lines:
+    buildah's layer cache keys a ``RUN`` on its text, not on what is mounted,
+    so without them a rebuilt modelseal wheel would silently reuse the
+    layer with the old one installed.
+    """
     env = {
         "PATH": "/opt/modelseal/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "PYTHONPATH": HANDLERS_DIR,
@@ -315,10 +332,11 @@ def containerfile(recipe: ImageRecipe, base: str, wheel_name: str) -> str:
         f"&& install -d -o {USER_UID} -g {USER_UID} -m 0700 {STATE_DIR}",
         # Wheels are bind-mounted, not copied: no layer carries them.
         "RUN --mount=type=bind,source=deps,target=/tmp/deps "
-        "python3 -m venv /opt/modelseal "
+        f"WHEELS_SHA256={deps_sha256 or 'unset'} python3 -m venv /opt/modelseal "
         "&& /opt/modelseal/bin/pip install --no-index --no-cache-dir --disable-pip-version-check "
         "-q --find-links /tmp/deps -r /tmp/deps/requirements.txt",
         "RUN --mount=type=bind,source=app,target=/tmp/app "
+        f"WHEEL_SHA256={wheel_sha256 or 'unset'} "
         "/opt/modelseal/bin/pip install --no-index --no-deps --no-cache-dir "
         f"--disable-pip-version-check -q /tmp/app/{wheel_name}",
         f"COPY handlers/ {HANDLERS_DIR}/",
@@ -384,7 +402,14 @@ def render_context(
     for path in context.rglob("*"):
         # Readable by the model's user whatever the host's umask was.
         path.chmod(0o755 if path.is_dir() else 0o644)
-    (context / "Containerfile").write_text(containerfile(recipe, base, wheel.name))
+    text = containerfile(
+        recipe,
+        base,
+        wheel.name,
+        deps_sha256=_tree_sha256(context / "deps"),
+        wheel_sha256=_tree_sha256(context / "app"),
+    )
+    (context / "Containerfile").write_text(text)
     return _tree_sha256(context)
 
 
@@ -403,14 +428,21 @@ def build_image(
     project: Path | None = None,
     base: BaseImage | None = None,
     mirror: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BuiltImage:
-    """Build ``recipe`` into ``recipe.tag``; returns its id and digest."""
+    """Build ``recipe`` into ``recipe.tag``; returns its id and digest.
+
+    ``progress`` gets one line per phase and per build step (``STEP 3/27: ...``).
+    """
+    say = progress or (lambda _line: None)
     podman = podman or Podman()
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    base = base or ensure_base_image(podman, cache_dir=cache, mirror=mirror)
+    base = base or ensure_base_image(podman, cache_dir=cache, mirror=mirror, progress=progress)
     project = project or project_dir()
+    say("dependency wheels (pinned to this environment's versions)")
     deps = dependency_wheels(requirements(project, recipe.runtimes), cache)
     with tempfile.TemporaryDirectory(prefix="modelseal-image-") as tmp:
+        say("modelseal's wheel")
         wheel = project_wheel(project, Path(tmp) / "wheel")
         context = Path(tmp) / "context"
         context_sha = render_context(recipe, context, base=base.ref, deps=deps, wheel=wheel)
@@ -431,6 +463,7 @@ def build_image(
             ],
             timeout=BUILD_TIMEOUT_S,
             what=f"podman build of {recipe.tag}",
+            on_line=lambda line: say(line) if line.startswith("STEP ") else None,
         )
     info = json.loads(
         podman.run(["image", "inspect", recipe.tag], what="podman image inspect").stdout

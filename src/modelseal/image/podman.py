@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Final
 
@@ -112,8 +113,15 @@ class Podman:
         check: bool = True,
         stdin: IO[bytes] | None = None,
         what: str | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``podman ARGS``; :class:`PodmanCommandError` when it fails and ``check``."""
+        """Run ``podman ARGS``; :class:`PodmanCommandError` when it fails and ``check``.
+
+        ``on_line`` gets each line of output as it comes (a build's steps, for
+        a progress display); the result then holds them as ``stdout``.
+        """
+        if on_line is not None:
+            return self._stream(args, timeout=timeout, check=check, what=what, on_line=on_line)
         try:
             proc = subprocess.run(
                 [self.executable, *self.global_args, *args],
@@ -139,6 +147,63 @@ class Podman:
                 stderr=proc.stderr,
             )
         return proc
+
+    def _stream(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float,
+        check: bool,
+        what: str | None,
+        on_line: Callable[[str], None],
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            proc = subprocess.Popen(
+                [self.executable, *self.global_args, *args],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+            )
+        except OSError as exc:
+            raise PodmanNotInstalledError(f"cannot run {self.executable}: {exc}") from None
+        timed_out = threading.Event()
+
+        def _kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, _kill)
+        timer.start()
+        lines: list[str] = []
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip("\n")
+                lines.append(line)
+                del lines[:-200]  # enough for the error; a build prints thousands
+                on_line(line)
+            proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        name = what or "podman " + args[0]
+        if timed_out.is_set():
+            raise PodmanCommandError(
+                f"{name} did not finish within {timeout:.0f}s", returncode=None
+            )
+        text = "\n".join(lines)
+        if check and proc.returncode != 0:
+            raise PodmanCommandError(
+                f"{name} failed (exit {proc.returncode}): {_last_line(text) or 'no output'}",
+                returncode=proc.returncode,
+                stderr=text,
+            )
+        return subprocess.CompletedProcess(list(args), proc.returncode, text, "")
 
     def image_exists(self, ref: str) -> bool:
         return self.run(["image", "exists", ref], check=False).returncode == 0

@@ -91,6 +91,11 @@ GUARD_STATE_DIR: Final = "/var/lib/modelseal"
 PROBE_TIMEOUT_S: Final = 1.0
 
 
+#: Probes go straight to the published port: an ``http_proxy`` in the
+#: environment must not answer (or fail) for the container.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def _container_name(namespace: str, name: str) -> str:
     return f"modelseal-{namespace}-{name}"
 
@@ -378,7 +383,7 @@ class PodmanBackend:
     def _probe(self, port: int) -> bool:
         url = f"http://{self.publish_host}:{port}{READY_PATH}"
         try:
-            with urllib.request.urlopen(url, timeout=PROBE_TIMEOUT_S) as answer:
+            with _DIRECT.open(url, timeout=PROBE_TIMEOUT_S) as answer:
                 return bool(200 <= answer.status < 300)
         except (urllib.error.URLError, OSError, ValueError):
             return False

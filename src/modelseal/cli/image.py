@@ -22,6 +22,7 @@ from modelseal.cli._common import (
     out,
     write_output,
 )
+from modelseal.cli.deploy import DataDirOpt
 from modelseal.errors import InvalidArgumentError
 
 app = typer.Typer(
@@ -205,12 +206,13 @@ def request(
         Path, typer.Option("--out", help="where to write the request (- for standard output)")
     ],
     label: Annotated[str, typer.Option(help="a name for the device the vendor sees")] = "",
+    data_dir: DataDirOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """An activation request made inside IMAGE as the podman backend will run it.
 
     A license issued from it opens in that deployment's container on this
-    machine (docs/deploy.md, "Device binding in a container").
+    machine, applied with the same --data-dir (docs/deploy.md, "Device binding in a container").
 
     Example: modelseal image request localhost/acme/demo:1.0.0 --deployment models/demo
     --out request.json
@@ -219,9 +221,13 @@ def request(
         namespace, sep, name = deployment.partition("/")
         if not sep or not namespace or not name or "/" in name:
             raise InvalidArgumentError("--deployment must be NAMESPACE/NAME, e.g. models/demo")
+        from modelseal.cli.deploy import _data_dir
         from modelseal.deploy.backends.podman import PodmanBackend
 
-        text = PodmanBackend().device_request(namespace, name, image, label=label)
+        # The same state directory as `deploy apply --backend podman`: it holds
+        # the key the container's hostname is derived from.
+        backend = PodmanBackend(state_dir=_data_dir(data_dir) / "podman")
+        text = backend.device_request(namespace, name, image, label=label)
         where = write_output(out_path, text.encode(), force=force, mode=0o600)
         if where != "standard output":
             console.print(f"wrote {where} (mode 0600: it holds the component secrets)")

@@ -60,6 +60,7 @@ from modelseal.deploy.backends.base import (
     DeploymentPhase,
     DeploymentStatus,
 )
+from modelseal.deploy.backends.local import default_data_dir
 from modelseal.deploy.bundle import DeploymentBundle
 from modelseal.deploy.manifests import (
     ANNOTATION_ROUTE,
@@ -75,7 +76,7 @@ from modelseal.deploy.manifests import (
 from modelseal.deploy.spec import quantity_value
 from modelseal.errors import ModelsealError
 from modelseal.image.errors import ImageError, PodmanNotInstalledError
-from modelseal.image.podman import Podman, default_state_dir
+from modelseal.image.podman import Podman
 
 LABEL_MANAGED: Final = "modelseal.io/managed-by"
 LABEL_DEPLOYMENT: Final = "modelseal.io/deployment"
@@ -94,6 +95,15 @@ PROBE_TIMEOUT_S: Final = 1.0
 #: Probes go straight to the published port: an ``http_proxy`` in the
 #: environment must not answer (or fail) for the container.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def default_backend_dir() -> Path:
+    """What ``modelseal deploy --backend podman`` uses: ``$MODELSEAL_DEPLOY_DIR/podman``,
+    else ``~/.local/share/modelseal/deploy/podman``. It holds the hostname key:
+    a license made with :meth:`PodmanBackend.device_request` opens only in
+    containers run with the same state directory."""
+    env = os.environ.get("MODELSEAL_DEPLOY_DIR")
+    return (Path(env) if env else default_data_dir()) / "podman"
 
 
 def _container_name(namespace: str, name: str) -> str:
@@ -144,7 +154,7 @@ class PodmanBackend:
         max_restarts: int = 5,
         stop_timeout_s: int = 10,
     ) -> None:
-        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+        self.state_dir = Path(state_dir) if state_dir is not None else default_backend_dir()
         try:
             self.podman = podman or Podman(state_dir=self.state_dir)
         except PodmanNotInstalledError as exc:
@@ -540,4 +550,4 @@ class PodmanBackend:
         return out
 
 
-__all__ = ["PodmanBackend", "listening_ports"]
+__all__ = ["PodmanBackend", "default_backend_dir", "listening_ports"]

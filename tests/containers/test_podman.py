@@ -26,11 +26,12 @@ import yaml
 from modelseal.deploy import (
     InMemoryNodePortStore,
     NodePortAllocator,
+    NodePortRange,
     load_bundle,
     render_manifests,
 )
 from modelseal.deploy.backends import DeploymentNotFoundError, wait_ready
-from modelseal.deploy.backends.podman import PodmanBackend
+from modelseal.deploy.backends.podman import PodmanBackend, listening_ports
 from modelseal.deploy.validate import validate_manifests
 from modelseal.envelope import MEDIA_TYPE
 from modelseal.gateway import new_api_key
@@ -84,7 +85,12 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanBackend]
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on it and a server could bind it (as servers do: SO_REUSEADDR,
+    so connections of the deleted container still in TIME_WAIT do not count)."""
+    if port in listening_ports():
+        return False
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -154,7 +160,11 @@ def test_deploy_predict_through_the_gateway_then_delete(
     pod = next(o for o in objects if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == f"{model_image.tag}@{model_image.digest}"
     assert "command" not in pod["containers"][0]  # the image's own entry point runs
-    allocator = NodePortAllocator(InMemoryNodePortStore(), cluster_used=backend.used_node_ports)
+    # The top of the NodePort range: other suites on this shared machine (the
+    # local backend's tests) start at 30000 and could take a port we free.
+    allocator = NodePortAllocator(
+        InMemoryNodePortStore(), NodePortRange(32500, 32767), cluster_used=backend.used_node_ports
+    )
     ports = allocator.allocate(f"{NS}/classifier", bundle.deployment.spec.node_port_count)
 
     started = time.monotonic()

@@ -57,8 +57,8 @@ def serve_argv(env: Mapping[str, str], extra: Sequence[str]) -> list[str]:
     if not _file(license_file):
         raise LaunchError(
             f"no license at {license_file}: mount the deployment's license there read-only "
-            "(a Kubernetes Secret, podman --secret or -v license.jwt:...:ro); "
-            "images never contain one"
+            "(a Kubernetes Secret, or podman -v "
+            "license.jwt:/etc/modelseal/license/license.jwt:ro); images never contain one"
         )
     trust = env.get("MODELSEAL_TRUST") or env.get("MODELSEAL_IMAGE_TRUST") or ""
     if not trust:

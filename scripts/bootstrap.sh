@@ -8,6 +8,8 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 STAMP="$VENV/.modelseal-installed"
 
+bash scripts/system-packages.sh "${MODELSEAL_SETUP:-run}"
+
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi

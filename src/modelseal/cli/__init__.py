@@ -23,6 +23,7 @@ from modelseal.cli import (
     device_release,
     gateway,
     guard,
+    image,
     keys,
     license,
     seal,
@@ -80,6 +81,7 @@ app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
 app.command("serve")(serve.serve)
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(image.app, name="image")
 app.command("up")(up.up)
 
 

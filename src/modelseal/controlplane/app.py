@@ -11,6 +11,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelseal.controlplane import db
 from modelseal.controlplane.deps import AppState
 from modelseal.controlplane.errors import ControlPlaneError
+from modelseal.controlplane.platform import routes as platform_routes
+from modelseal.controlplane.platform.runtime import PlatformRuntime
 from modelseal.controlplane.routes import admin, device, health
 from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
 from modelseal.controlplane.services.heartbeats import HeartbeatService
@@ -29,16 +31,25 @@ class BodyLimit:
     task and a stream per request, measurable on the heartbeat path.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit: int, large: tuple[str, str, int] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        #: (path prefix, path suffix, limit): document uploads may be larger
+        self.large = large
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            limit = self.limit
+            if self.large is not None:
+                path = scope.get("path", "")
+                if path.startswith(self.large[0]) and path.endswith(self.large[1]):
+                    limit = self.large[2]
             for name, value in scope["headers"]:
-                if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                     response = _error(
-                        413, "too_large", f"request bodies are limited to {self.limit} bytes"
+                        413, "too_large", f"request bodies are limited to {limit} bytes"
                     )
                     await response(scope, receive, send)
                     return
@@ -73,7 +84,15 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.state.cp = app_state
     limit = app_state.settings.max_body_bytes
 
-    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(
+        BodyLimit,
+        limit=limit,
+        large=("/v1/platform/models/", "/documents", app_state.settings.max_document_bytes),
+    )
+    # one deployment backend per process, built on first use, closed on shutdown;
+    # tests replace it with their own runtime before the first request
+    app.state.platform = PlatformRuntime(app_state.settings)
+    app.router.on_shutdown.append(lambda: app.state.platform.close())
 
     @app.exception_handler(ControlPlaneError)
     async def on_cp_error(_request: Request, exc: ControlPlaneError) -> JSONResponse:
@@ -98,6 +117,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(device.router)
+    app.include_router(platform_routes.router)
     return app
 
 

@@ -150,3 +150,7 @@ class Device(Base):
     calls_used: Mapped[int] = mapped_column(BigInteger, default=0)
     audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     audit_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+# The Platform area's rows share this metadata (migrations and the schema check see them).
+from modelseal.controlplane.platform import models as _platform_models  # noqa: E402,F401

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     #: batch heartbeat writes (one commit per batch; replies wait for it)
     heartbeat_group_commit: bool = True
+    #: Platform: where deployments run (``local``, ``kubernetes``, ``podman``), one
+    #: backend instance per server process (docs/platform.md)
+    deploy_backend: str = "local"
+    #: Platform: the NodePort range deployments are given ports from
+    node_port_range: str = "30000-32767"
+    #: Platform: largest design/usage/test document accepted, bytes
+    max_document_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 30)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from modelseal.crypto import generate_private_key
@@ -42,10 +39,10 @@ def backend() -> FakeBackend:
 
 
 @pytest.fixture
-def papi(api: Api, backend: FakeBackend, tmp_path: Path) -> Iterator[Api]:
+def papi(api: Api, backend: FakeBackend) -> Api:
     """``api`` with the platform's backend replaced by the fake and a small port range."""
     from modelseal.controlplane.platform.runtime import PlatformRuntime
 
     settings = api.settings.model_copy(update={"node_port_range": "30000-30009"})
     api.client.app.state.platform = PlatformRuntime(settings, backend=backend)  # type: ignore[attr-defined]
-    yield api
+    return api

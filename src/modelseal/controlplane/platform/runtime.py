@@ -31,7 +31,10 @@ class PlatformRuntime:
     def backend(self) -> DeployBackend:
         with self._lock:
             if self._backend is None:
-                self._backend = get_backend(self.backend_name)
+                # the local backend keeps its state (and runs its supervisors as
+                # threads of this process) under the control plane's data dir
+                options = {"data_dir": self._data_dir} if self.backend_name == "local" else {}
+                self._backend = get_backend(self.backend_name, **options)
             return self._backend
 
     def close(self) -> None:

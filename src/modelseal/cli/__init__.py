@@ -23,6 +23,7 @@ from modelseal.cli import (
     guard,
     keys,
     license,
+    platform,
     seal,
     serve,
 )
@@ -76,6 +77,7 @@ app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
 app.command("serve")(serve.serve)
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(platform.app, name="platform")
 
 
 def main() -> NoReturn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -204,14 +205,16 @@ def get_model(session: Session, caller: Caller, ref: str) -> RegisteredModel:
     return _find(session, RegisteredModel, caller, ref, "model")
 
 
+def _natural(version: str) -> tuple[tuple[int, int | str], ...]:
+    """``1.10.0`` after ``1.9.0``: digits compare as numbers, the rest as text."""
+    parts = re.findall(r"\d+|[^\d]+", version)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts)
+
+
 def versions_of(session: Session, model: RegisteredModel) -> list[ModelVersion]:
-    return list(
-        session.execute(
-            select(ModelVersion)
-            .where(ModelVersion.model_id == model.id)
-            .order_by(ModelVersion.created_at, ModelVersion.id)
-        ).scalars()
-    )
+    """Oldest first; versions registered in the same second in version order."""
+    rows = session.execute(select(ModelVersion).where(ModelVersion.model_id == model.id)).scalars()
+    return sorted(rows, key=lambda v: (v.created_at, _natural(v.version)))
 
 
 def vendor_name(session: Session, model: RegisteredModel) -> str:

@@ -373,3 +373,25 @@ def test_a_failed_apply_or_bad_input_leaves_nothing_behind(
     )
     assert b.get(f"{P}/deployments").json() == []
     assert all(u["owner"] == "(another tenant)" for u in b.get(f"{P}/nodeports").json()["used"])
+
+
+def test_the_backend_is_closed_when_the_server_stops(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from modelseal.controlplane import db
+    from modelseal.controlplane.app import create_app
+    from modelseal.controlplane.platform.runtime import PlatformRuntime
+    from modelseal.controlplane.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "cp")
+    engine = db.make_engine(settings)
+    db.migrate(engine)
+    engine.dispose()
+    app = create_app(settings)
+    backend = FakeBackend()
+    app.state.platform = PlatformRuntime(settings, backend=backend)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert not backend.closed
+    assert backend.closed
+    app.state.cp.engine.dispose()

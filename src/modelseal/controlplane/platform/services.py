@@ -590,18 +590,15 @@ def create_api_key(session: Session, caller: Caller, body: Any) -> tuple[Gateway
             Rate.parse(body.rate_limit)
         except ValueError as exc:
             raise InvalidRequestError(f"rate_limit: {exc}") from None
-    for i, rid in enumerate(body.routes):
-        if rid != "*":
-            get_route(session, caller, rid).route_id  # noqa: B018 - 404 for an unknown route
-            if not isinstance(rid, str):  # pragma: no cover - pydantic checked
-                raise InvalidRequestError(f"routes[{i}]: must be a route id")
+    # by the gateway's route id (a record id is accepted too); unknown routes are a 404
+    route_ids = [r if r == "*" else get_route(session, caller, r).route_id for r in body.routes]
     key, digest = new_api_key()
     row = GatewayApiKey(
         id=new_id("gak"),
         vendor_id=caller.vendor_id,
         name=body.name,
         sha256=digest,
-        routes=list(dict.fromkeys(body.routes)),
+        routes=list(dict.fromkeys(route_ids)),
         rate_limit=body.rate_limit,
         created_at=now_s(),
     )

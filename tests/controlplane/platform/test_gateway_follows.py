@@ -150,3 +150,23 @@ def test_a_gateway_that_cannot_reach_the_control_plane_at_start_says_so(
     assert proc.returncode == 2 and "--token-file" in proc.stderr
     proc = run_cli("gateway", cwd=tmp_path)
     assert proc.returncode == 2 and "--controlplane" in proc.stderr
+
+
+def test_the_gateway_needs_nothing_of_the_server() -> None:
+    """Following a control plane is HTTP: the gateway imports no server package."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "for n in ('fastapi', 'sqlalchemy', 'alembic', 'uvicorn', 'starlette'):\n"
+        "    sys.modules[n] = None\n"
+        "import modelseal.gateway.proxy, modelseal.gateway.server\n"
+        "import modelseal.gateway.controlplane_source, modelseal.cli.platform\n"
+        "assert not [m for m in sys.modules if m.startswith('modelseal.controlplane')]\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -26,6 +26,7 @@ from modelseal.cli import (
     platform,
     seal,
     serve,
+    up,
 )
 
 app = typer.Typer(
@@ -59,7 +60,7 @@ def _root(
 
     Exit codes: docs/cli.md (0 ok, 1 bug, 2 usage, 3 bad input, 4 tampered,
     5 key, 6-7 framework, 8 cannot write, 10-20 license and guard, 21-25
-    license server, 26-27 serve and gateway, 30 deploy).
+    license server, 26-27 serve and gateway, 30 deploy, 31 modelseal up).
     """
 
 
@@ -78,6 +79,7 @@ app.command("verify")(seal.verify)
 app.command("serve")(serve.serve)
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(platform.app, name="platform")
+app.command("up")(up.up)
 
 
 def main() -> NoReturn:

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -255,6 +256,31 @@ def test_a_crash_loop_ends_failed_after_the_backoff(
     assert backend.logs("models", "demo").count("error: boom") == 3
 
 
+def test_liveness_failures_restart_a_hung_replica(
+    dep: Deployment, tmp_path: Path, backends: Callable[..., LocalBackend]
+) -> None:
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!{sys.executable}\n" + (Path(__file__).parent / "fake_serve.py").read_text())
+    fake.chmod(0o755)
+    sick = tmp_path / "sick"
+    path = write_spec(dep, tmp_path / "spec")
+    path.write_text(path.read_text().replace("LOG_LEVEL: info", f"FAKE_SERVE_SICK: {sick}"))
+    backend = backends(python=str(fake))
+    backend.apply(load_bundle(path), [free_port()])
+    status = wait_ready(backend, "models", "demo", timeout_s=30)
+    assert status.ready, status
+    sick.touch()  # the model hangs: ready and live fail
+    wait_for(lambda: backend.status("models", "demo").phase == "Degraded", 10, "it to be unready")
+    wait_for(lambda: backend.status("models", "demo").restarts == 1, 20, "the liveness kill")
+    assert "killed: failed 3 liveness checks" in backend.status("models", "demo").message
+    sick.unlink()  # the restarted replica is healthy
+    status = wait_ready(backend, "models", "demo", timeout_s=20)
+    assert status.ready and status.restarts == 1, status
+    logs = backend.logs("models", "demo")
+    assert logs.count("fake serve on") == 2
+    assert "replica exited with signal SIGKILL" in logs
+
+
 def test_detached_supervisor_outlives_its_backend(
     dep: Deployment, tmp_path: Path, backends: Callable[..., LocalBackend]
 ) -> None:
@@ -293,6 +319,32 @@ def test_detached_supervisor_outlives_its_backend(
     wait_for(lambda: not alive(supervisor), 10, "the supervisor to exit")
     assert not any(alive(p) for p in pids)
     assert port_is_free(port)
+
+
+def test_a_killed_supervisor_leaves_stopped_and_apply_takes_over(
+    dep: Deployment, tmp_path: Path, backends: Callable[..., LocalBackend]
+) -> None:
+    backend = backends(supervise="process")
+    path = write_spec(dep, tmp_path / "spec")
+    port = free_port()
+    backend.apply(load_bundle(path), [port])
+    status = wait_ready(backend, "models", "demo", timeout_s=90)
+    assert status.ready, status
+    orphans = pids_of(status)
+    os.kill(int(status.details["supervisor_pid"]), signal.SIGKILL)
+    wait_for(
+        lambda: backend.status("models", "demo").phase == "Stopped", 10, "the supervisor to die"
+    )
+    assert all(alive(p) for p in orphans)  # its replicas run on, unsupervised
+    assert "supervisor is not running" in backend.status("models", "demo").message
+
+    # Apply again, now with two replicas: the orphans go, the new copy runs on the same port.
+    path.write_text(path.read_text().replace("replicas: 1", "replicas: 2"))
+    backend.apply(load_bundle(path), [port])
+    assert not any(alive(p) for p in orphans)
+    status = wait_ready(backend, "models", "demo", timeout_s=90)
+    assert status.ready and status.replicas == 2 and status.node_ports == (port,), status
+    assert not set(pids_of(status)) & set(orphans)
 
 
 def test_close_stops_thread_supervised_deployments(

@@ -289,7 +289,7 @@ class Supervisor:
         self._server: asyncio.Server | None = None
         self._rr = 0
         self._stopped = False
-        self._failure = ""
+        self._ever_ready = False
 
     # --- life cycle ------------------------------------------------------------
 
@@ -422,6 +422,9 @@ class Supervisor:
                 _signal_group(proc, signal.SIGTERM)
             self._watch(replica, proc, started)
             code = proc.wait()
+            # Whatever the replica left in its session (``--workers`` children of
+            # a killed parent) would hold its port and its log pipe: gone too.
+            _signal_group(proc, signal.SIGKILL, leader_exited=True)
             pump.join(5)
             uptime = time.monotonic() - started
             with self._lock:
@@ -481,6 +484,7 @@ class Supervisor:
                 if replica.ready != ready:
                     replica.ready = ready
                     changed = True
+                self._ever_ready = self._ever_ready or ready
                 if ready:
                     replica.last_error = "" if not ever_ready else replica.last_error
             if changed:
@@ -567,7 +571,8 @@ class Supervisor:
         else:
             waiting = [r for r in replicas if not r["ready"]]
             errors = [r["last_error"] for r in waiting if r["last_error"]]
-            phase = "Degraded" if ready or restarts else "Pending"
+            # Pending only until the first replica has ever been ready.
+            phase = "Degraded" if ready or restarts or self._ever_ready else "Pending"
             message = f"{len(waiting)} of {self.plan.replicas} replica(s) not ready" + (
                 f"; last error: {errors[0]}" if errors else ""
             )
@@ -616,8 +621,8 @@ def _probe(port: int, path: str, timeout: float) -> bool:
         return False
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    if proc.poll() is not None:
+def _signal_group(proc: subprocess.Popen[bytes], sig: int, *, leader_exited: bool = False) -> None:
+    if proc.poll() is not None and not leader_exited:
         return
     try:
         os.killpg(proc.pid, sig)

@@ -552,6 +552,17 @@ class LocalBackend:
             return
         info = _read_json(state / SUPERVISOR_FILE) or {}
         pid = int(info.get("pid", 0))
+        if (
+            info.get("mode") == "thread"
+            and pid != os.getpid()
+            and same_process(pid, info.get("start_time"))
+        ):
+            # Threads of another live host run it: killing its replicas from
+            # here would only make that host restart them.
+            raise BackendError(
+                f"{namespace}/{name} is supervised by process {pid} (another host using "
+                f"{self.data_dir}); stop or delete it there"
+            )
         if info.get("mode") == "process" and same_process(pid, info.get("start_time")):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)

@@ -488,6 +488,10 @@ def deployments_create(
     ] = None,
     trust: Annotated[Path | None, typer.Option(help="the trust file the spec names")] = None,
     no_decrypt: Annotated[bool, typer.Option(help="the route passes envelopes through")] = False,
+    node_port: Annotated[
+        list[int] | None,
+        typer.Option(min=1, max=65535, help="a NodePort by number (repeat; default: recommended)"),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Reserve NodePorts, run it on the server's backend, create its gateway route.
@@ -509,6 +513,8 @@ def deployments_create(
             body["envelope_key"] = _read_text(envelope_key, "--envelope-key")
         if trust is not None:
             body["trust"] = _read_text(trust, "--trust")
+        if node_port:
+            body["node_ports"] = list(node_port)
         data = _target(ctx).post(f"{P}/deployments", body)
         _show(data, as_json, DEPLOY_COLS, "deployed")
 
@@ -518,6 +524,25 @@ def deployments_list(ctx: typer.Context, search: Search = None, as_json: Json = 
     """Example: modelseal platform deployments list"""
     with errors_as_exit_codes():
         _show(_target(ctx).get(f"{P}/deployments", q=search), as_json, DEPLOY_COLS, "deployments")
+
+
+@deployments.command("nodeports")
+def deployments_nodeports(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option(min=1, max=16, help="ports a deployment needs")] = 1,
+    as_json: Json = False,
+) -> None:
+    """The used NodePort records and what a deployment would be given now.
+
+    Example: modelseal platform deployments nodeports --count 2
+    """
+    with errors_as_exit_codes():
+        data = _target(ctx).get(f"{P}/nodeports", count=count)
+        if as_json:
+            emit_json(data)
+            return
+        _show(data["used"], False, ["port", "owner"], f"NodePorts used in {data['range']}")
+        out.print(f"recommended: {', '.join(map(str, data['recommended'])) or 'none free'}")
 
 
 @deployments.command("status")

@@ -301,6 +301,19 @@ def test_deploy_reserves_ports_creates_the_route_and_delete_frees_both(
     assert used["used"] == [{"port": 30001, "owner": d["id"]}]
     # the backend's own Service on 30000 and our 30001 are both avoided
     assert used["recommended"] == [30002, 30003]
+    # ports chosen by number: checked against the range and the records
+    other = SPEC.replace("demo-classifier", "other").replace("/demo}", "/other}")
+    for asked, code in [([30001], 409), ([40000], 409), ([30005, 30006], 409)]:
+        resp = c.post(
+            f"{P}/deployments",
+            json={"spec": other, "license": license_text, "node_ports": asked},
+        )
+        assert resp.status_code == code, (asked, resp.text)
+    chosen = c.post(
+        f"{P}/deployments", json={"spec": other, "license": license_text, "node_ports": [30007]}
+    )
+    assert chosen.status_code == 201 and chosen.json()["node_ports"] == [30007]
+    assert c.delete(f"{P}/deployments/other").json()["node_ports"] == [30007]
     # deploying the same name again updates in place and keeps its ports
     again = c.post(f"{P}/deployments", json={"spec": SPEC, "license": license_text})
     assert again.status_code == 201 and again.json()["id"] == d["id"]

@@ -106,6 +106,9 @@ def test_the_platform_cli(server: Server, tmp_path: Path) -> None:
     assert (tmp_path / "gw.pub").read_text() == cli("gateway-key", "show")
 
     cli("deployments", "create", "--license", str(guide), code=2)  # neither --config nor --spec
+    ports = js("deployments", "nodeports", "--count", "2")
+    assert ports["used"] == [] and len(ports["recommended"]) == 2  # type: ignore[index,arg-type]
+    assert "recommended: 30000, 30001" in cli("deployments", "nodeports", "--count", "2")
     cli("deployments", "status", "nothing", code=23)
     cli("models", "delete", "demo")
     cli("documents", "show", doc["id"], code=23)  # type: ignore[index]

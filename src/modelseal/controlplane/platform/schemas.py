@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -149,6 +149,11 @@ class DeploymentCreate(_In):
         description="the gateway's SM2 public key (PEM); default: this platform's gateway key",
     )
     trust: str | None = Field(default=None, max_length=256 * 1024)
+    node_ports: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(
+        default=None,
+        max_length=16,
+        description="NodePorts chosen by number (default: the platform recommends them)",
+    )
     decrypt: bool = Field(default=True, description="the route decrypts envelopes")
 
 

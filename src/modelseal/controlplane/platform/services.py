@@ -804,6 +804,7 @@ def create_deployment(
     anything after ``apply`` fails, the backend's new deployment is deleted
     again, so a refused request leaves nothing running.
     """
+    from modelseal.deploy.errors import NodePortError
     from modelseal.deploy.nodeports import NodePortAllocator
 
     if (body.config is None) == (body.spec is None):
@@ -855,8 +856,10 @@ def create_deployment(
         cluster_used=lambda: _backend_call("NodePorts in use", backend.used_node_ports),
     )
     try:
-        ports = allocator.allocate(row.id, deployment.spec.node_port_count)
-    except ModelsealError as exc:
+        ports = allocator.allocate(
+            row.id, deployment.spec.node_port_count, requested=body.node_ports
+        )
+    except NodePortError as exc:
         # exhausted or clashing ports: the state of the cluster, not a bad request body
         raise ConflictError(str(exc)) from None
     status = _backend_call("apply", backend.apply, bundle, ports)

@@ -593,7 +593,7 @@ def routes_create(
     ctx: typer.Context,
     route_id: Annotated[str, typer.Option("--id", help="route id (a-z, 0-9, _ -)")],
     prefix: Annotated[str, typer.Option(help="path prefix, e.g. /demo")],
-    forward_url: Annotated[str, typer.Option(help="http://host:port[/path]")],
+    forward_url: Annotated[str, typer.Option(help="http://host:port or http://host:port/base")],
     no_decrypt: Annotated[bool, typer.Option(help="pass answers through unchanged")] = False,
     as_json: Json = False,
 ) -> None:

@@ -1,7 +1,10 @@
-"""``modelseal deploy apply|status|logs|delete|list`` as a user runs them: subprocesses.
+"""``modelseal deploy apply|status|logs|delete|list`` as a user runs them.
 
-The local backend's deployments outlive the command that applied them
-(detached supervisors), and a later command finds them in ``--data-dir``.
+The first ``apply`` is a real subprocess: the local backend's deployment
+must outlive the command that applied it (a detached supervisor), and later
+commands find it in the data directory. The other calls run in-process
+through Typer's CliRunner (a subprocess costs seconds on a loaded machine)
+with the same arguments, output streams and exit codes.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from modelseal.cli import _common
+from modelseal.cli.deploy import app
 from modelseal.deploy.backends._supervisor import process_start_time
 from modelseal.deploy.nodeports import NodePortRange, recommend_node_ports
 from modelseal.deploy.portstore import FileNodePortStore
@@ -32,7 +38,32 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     return make_deployment(tmp_path_factory.mktemp("cli-dep"))
 
 
-def ms(*args: str | Path, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _plain_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    # json_mode is process-wide; an earlier in-process --json would leave it on.
+    monkeypatch.setattr(_common, "json_mode", False)
+
+
+def ms(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``modelseal ARGS`` in-process, shaped like a subprocess result."""
+    assert args[0] == "deploy"
+    _common.json_mode = False
+    result = runner.invoke(
+        app,
+        [*map(str, args[1:])],
+        env={"COLUMNS": "200", "MODELSEAL_DEPLOY_DIR": str(cwd / "data")},
+    )
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+def ms_process(
+    *args: str | Path, cwd: Path, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*EXE, *map(str, args)],
         capture_output=True,
@@ -56,7 +87,7 @@ def spec_file(dep: Deployment, folder: Path, name: str, license: Path | None = N
 
 def test_apply_status_logs_list_delete(dep: Deployment, tmp_path: Path) -> None:
     spec = spec_file(dep, tmp_path / "specs", "demo")
-    r = ms("deploy", "apply", spec, "--json", "--timeout", "120", cwd=tmp_path)
+    r = ms_process("deploy", "apply", spec, "--json", "--timeout", "120", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     applied = json.loads(r.stdout)
     assert applied["ok"] and applied["phase"] == "Running" and applied["ready"]
@@ -219,7 +250,7 @@ def _reserve_many(path: str, worker: int, count: int) -> list[int]:
 
 def test_file_store_never_double_books_across_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "nodeports.json")
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("fork")
     with context.Pool(4) as pool:
         results = pool.starmap(_reserve_many, [(path, w, 10) for w in range(4)])
     ports = [p for chunk in results for p in chunk]

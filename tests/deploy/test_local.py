@@ -16,10 +16,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelseal.deploy import bundle_from, load_bundle, parse_spec
 from modelseal.deploy.backends import DeploymentNotFoundError, DeploymentStatus, wait_ready
@@ -243,10 +246,11 @@ def test_a_crash_loop_ends_failed_after_the_backoff(
     fake = tmp_path / "crashing-python"
     fake.write_text("#!/bin/sh\necho 'error: boom (exit 1)' >&2\nexit 1\n")
     fake.chmod(0o755)
-    backend = backends(python=str(fake))
+    backend = backends(python=str(fake), host="0.0.0.0")
     bundle = load_bundle(write_spec(dep, tmp_path / "spec"))
     started = time.monotonic()
-    backend.apply(bundle, [free_port()])
+    port = free_port()
+    assert backend.apply(bundle, [port]).forward_url == f"http://127.0.0.1:{port}"
     status = wait_ready(backend, "models", "demo", timeout_s=30)
     assert status.phase == "Failed", status
     assert "crashed 3 times in a row, last exit code 1: error: boom" in status.message
@@ -279,6 +283,26 @@ def test_liveness_failures_restart_a_hung_replica(
     logs = backend.logs("models", "demo")
     assert logs.count("fake serve on") == 2
     assert "replica exited with signal SIGKILL" in logs
+
+
+def test_a_replica_that_ignores_sigterm_is_killed_after_the_grace_period(
+    dep: Deployment, tmp_path: Path, backends: Callable[..., LocalBackend]
+) -> None:
+    fake = tmp_path / "fake-python"
+    fake.write_text(f"#!{sys.executable}\n" + (Path(__file__).parent / "fake_serve.py").read_text())
+    fake.chmod(0o755)
+    path = write_spec(dep, tmp_path / "spec")
+    path.write_text(path.read_text().replace("LOG_LEVEL: info", 'FAKE_SERVE_IGNORE_TERM: "1"'))
+    grace = 1.0
+    backend = backends(python=str(fake), policy=replace(FAST, grace_s=grace))
+    backend.apply(load_bundle(path), [free_port()])
+    status = wait_ready(backend, "models", "demo", timeout_s=30)
+    assert status.ready, status
+    (pid,) = pids_of(status)
+    started = time.monotonic()
+    assert backend.delete("models", "demo")
+    assert time.monotonic() - started >= grace  # SIGTERM first, and it was given the grace
+    assert not alive(pid)
 
 
 def test_detached_supervisor_outlives_its_backend(
@@ -487,3 +511,30 @@ def test_the_local_backend_loads_no_cluster_client_server_or_cli() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert r.stdout.strip() == "[]"
+
+
+_SEGMENT = st.text(alphabet="abcxyz019._-", min_size=1, max_size=6).filter(
+    lambda s: s not in (".", "..")
+)
+_PATHS = st.lists(_SEGMENT, min_size=1, max_size=4).map(lambda parts: "/" + "/".join(parts))
+
+
+@settings(max_examples=150, deadline=None)
+@given(mount=_PATHS, host=_PATHS, tail=st.lists(_SEGMENT, max_size=3), other=_PATHS)
+def test_paths_under_a_mount_map_to_its_host_path_and_nothing_else_moves(
+    mount: str, host: str, tail: list[str], other: str
+) -> None:
+    from modelseal.deploy.bundle import DeploymentBundle
+
+    text = (
+        SPEC.format(name="t", replicas=1, root=host, license="l.jwt")
+        .replace("mountPath: /models", f"mountPath: {json.dumps(mount)}")
+        .replace('"/models/model.mseal"', json.dumps("/".join([mount, *tail])))
+        .replace('"--threads", "2"', f'"--x={other}"')
+    )
+    spec = parse_spec(text)
+    argv, _ = local_command(DeploymentBundle(spec, "x.y.z"), {"license": "/s/l"})
+    assert argv[4] == "/".join([host.rstrip("/"), *tail])
+    inside = other == mount or other.startswith(mount + "/")
+    expected = host.rstrip("/") + other[len(mount) :] if inside else other
+    assert argv[5] == f"--x={expected}"

@@ -224,12 +224,13 @@ def _backend(
     kubeconfig: Path | None,
     context: str | None,
     node_address: str | None,
+    local_host: str = "127.0.0.1",
 ) -> DeployBackend:
     from modelseal.deploy.backends import get_backend
 
     if name == "local":
         # Detached supervisors: the deployment outlives this command.
-        return get_backend("local", data_dir=data_dir, supervise="process")
+        return get_backend("local", data_dir=data_dir, supervise="process", host=local_host)
     if name == "kubernetes":
         return get_backend(
             "kubernetes", kubeconfig=kubeconfig, context=context, node_address=node_address
@@ -301,6 +302,13 @@ def apply(
     kubeconfig: KubeconfigOpt = None,
     context: ContextOpt = None,
     node_address: NodeAddressOpt = None,
+    listen: Annotated[
+        str,
+        typer.Option(
+            help="local: address the NodePort listens on (0.0.0.0 exposes it like a "
+            "cluster's NodePort)"
+        ),
+    ] = "127.0.0.1",
     as_json: JsonOpt = False,
 ) -> None:
     """Create or update a deployment from a spec, on free NodePorts, and wait until it is ready.
@@ -331,7 +339,7 @@ def apply(
         name = bundle.name
         count = bundle.deployment.spec.node_port_count
         directory = _data_dir(data_dir)
-        target = _backend(backend.value, directory, kubeconfig, context, node_address)
+        target = _backend(backend.value, directory, kubeconfig, context, node_address, listen)
         try:
             store = _store(directory)
             owner = _owner(backend.value, namespace, name)

@@ -421,6 +421,13 @@ class Supervisor:
             if self._stopping.is_set():  # stop() may have run before proc was recorded
                 _signal_group(proc, signal.SIGTERM)
             self._watch(replica, proc, started)
+            if self._stopping.is_set():
+                # stop() signalled the replicas it saw; one started meanwhile got
+                # SIGTERM above. Either way it has the grace period, then SIGKILL.
+                try:
+                    proc.wait(policy.grace_s)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc, signal.SIGKILL)
             code = proc.wait()
             # Whatever the replica left in its session (``--workers`` children of
             # a killed parent) would hold its port and its log pipe: gone too.

@@ -318,7 +318,7 @@ class LocalBackend:
                 bundle.deployment.spec.replicas,
                 0,
                 (node_port,),
-                self._forward_url(node_port),
+                _forward_url(self.host, node_port),
                 message="dry run: would run " + " ".join(argv[2:]),
             )
         plan = Plan(
@@ -336,12 +336,11 @@ class LocalBackend:
             self._stop(namespace, name)
             state.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._check_port_free(node_port, (namespace, name))
-            write_text = _writer(state)
-            write_text(LICENSE_FILE, bundle.license)
+            _write_private(state / LICENSE_FILE, bundle.license)
             if bundle.envelope_key is not None:
-                write_text(ENVELOPE_KEY_FILE, bundle.envelope_key)
+                _write_private(state / ENVELOPE_KEY_FILE, bundle.envelope_key)
             if bundle.trust is not None:
-                write_text(bundle.trust[0], bundle.trust[1])
+                _write_private(state / bundle.trust[0], bundle.trust[1])
             (state / STATUS_FILE).unlink(missing_ok=True)
             write_json_atomic(state / PLAN_FILE, plan.to_json())
             if self.supervise == "thread":
@@ -436,7 +435,7 @@ class LocalBackend:
             replicas=plan.replicas,
             ready_replicas=ready,
             node_ports=tuple(plan.node_ports),
-            forward_url=self._forward_url(plan.node_ports[0]),
+            forward_url=_forward_url(plan.host, plan.node_ports[0]),
             restarts=int(snap.get("restarts", 0)),
             message=message,
             details=details,
@@ -493,12 +492,6 @@ class LocalBackend:
         self._children.clear()
 
     # --- internals ---------------------------------------------------------------------
-
-    def _forward_url(self, port: int) -> str:
-        host = self.host
-        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - the URL, not a bind
-            host = "127.0.0.1"
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def _check_host_paths(self, bundle: DeploymentBundle) -> None:
         problems = [
@@ -590,6 +583,13 @@ class LocalBackend:
             del self._children[key]
 
 
+def _forward_url(host: str, port: int) -> str:
+    """Where a gateway on this machine reaches the NodePort (a wildcard bind is loopback too)."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - the URL, not a bind
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _phase(text: str) -> DeploymentPhase:
     if text == "Pending":
         return "Pending"
@@ -602,16 +602,13 @@ def _phase(text: str) -> DeploymentPhase:
     return "Stopped"
 
 
-def _writer(state: Path) -> Any:
-    def write_text(file_name: str, text: str) -> None:
-        path = state / file_name
-        tmp = path.with_name(f".{file_name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-
-    return write_text
+def _write_private(path: Path, text: str) -> None:
+    """0600 from the first byte, replaced by rename: never readable by others, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

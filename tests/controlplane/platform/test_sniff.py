@@ -31,7 +31,7 @@ def test_any_bytes_are_typed_or_refused(data: bytes, name: str) -> None:
     name=NAMES,
 )
 def test_markup_is_refused_under_any_name(tag: str, pad: str, rest: str, name: str) -> None:
-    with pytest.raises(UnsupportedDocumentError, match="not accepted"):
+    with pytest.raises(UnsupportedDocumentError):  # as markup, or as binary (a NUL in rest)
         sniff((pad + tag + rest).encode(), name)
 
 

@@ -52,6 +52,12 @@ class ActivationRefusedError(ServerError):
     exit_code = 25
 
 
+class ServerBackendError(ServerError):
+    """The control plane's deployment backend failed (no cluster, an image missing)."""
+
+    exit_code = 30
+
+
 class ServerRejectedError(ServerError):
     """The server found the request invalid (4xx other than the above)."""
 
@@ -88,6 +94,8 @@ def _error_for(status: int, code: str, message: str) -> ServerError:
         cls = ServerNotFoundError
     elif status == 409:
         cls = ServerConflictError
+    elif code.startswith("backend_"):
+        cls = ServerBackendError
     elif 400 <= status < 500:
         cls = ServerRejectedError
     else:

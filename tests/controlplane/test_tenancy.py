@@ -48,8 +48,8 @@ def test_every_operation_hides_other_vendors_objects(api: Api) -> None:
     for path, item in spec["paths"].items():
         for method in item:
             params = re.findall(r"{(\w+)}", path)
-            if not params:
-                continue
+            if not params or path.startswith("/v1/platform/"):
+                continue  # the Platform area's own walk: tests/controlplane/platform/
             collection = path.split("/")[2]
             for ref in objects[collection]:
                 url = re.sub(r"{\w+}", ref, path)

@@ -26,6 +26,7 @@ from modelseal.cli import (
     image,
     keys,
     license,
+    platform,
     seal,
     serve,
     up,
@@ -82,6 +83,7 @@ app.command("verify")(seal.verify)
 app.command("serve")(serve.serve)
 app.add_typer(gateway.app, name="gateway")
 app.add_typer(image.app, name="image")
+app.add_typer(platform.app, name="platform")
 app.command("up")(up.up)
 
 

@@ -16,6 +16,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelseal.controlplane import db, hsm
 from modelseal.controlplane.deps import AppState
 from modelseal.controlplane.errors import ControlPlaneError
+from modelseal.controlplane.platform import routes as platform_routes
+from modelseal.controlplane.platform.runtime import PlatformRuntime
 from modelseal.controlplane.routes import (
     admin,
     device,
@@ -70,16 +72,25 @@ class BodyLimit:
     measurable on the heartbeat path.
     """
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit: int, large: tuple[str, str, int] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        #: (path prefix, path suffix, limit): document uploads may be larger
+        self.large = large
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            limit = self.limit
+            if self.large is not None:
+                path = scope.get("path", "")
+                if path.startswith(self.large[0]) and path.endswith(self.large[1]):
+                    limit = self.large[2]
             for name, value in scope["headers"]:
-                if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
+                if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                     response = _error(
-                        413, "too_large", f"request bodies are limited to {self.limit} bytes"
+                        413, "too_large", f"request bodies are limited to {limit} bytes"
                     )
                     await response(scope, receive, send)
                     return
@@ -196,6 +207,9 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         finally:
             if worker is not None:
                 worker.stop()
+            # a lifespan replaces Starlette's on_shutdown hooks: the platform's
+            # backend (local deployments' supervisors) is closed here
+            _app.state.platform.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -206,9 +220,17 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.state.cp = app_state
     limit = app_state.settings.max_body_bytes
 
-    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(
+        BodyLimit,
+        limit=limit,
+        large=("/v1/platform/models/", "/documents", app_state.settings.max_document_bytes),
+    )
     if app_state.settings.heartbeat_fast_path:
         app.add_middleware(HeartbeatFastPath, service=app_state.heartbeats)
+    # one deployment backend per process, built on first use, closed on shutdown
+    # (in the lifespan above); tests replace it with their own runtime before
+    # the first request
+    app.state.platform = PlatformRuntime(app_state.settings)
 
     @app.exception_handler(ControlPlaneError)
     async def on_cp_error(_request: Request, exc: ControlPlaneError) -> JSONResponse:
@@ -247,6 +269,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(webhook_routes.router)
     app.include_router(replacement.router)
     app.include_router(reports.router)
+    app.include_router(platform_routes.router)
     return app
 
 

@@ -327,3 +327,7 @@ class WebhookMark(Base):
     subject: Mapped[str] = mapped_column(String(64))
     occasion: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+
+
+# The Platform area's rows share this metadata (migrations and the schema check see them).
+from modelseal.controlplane.platform import models as _platform_models  # noqa: E402,F401

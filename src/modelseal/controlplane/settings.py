@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +52,24 @@ class Settings(BaseSettings):
     pkcs11_module: Path | None = None
     pkcs11_token: str | None = None
     pkcs11_pin_file: Path | None = None
+    #: Platform: where deployments run (``local``, ``kubernetes``, ``podman``), one
+    #: backend instance per server process (docs/platform.md)
+    deploy_backend: Literal["local", "kubernetes", "podman"] = "local"
+    #: Platform: the NodePort range deployments are given ports from
+    node_port_range: str = "30000-32767"
+    #: Platform: largest design/usage/test document accepted, bytes
+    max_document_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 30)
+
+    @field_validator("node_port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        from modelseal.deploy.nodeports import NodePortRange
+        from modelseal.errors import ModelsealError
+
+        try:
+            return str(NodePortRange.parse(value))
+        except ModelsealError as exc:
+            raise ValueError(str(exc)) from None
 
     @property
     def sqlalchemy_url(self) -> str:

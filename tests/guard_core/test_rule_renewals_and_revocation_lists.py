@@ -15,6 +15,12 @@
   The source is the token itself or a file; a missing file is reported as
   such, and a token is never mistaken for a file name (nor is a 256-byte
   token looked up as one: that is an ``OSError`` on Linux).
+* A heartbeat reply counts only when signed for the license's issuer (a
+  key the Guard trusts for another vendor is not enough), and a client that
+  returns no signed reply is refused; each refusal is audited
+  (``heartbeat_refused`` with the reason and detail). A reply never lowers
+  the forward-only clock's high-water mark. An unbound license beats and
+  imports lists without a device id or credential.
 * Before a successful verification, a heartbeat or an import is refused
   with the reason the Guard is refusing for (``not_verified``, ``expired``
   ...), and a Guard without a heartbeat client says ``no_heartbeat_client``.
@@ -38,9 +44,16 @@ from modelseal.device import StaticSource, make_request
 from modelseal.errors import ModelsealError
 from modelseal.guard import Guard, NotLicensedError
 from modelseal.guard.audit import iter_records
+from modelseal.guard.core import HeartbeatReply, HeartbeatReport
 from modelseal.license import TrustStore, jws, read_unverified
 from modelseal.license.claims import LICENSE_TYP
-from modelseal.license.heartbeat import HeartbeatReplyError, RevocationList, sign_revocations
+from modelseal.license.heartbeat import (
+    HeartbeatReplyError,
+    HeartbeatVerdict,
+    RevocationList,
+    sign_reply,
+    sign_revocations,
+)
 from tests.controlplane.test_guard_heartbeat import Clock, Server, _issue
 from tests.license.conftest import NOW, make_device
 
@@ -388,3 +401,77 @@ def test_a_heartbeat_reports_this_devices_id(vendor: PrivateKey, tmp_path: Path)
     (report,) = server.reports
     assert report.device_id == guard.license.claims.device.device_id  # type: ignore[union-attr]
     assert report.license_id == guard.license.license_id
+
+
+# --- heartbeats -----------------------------------------------------------------
+
+
+def test_an_unbound_license_beats_and_imports_lists_without_a_device(
+    vendor: PrivateKey, tmp_path: Path
+) -> None:
+    clock = Clock(NOW)
+    server = Server(vendor, clock)
+    token = _issue(vendor, ContentKey.generate(), request=None, content_keys=[])
+    guard = _guard(token, [vendor], tmp_path, clock, server)
+    assert guard.heartbeat_now().ok
+    (report,) = server.reports
+    assert report.device_id is None and report.credential is None
+    _, crl = _crl(vendor, licenses=frozenset({guard.license.license_id}))
+    assert guard.import_revocations(crl) is True
+
+
+class _GlobexServer(Server):
+    def send(self, report: HeartbeatReport) -> HeartbeatReply:
+        self.reports.append(report)
+        verdict = HeartbeatVerdict(
+            code="VALID",
+            server_time=int(self.clock().timestamp()),
+            license_id=report.license_id,
+            device_id=report.device_id or "",
+            nonce=report.nonce,
+        )
+        return HeartbeatReply(token=sign_reply(verdict, self.key, issuer="globex"))
+
+
+def test_a_reply_in_another_vendors_name_is_refused_and_audited(
+    vendor: PrivateKey, globex: PrivateKey, tmp_path: Path
+) -> None:
+    clock = Clock(NOW)
+    server = _GlobexServer(globex, clock)  # a trusted key, signing in its own name
+    guard = _guard(_issue(vendor, ContentKey.generate()), [vendor, globex], tmp_path, clock, server)
+    with pytest.raises(HeartbeatReplyError) as info:
+        guard.heartbeat_now()
+    (record,) = _records(guard, "heartbeat_refused")
+    assert record["reason"] == info.value.reason
+    assert record["data"] == {"detail": str(info.value)} and str(info.value) != "None"
+
+
+class _Unsigned:
+    """A heartbeat client that answers with something other than a signed reply."""
+
+    def send(self, report: Any) -> Any:
+        return {"code": "VALID"}
+
+
+def test_a_client_without_a_signed_reply_is_refused(vendor: PrivateKey, tmp_path: Path) -> None:
+    guard = _guard(_issue(vendor, ContentKey.generate()), [vendor], tmp_path, Clock(NOW))
+    guard._heartbeat = _Unsigned()
+    with pytest.raises(HeartbeatReplyError):
+        guard.heartbeat_now()
+    assert [r["event"] for r in iter_records(guard.audit_path)][-1] == "heartbeat_refused"
+
+
+def test_a_heartbeat_never_lowers_the_forward_only_clock(
+    vendor: PrivateKey, tmp_path: Path
+) -> None:
+    device, server_clock = Clock(NOW + timedelta(hours=1)), Clock(NOW)
+    server = Server(vendor, server_clock)
+    token = _issue(vendor, ContentKey.generate())
+    guard = _guard(token, [vendor], tmp_path, device, server)
+    guard.check()
+    high = guard.state().high_water  # type: ignore[union-attr]
+    assert high == (NOW + timedelta(hours=1)).timestamp()
+    # the device clock steps back inside the tolerance; the server is behind both
+    device.now = NOW + timedelta(minutes=57)
+    assert guard.heartbeat_now().ok
+    assert guard.state().high_water == high  # type: ignore[union-attr]

@@ -21,6 +21,11 @@
   (``heartbeat_refused`` with the reason and detail). A reply never lowers
   the forward-only clock's high-water mark. An unbound license beats and
   imports lists without a device id or credential.
+* Every verdict is audited (``heartbeat``: its code, and the lower-cased
+  code as the reason when not ``VALID``); a locking verdict also as
+  ``locked`` with the reason and the server's message. A report carries the
+  state it reports (calls reserved, the anchored audit head, the time).
+* An unlock code is refused on another device by the device check.
 * Before a successful verification, a heartbeat or an import is refused
   with the reason the Guard is refusing for (``not_verified``, ``expired``
   ...), and a Guard without a heartbeat client says ``no_heartbeat_client``.
@@ -45,7 +50,7 @@ from modelseal.errors import ModelsealError
 from modelseal.guard import Guard, NotLicensedError
 from modelseal.guard.audit import iter_records
 from modelseal.guard.core import HeartbeatReply, HeartbeatReport
-from modelseal.license import TrustStore, jws, read_unverified
+from modelseal.license import TrustStore, WrongDeviceError, jws, read_unverified
 from modelseal.license.claims import LICENSE_TYP
 from modelseal.license.heartbeat import (
     HeartbeatReplyError,
@@ -476,3 +481,86 @@ def test_a_heartbeat_never_lowers_the_forward_only_clock(
     device.now = NOW + timedelta(minutes=57)
     assert guard.heartbeat_now().ok
     assert guard.state().high_water == high  # type: ignore[union-attr]
+
+
+class _Saying(Server):
+    """A stand-in server whose verdicts carry a message."""
+
+    message: str = ""
+
+    def send(self, report: HeartbeatReport) -> HeartbeatReply:
+        self.reports.append(report)
+        verdict = HeartbeatVerdict(
+            code=self.code,
+            server_time=int(self.clock().timestamp()),
+            license_id=report.license_id,
+            device_id=report.device_id or "",
+            nonce=report.nonce,
+            message=self.message,
+        )
+        return HeartbeatReply(token=sign_reply(verdict, self.key, issuer="acme"))
+
+
+def test_every_verdict_is_audited_and_a_lock_says_why(vendor: PrivateKey, tmp_path: Path) -> None:
+    clock = Clock(NOW)
+    server = _Saying(vendor, clock)
+    guard = _guard(_issue(vendor, ContentKey.generate()), [vendor], tmp_path, clock, server)
+    guard.heartbeat_now()
+    server.code, server.message = "SUSPENDED", "invoice 42 is overdue"
+    guard.heartbeat_now()
+    beats = [(r["reason"], r["data"]) for r in _records(guard, "heartbeat")]
+    assert beats == [(None, {"code": "VALID"}), ("suspended", {"code": "SUSPENDED"})]
+    (locked,) = _records(guard, "locked")
+    assert locked["reason"] == "suspended"
+    assert locked["data"] == {"message": "invoice 42 is overdue"}
+
+
+def test_a_report_carries_the_state_it_reports(vendor: PrivateKey, tmp_path: Path) -> None:
+    clock = Clock(NOW + timedelta(minutes=5))
+    server = Server(vendor, clock)
+    token = _issue(vendor, ContentKey.generate(), max_calls=100)
+    guard = _guard(token, [vendor], tmp_path, clock, server, reserve_calls=7)
+    guard.check()  # reserves 7
+    state = guard.state()
+    assert state is not None and state.calls_reserved == 7
+    guard.heartbeat_now()
+    (report,) = server.reports
+    assert report.calls_reserved == 7
+    assert report.audit_head == state.audit_head and report.audit_head is not None
+    assert report.time == clock.now.timestamp()
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), ModelsealError("x")])
+def test_a_refused_reply_does_not_depend_on_the_audit_log(
+    vendor: PrivateKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    clock = Clock(NOW)
+    forger = Server(generate_private_key("ed25519"), clock)  # not trusted
+    guard = _guard(_issue(vendor, ContentKey.generate()), [vendor], tmp_path, clock, forger)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise error
+
+    monkeypatch.setattr(guard, "_log", broken)
+    with pytest.raises(HeartbeatReplyError):
+        guard.heartbeat_now()
+
+
+def test_an_unlock_on_another_device_is_refused_as_the_wrong_device(
+    vendor: PrivateKey, tmp_path: Path
+) -> None:
+    token = _issue(vendor, ContentKey.generate())
+    moved = make_device({"disk.root_serial": "NEWDISK", "net.mac": "52:54:00:ff:ff:ff"})
+    guard = Guard(
+        token,
+        TrustStore([vendor.public_key()]),
+        state_dir=tmp_path / "state",
+        audience="acme/ocr",
+        source=StaticSource(list(moved.components), moved.environment),
+        clock=Clock(NOW),
+        auto_heartbeat=False,
+        verify=False,
+    )
+    # refused by the device check itself, not later when the state key does not open
+    with pytest.raises(WrongDeviceError):
+        guard.unlock("AAAA-BBBB-CCCC-DDDD")

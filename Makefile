@@ -1,7 +1,11 @@
-.PHONY: run test bench mutation clean
+.PHONY: run demo test bench mutation clean
 
-run:  ## set up and run the demo end to end
+run:  ## set up, then the whole system on this machine (modelseal up; Ctrl-C stops it)
 	bash scripts/run.sh
+
+demo:  ## set up, then the offline library demo (seal, load, license by hand)
+	bash scripts/bootstrap.sh
+	.venv/bin/python scripts/demo.py
 
 test:  ## set up, then ruff, mypy and pytest
 	bash scripts/test.sh

@@ -15,6 +15,6 @@ fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/bootstrap.sh -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    "$VENV/bin/python" -m pip install --quiet -e ".[torch,safetensors,onnx,paddle,server,serve,gateway,deploy,dev]"
+    "$VENV/bin/python" -m pip install --quiet -e ".[torch,safetensors,onnx,paddle,server,serve,gateway,deploy,kubernetes,dev]"
     touch "$STAMP"
 fi

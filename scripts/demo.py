@@ -1,7 +1,8 @@
-"""The main job, for now: a demo model sealed, loaded from memory and run.
+"""The offline demo (`make demo`): a model sealed, loaded from memory and licensed by hand.
 
-It grows into the whole system (licenses, control plane, gateway) as those
-land. Everything happens under .demo/ in the project directory.
+The whole system (control plane, model service, gateway) is `make run`
+(`modelseal up`); this one shows the library and the offline licensing flow
+with no server. Everything happens under .demo/offline/ in the project directory.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import modelseal
 
 console = Console()
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / ".demo"
+WORK = ROOT / ".demo" / "offline"
 
 
 class TinyClassifier(torch.nn.Module):
@@ -47,7 +48,7 @@ def step(title: str) -> None:
 def main() -> int:
     if WORK.exists():
         shutil.rmtree(WORK)
-    WORK.mkdir()
+    WORK.mkdir(parents=True)
     torch.manual_seed(0)
 
     step("1. vendor: build and save a model")

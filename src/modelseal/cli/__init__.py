@@ -25,6 +25,7 @@ from modelseal.cli import (
     license,
     seal,
     serve,
+    up,
 )
 
 app = typer.Typer(
@@ -58,7 +59,7 @@ def _root(
 
     Exit codes: docs/cli.md (0 ok, 1 bug, 2 usage, 3 bad input, 4 tampered,
     5 key, 6-7 framework, 8 cannot write, 10-20 license and guard, 21-25
-    license server, 26-27 serve and gateway, 30 deploy).
+    license server, 26-27 serve and gateway, 30 deploy, 31 modelseal up).
     """
 
 
@@ -76,6 +77,7 @@ app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
 app.command("serve")(serve.serve)
 app.add_typer(gateway.app, name="gateway")
+app.command("up")(up.up)
 
 
 def main() -> NoReturn:

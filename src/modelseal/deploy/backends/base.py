@@ -123,8 +123,10 @@ class DeployBackend(Protocol):
     def used_node_ports(self) -> frozenset[int]:
         """Ports taken on this backend by things we did not allocate.
 
-        Kubernetes: every Service's nodePorts; local/podman: nothing we can
-        know beyond our own records, so usually empty. The allocator avoids them.
+        Kubernetes: every Service's nodePorts; local: every TCP port something
+        on this machine listens on, except its own NodePorts (they are in the
+        caller's records); podman: see its documentation. The allocator avoids
+        them.
         """
         ...
 

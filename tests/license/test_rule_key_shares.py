@@ -6,12 +6,14 @@
   while it stays above the threshold;
 * a device with two components of one kind (two NICs, two disks) tries
   each of them on that kind's shares, not only the first;
-* a share listed twice is skipped, not taken as the end of the list.
+* a share listed twice is skipped, not taken as the end of the list;
+* the split takes exactly 1 <= k <= n <= 255 (x is one byte).
 
 Found by mutation testing (tests/MUTATION.md, license/keydelivery.py):
 ``recover_kek`` could fail with a ``TypeError`` on a device without one of
 the bound kinds, stop at the first wrong component of a kind, or stop at a
-repeated share, without a failing test.
+repeated share, and ``split_kek`` refuse k = 1 or n = 255 (or accept
+n = 256), without a failing test.
 """
 
 from __future__ import annotations
@@ -73,3 +75,20 @@ def test_a_repeated_share_is_skipped(key: PrivateKey, cek: ContentKey) -> None:
     )
     lic = verify_license(resigned, TrustStore([key.public_key()]), now=NOW)
     assert open_content_key(lic, make_device(), cek.key_id) == cek
+
+
+def test_the_share_counts_spec_bounds() -> None:
+    """docs/license.md: 1 <= threshold <= shares <= 255 (one byte of x per share)."""
+    from modelseal.license.keydelivery import combine_kek, split_kek
+
+    kek = bytes(range(32))
+    one = split_kek(kek, 1, 1)  # threshold 1: any single share is the KEK
+    assert combine_kek(one) == kek
+    most = split_kek(kek, 2, 255)
+    assert [x for x, _ in most] == list(range(1, 256))
+    assert combine_kek(most[-2:]) == kek
+    for threshold, count in ((0, 3), (4, 3), (2, 256), (1, 0)):
+        with pytest.raises(ValueError, match="threshold"):
+            split_kek(kek, threshold, count)
+    with pytest.raises(ValueError, match="32 bytes"):
+        split_kek(kek[:31], 1, 1)

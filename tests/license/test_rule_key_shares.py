@@ -53,9 +53,9 @@ def test_each_component_of_a_kind_is_tried(key: PrivateKey, cek: ContentKey) -> 
         issue(key, make_device(), cek).token, TrustStore([key.public_key()]), now=NOW
     )
     device = make_device()
-    # a second NIC, listed first: its secret opens none of the net.mac shares.
+    # a second NIC that sorts first: its secret opens none of the net.mac shares.
     # Without the disk, the bound NIC's 2 shares decide: 7 of 9 with them, 5 without.
-    extra = Component(kind="net.mac", value="52:54:00:aa:bb:cc", strength="strong", weight=2)
+    extra = Component(kind="net.mac", value="00:00:00:00:00:01", strength="strong", weight=2)
     no_disk = [c for c in device.components if c.kind != "disk.root_serial"]
     two_nics = collect(StaticSource([extra, *no_disk], device.environment))
     assert open_content_key(lic, two_nics, cek.key_id) == cek
@@ -92,3 +92,26 @@ def test_the_share_counts_spec_bounds() -> None:
             split_kek(kek, threshold, count)
     with pytest.raises(ValueError, match="32 bytes"):
         split_kek(kek[:31], 1, 1)
+
+
+def test_build_wraps_the_unlock_secret_and_names_each_models_key() -> None:
+    """The issuer side of the ``keys`` claim: a (pre-v2) unlock secret is wrapped
+    under the KEK, bound to the license id; each wrapped content key names its model."""
+    from modelseal.license.keydelivery import ShareHolder, build, unwrap_unlock_secret
+
+    kek, secret = bytes(range(32)), bytes(range(100, 132))
+    cek = ContentKey(bytes(range(1, 33)))
+    delivery = build(
+        jti="lic_a",
+        holders=[ShareHolder(kind="net.mac", secret=b"s" * 32, weight=1)],
+        threshold=1,
+        content_keys=[(cek, "acme/ocr")],
+        unlock_secret=secret,
+        kek=kek,
+    )
+    assert unwrap_unlock_secret(delivery, kek, jti="lic_a") == secret
+    with pytest.raises(KeyDeliveryError):
+        unwrap_unlock_secret(delivery, kek, jti="lic_b")
+    assert [(c.key_id, c.model_id) for c in delivery.content_keys] == [(cek.key_id, "acme/ocr")]
+    holders = [ShareHolder(kind="net.mac", secret=b"s" * 32, weight=1)]
+    assert build(jti="x", holders=holders, threshold=1, content_keys=[]).unlock_secret is None

@@ -8,6 +8,8 @@ PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 STAMP="$VENV/.modelseal-installed"
 
+bash scripts/system-packages.sh "${MODELSEAL_SETUP:-run}"
+
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
@@ -15,6 +17,6 @@ fi
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ scripts/bootstrap.sh -nt "$STAMP" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    "$VENV/bin/python" -m pip install --quiet -e ".[torch,safetensors,onnx,paddle,server,serve,gateway,deploy,kubernetes,dev]"
+    "$VENV/bin/python" -m pip install --quiet -e ".[torch,safetensors,onnx,paddle,server,serve,gateway,deploy,kubernetes,hsm,dev]"
     touch "$STAMP"
 fi

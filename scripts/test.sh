@@ -2,7 +2,7 @@
 # The test command: install what is needed, then lint, type-check and test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+MODELSEAL_SETUP=test bash scripts/bootstrap.sh
 PY=.venv/bin/python
 echo "== ruff"
 "$PY" -m ruff check src tests bench scripts

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from modelseal.errors import ModelsealError
@@ -51,6 +52,12 @@ class ActivationRefusedError(ServerError):
     exit_code = 25
 
 
+class ServerBackendError(ServerError):
+    """The control plane's deployment backend failed (no cluster, an image missing)."""
+
+    exit_code = 30
+
+
 class ServerRejectedError(ServerError):
     """The server found the request invalid (4xx other than the above)."""
 
@@ -65,9 +72,21 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
+#: refusals about who is asking (exit 22), as opposed to activation refusals (403, exit 25)
+_AUTH_CODES = (
+    "unauthorized",
+    "forbidden",
+    "csrf",
+    "mfa_required",
+    "totp_invalid",
+    "totp_required",
+    "too_many_attempts",
+)
+
+
 def _error_for(status: int, code: str, message: str) -> ServerError:
     cls: type[ServerError]
-    if status in (401, 403) and code in ("unauthorized", "forbidden"):
+    if status == 429 or (status in (401, 403) and code in _AUTH_CODES):
         cls = ServerAuthError
     elif status == 403:
         cls = ActivationRefusedError
@@ -75,6 +94,8 @@ def _error_for(status: int, code: str, message: str) -> ServerError:
         cls = ServerNotFoundError
     elif status == 409:
         cls = ServerConflictError
+    elif code.startswith("backend_"):
+        cls = ServerBackendError
     elif 400 <= status < 500:
         cls = ServerRejectedError
     else:
@@ -91,8 +112,13 @@ def call(
     token: str | None = None,
     headers: dict[str, str] | None = None,
     timeout: float = 15.0,
+    sink: Callable[[bytes], object] | None = None,
 ) -> tuple[str, bytes]:
-    """Send one request; returns (content type, body) of a 2xx answer, else raises."""
+    """Send one request; returns (content type, body) of a 2xx answer, else raises.
+
+    With ``sink`` the body is handed over in chunks as it arrives (any size: reports,
+    exports) and the returned body is empty; without, it is read whole, up to 16 MiB.
+    """
     if not url.startswith(("http://", "https://")):
         raise ServerRejectedError(f"not an http(s) URL: {url}")
     all_headers = {"Accept": "application/json", **(headers or {})}
@@ -102,9 +128,24 @@ def call(
     if token is not None:
         all_headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=data, headers=all_headers, method=method)  # noqa: S310
+    with _open(req, url, timeout) as resp:
+        if sink is None:
+            return resp.headers.get("Content-Type", ""), _read(resp, url, MAX_RESPONSE_BYTES)
+        while chunk := _read(resp, url, 1 << 16):
+            sink(chunk)
+        return resp.headers.get("Content-Type", ""), b""
+
+
+def _read(resp: Any, url: str, size: int) -> bytes:
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
-            return resp.headers.get("Content-Type", ""), resp.read(MAX_RESPONSE_BYTES)
+        return bytes(resp.read(size))
+    except (OSError, ValueError) as exc:
+        raise ServerUnreachableError(f"the connection to {url} broke: {exc}") from None
+
+
+def _open(req: urllib.request.Request, url: str, timeout: float) -> Any:
+    try:
+        return _OPENER.open(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         body = exc.read(65536)
         try:

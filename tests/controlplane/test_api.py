@@ -347,7 +347,14 @@ def test_customer_usage(api: Api, content_key: ContentKey) -> None:
     key = order(client, ids)["license_key"]
     client.post("/v1/activate", json={"license_key": key, "request": fake_request(key).to_json()})
     usage = client.get(f"/v1/customers/{ids['customer']}/usage").json()
-    assert usage == {"customer_id": ids["customer"], "licenses": 1, "devices": 1, "calls_used": 0}
+    assert {k: usage[k] for k in ("customer_id", "licenses", "devices", "calls_used")} == {
+        "customer_id": ids["customer"],
+        "licenses": 1,
+        "devices": 1,
+        "calls_used": 0,
+    }
+    assert usage["calls_leased"] == 0
+    assert [b["devices"] for b in usage["by_license"]] == [1]
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ from modelseal.controlplane.services.heartbeats import GroupCommitter
 class _StuckDatabase:
     """A PlainSQL stand-in whose writes wait, as a locked SQLite file makes them."""
 
+    dialect = "sqlite"
+
     def __init__(self) -> None:
         self.release = threading.Event()
         self.rows: list[dict[str, Any]] = []
@@ -24,9 +26,10 @@ class _StuckDatabase:
     def connect(self) -> object:
         return object()
 
-    def write_many(self, conn: object, statement: str, rows: list[dict[str, Any]]) -> None:
+    def write_many(self, conn: object, statement: str, rows: list[dict[str, Any]]) -> list[bool]:
         self.release.wait(10)
         self.rows.extend(rows)
+        return [True] * len(rows)
 
 
 def test_a_commit_that_does_not_finish_in_time_is_unavailable_not_a_crash() -> None:
@@ -38,5 +41,5 @@ def test_a_commit_that_does_not_finish_in_time_is_unavailable_not_a_crash() -> N
             committer.submit({"id": "dev_1"}, timeout=0.2)
     finally:
         db.release.set()
-    committer.submit({"id": "dev_2"}, timeout=5)
+    assert committer.submit({"id": "dev_2"}, timeout=5) is True
     assert {"id": "dev_2"} in db.rows

@@ -22,6 +22,11 @@ EXAMPLES = 6
 
 
 def test_no_request_earns_a_server_error(api: Api) -> None:
+    from modelseal.controlplane.platform.runtime import PlatformRuntime
+    from tests.controlplane.platform.fakes import FakeBackend
+
+    # the Platform area's deployments run on a fake backend here (no processes started)
+    api.client.app.state.platform = PlatformRuntime(api.settings, backend=FakeBackend())  # type: ignore[attr-defined]
     schema = schemathesis.openapi.from_asgi("/openapi.json", api.client.app)
     headers = {"Authorization": f"Bearer {api.tokens['a']}"}
     operations = [result.ok() for result in schema.get_all_operations()]

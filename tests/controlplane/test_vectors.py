@@ -83,3 +83,42 @@ def test_secretbox() -> None:
     assert (
         hmac.new(lookup, v["lookup_input"].encode(), hashlib.sha256).hexdigest() == v["lookup_hash"]
     )
+
+
+def test_heartbeat_lease_request_and_reply() -> None:
+    """docs/controlplane.md, "Leases", checked with hashlib, json and cryptography alone."""
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from modelseal.license.heartbeat import HeartbeatRequest, Lease
+
+    v = V["heartbeat_lease"]
+    body = v["body"].encode()
+    mac = hmac.new(
+        bytes.fromhex(v["credential"]), b"modelseal/heartbeat/v1\x00" + body, hashlib.sha256
+    ).digest()
+    assert b64url(mac) == v["mac"]
+    parsed = json.loads(body)
+    assert parsed["lease"] == 1000 and parsed["calls_used"] == 42
+    # canonical: sorted keys, no spaces; the lease key is only present when asked for
+    assert body == json.dumps(parsed, separators=(",", ":"), sort_keys=True).encode()
+    assert HeartbeatRequest.from_body(body).lease == 1000
+    head, payload, signature = v["reply"].split(".")
+    public = load_pem_public_key(v["vendor_public_pem"].encode())
+    assert isinstance(public, Ed25519PublicKey)
+    public.verify(b64url_decode(signature), f"{head}.{payload}".encode())
+    claims = json.loads(b64url_decode(payload))
+    assert claims["lease"] == {"start": 42, "end": 1042, "exp": claims["time"] + 3600}
+    assert claims["nonce"] == parsed["nonce"]  # bound to the request like every reply
+    trust = TrustStore([load_public_key(v["vendor_public_pem"].encode())])
+    verdict = verify_reply(
+        v["reply"],
+        trust,
+        license_id=parsed["license"],
+        device_id=parsed["device"],
+        nonce=parsed["nonce"],
+        issuer="acme",
+    )
+    assert verdict.lease == Lease(start=42, end=1042, exp=claims["time"] + 3600)

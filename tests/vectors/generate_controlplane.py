@@ -2,15 +2,19 @@
 
 The constructions of docs/controlplane.md: license keys (Luhn mod 32 check
 character), the activation salt, the device credential, the heartbeat MAC,
-a signed heartbeat reply, and the server's sealed secrets and lookup hash.
+a signed heartbeat reply, and the server's sealed secrets and lookup hash;
+with ``--lease`` only the ``heartbeat_lease`` entry (a beat asking for a
+lease and the reply granting it) is (re)written, leaving the others as
+checked in (the sealed secret's nonce is random).
 
-    .venv/bin/python tests/vectors/generate_controlplane.py
+    .venv/bin/python tests/vectors/generate_controlplane.py [--lease]
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -20,6 +24,7 @@ from modelseal.crypto import PrivateKey, b64url
 from modelseal.license.heartbeat import (
     HeartbeatRequest,
     HeartbeatVerdict,
+    Lease,
     device_credential,
     mac_body,
     sign_reply,
@@ -69,6 +74,7 @@ def main() -> None:
                     {"key": k, "activation_salt": b64url(activation_salt(k))} for k in keys
                 ],
                 "device_credential": {"kek": kek.hex(), "jti": jti, "credential": credential.hex()},
+                "heartbeat_lease": lease_vector(),
                 "heartbeat": {
                     "credential": credential.hex(),
                     "body": body.decode(),
@@ -92,5 +98,49 @@ def main() -> None:
     )
 
 
+def lease_vector() -> dict[str, object]:
+    """docs/controlplane.md, "Leases": the request's ``lease`` and the reply's ``lease`` claim."""
+    kek = hashlib.sha256(b"modelseal controlplane vector kek").digest()
+    jti = "lic_00112233445566778899aabb"
+    credential = device_credential(kek, jti=jti)
+    request = HeartbeatRequest(
+        license_id=jti,
+        device_id="dev-id-vector",
+        nonce=b64url(bytes(range(16, 32))),
+        time=1764806460,
+        calls_used=42,
+        audit_head=(9, "hash-of-record-9"),
+        lease=1000,
+    )
+    body = request.to_body()
+    seed = hashlib.sha256(b"modelseal controlplane vector vendor key").digest()
+    vendor = PrivateKey("ed25519", ed25519.Ed25519PrivateKey.from_private_bytes(seed))
+    reply = sign_reply(
+        HeartbeatVerdict(
+            code="VALID",
+            server_time=1764806461,
+            license_id=jti,
+            device_id="dev-id-vector",
+            nonce=request.nonce,
+            interval=60,
+            lease=Lease(start=42, end=1042, exp=1764806461 + 3600),
+        ),
+        vendor,
+        issuer="acme",
+    )
+    return {
+        "credential": credential.hex(),
+        "body": body.decode(),
+        "mac": mac_body(credential, body),
+        "vendor_public_pem": vendor.public_key().to_pem().decode(),
+        "reply": reply,
+    }
+
+
 if __name__ == "__main__":
-    main()
+    if "--lease" in sys.argv[1:]:
+        vectors = json.loads(OUT.read_text())
+        vectors["heartbeat_lease"] = lease_vector()
+        OUT.write_text(json.dumps(vectors, indent=2) + "\n")
+    else:
+        main()

@@ -14,15 +14,19 @@ import typer
 from modelseal.cli import (
     _common,
     admin,
+    admin_people,  # noqa: F401 (registers admin users|audit, licenses unlock-code)
     audit,
     controlplane,
     deploy,
     device,
     device_activate,
+    device_release,
     gateway,
     guard,
+    image,
     keys,
     license,
+    platform,
     seal,
     serve,
     up,
@@ -71,12 +75,15 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(controlplane.app, name="controlplane")
 app.add_typer(admin.app, name="admin")
 device.app.command("activate")(device_activate.activate)
+device.app.command("release")(device_release.release)
 app.add_typer(deploy.app, name="deploy")
 app.command("seal")(seal.seal)
 app.command("inspect")(seal.inspect)
 app.command("verify")(seal.verify)
 app.command("serve")(serve.serve)
 app.add_typer(gateway.app, name="gateway")
+app.add_typer(image.app, name="image")
+app.add_typer(platform.app, name="platform")
 app.command("up")(up.up)
 
 

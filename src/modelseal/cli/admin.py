@@ -69,6 +69,9 @@ class _Target:
             headers=headers,
         )
 
+    def patch(self, path: str, body: Any) -> Any:
+        return call_json("PATCH", self.url(path), token=self.token, json_body=body)
+
     def text(self, path: str) -> str:
         return call("GET", self.url(path), token=self.token)[1].decode()
 
@@ -146,9 +149,19 @@ PLAN_COLS = [
     "max_devices",
     "grace_seconds",
     "heartbeat_interval",
+    "offline_calls",
 ]
-LICENSE_COLS = ["id", "customer_id", "status", "models", "devices", "expires_at"]
-DEVICE_COLS = ["id", "license_id", "label", "status", "last_seen", "calls_used"]
+LICENSE_COLS = ["id", "customer_id", "status", "models", "devices", "calls_leased", "expires_at"]
+DEVICE_COLS = [
+    "id",
+    "license_id",
+    "label",
+    "status",
+    "flag",
+    "last_seen",
+    "calls_used",
+    "lease_end",
+]
 
 
 # --- plans ---------------------------------------------------------------------------------
@@ -162,6 +175,14 @@ def plans_create(
     days: Annotated[int | None, typer.Option(min=1, help="validity (trial, subscription)")] = None,
     features: Annotated[str, typer.Option(help="comma-separated feature tiers")] = "",
     max_calls: Annotated[int | None, typer.Option(min=1, help="call quota")] = None,
+    offline_calls: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="calls a device may spend beyond its leases while offline "
+            "(with --max-calls; default min(max-calls, 100))",
+        ),
+    ] = None,
     max_devices: Annotated[int | None, typer.Option(min=1, help="devices per license")] = None,
     grace: Annotated[str | None, typer.Option(help="offline grace, e.g. 72h")] = None,
     heartbeat: Annotated[str, typer.Option(help="heartbeat interval, e.g. 10m")] = "1h",
@@ -177,6 +198,7 @@ def plans_create(
             "days": days,
             "features": [f for f in features.split(",") if f],
             "max_calls": max_calls,
+            "offline_calls": offline_calls,
             "max_devices": max_devices,
             "grace_seconds": _seconds(grace, "--grace"),
             "heartbeat_interval": _seconds(heartbeat, "--heartbeat"),
@@ -184,6 +206,31 @@ def plans_create(
             "strict_binding": strict_binding,
         }
         _show(_target(ctx).post("/v1/plans", body), as_json, PLAN_COLS, "plan created")
+
+
+@plans.command("set-max-devices")
+def plans_set_max_devices(
+    ctx: typer.Context,
+    plan: Annotated[str, typer.Argument(help="plan id or name")],
+    limit: Annotated[str, typer.Argument(help="devices per license, or 'unlimited'")],
+    as_json: Json = False,
+) -> None:
+    """Change a plan's device limit; issued licenses follow it at their next heartbeat.
+
+    Lowered below a license's active devices, the newest seats hear
+    TOO_MANY_DEVICES and lock until a seat is freed or the limit raised.
+
+    Example: modelseal admin plans set-max-devices pro 3
+    """
+    with errors_as_exit_codes():
+        if limit == "unlimited":
+            value: int | None = None
+        elif limit.isdigit() and int(limit) >= 1:
+            value = int(limit)
+        else:
+            fail("the limit is a number of devices (>= 1) or 'unlimited'", 2)
+        data = _target(ctx).patch(f"/v1/plans/{_q(plan)}", {"max_devices": value})
+        _show(data, as_json, PLAN_COLS, "plan updated")
 
 
 @plans.command("list")
@@ -217,13 +264,24 @@ def customers_list(ctx: typer.Context, as_json: Json = False) -> None:
 
 @customers.command("usage")
 def customers_usage(ctx: typer.Context, customer: str, as_json: Json = False) -> None:
-    """Licenses, active devices and reported calls of one customer (the server's ledger).
+    """The server's usage ledger for one customer, per license and in total.
+
+    ``calls_leased`` is what the quota is enforced on (calls leased to devices
+    plus calls they spent beyond leases); ``calls_used`` what devices reported.
 
     Example: modelseal admin customers usage "St. Mary" --json
     """
     with errors_as_exit_codes():
         data = _target(ctx).get(f"/v1/customers/{_q(customer)}/usage")
-        _show(data, as_json, ["customer_id", "licenses", "devices", "calls_used"], "usage")
+        if as_json:
+            emit_json(data)
+            return
+        total = {**data, "license_id": "total", "max_calls": None}
+        _table(
+            [*data["by_license"], total],
+            ["license_id", "max_calls", "calls_leased", "calls_used", "devices"],
+            f"usage of {data['customer_id']}",
+        )
 
 
 # --- models ----------------------------------------------------------------------------------
@@ -426,15 +484,53 @@ def licenses_download(
     ctx: typer.Context,
     device: Annotated[str, typer.Option(help="device record id (dev_...)")],
     out_path: Annotated[Path, typer.Option("--out", help="where to write the license")],
+    format: Annotated[
+        str, typer.Option("--format", help="jwt (the license file) or k8s-secret (a manifest)")
+    ] = "jwt",
+    namespace: Annotated[
+        str | None, typer.Option(help="the Secret's namespace (--format k8s-secret)")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="the Secret's name (default modelseal-license-<id>)")
+    ] = None,
 ) -> None:
-    """A device's current license file (it opens only on that device).
+    """A device's current license file (it opens only on that device), or a Kubernetes Secret
+    holding it plus the pod snippet that mounts it (printed) for ``modelseal serve``.
 
     Example: modelseal admin licenses download --device dev_... --out license.jwt
+
+    Example: modelseal admin licenses download --device dev_... --format k8s-secret
+    --namespace inference --out license-secret.yaml
     """
+    from modelseal._fs import write_file
+
     with errors_as_exit_codes():
-        token = _target(ctx).text(f"/v1/devices/{_q(device)}/license")
-        out_path.write_text(token.strip() + "\n")
-        out.print(f"-> {out_path}")
+        if format not in ("jwt", "k8s-secret"):
+            fail(f"--format must be jwt or k8s-secret, not {format!r}", 2)
+        if format == "k8s-secret" and not namespace:
+            fail("--format k8s-secret needs --namespace NS", 2)
+        token = _target(ctx).text(f"/v1/devices/{_q(device)}/license").strip()
+        if format == "jwt":
+            write_file(out_path, (token + "\n").encode(), mode=0o600, overwrite=True)
+            out.print(f"-> {out_path}")
+            return
+        from modelseal.license import read_unverified
+        from modelseal.license.k8s_secret import default_name, mount_snippet, secret_manifest
+
+        claims = read_unverified(token)[1]
+        secret_name = name or default_name(str(claims.get("jti", "license")))
+        manifest = secret_manifest(
+            token,
+            name=secret_name,
+            namespace=str(namespace),
+            labels={
+                "app.kubernetes.io/managed-by": "modelseal",
+                "modelseal.dev/license": str(claims.get("jti", "")),
+            },
+        )
+        write_file(out_path, manifest.encode(), mode=0o600, overwrite=True)
+        out.print(f"Secret {namespace}/{secret_name} -> {out_path}", highlight=False)
+        out.print(mount_snippet(secret_name), highlight=False, markup=False)
 
 
 @licenses.command("export-revocations")
@@ -478,6 +574,50 @@ def devices_deactivate(ctx: typer.Context, device: str, as_json: Json = False) -
         _show(data, as_json, DEVICE_COLS, "device deactivated")
 
 
+@devices.command("show")
+def devices_show(ctx: typer.Context, device: str, as_json: Json = False) -> None:
+    """One device by record id (dev_...) or device id, with its flag if the server set one.
+
+    Example: modelseal admin devices show dev_...
+    """
+    with errors_as_exit_codes():
+        data = _target(ctx).get(f"/v1/devices/{_q(device)}")
+        _show(data, as_json, [*DEVICE_COLS, "flagged_at"], "device")
+
+
+def _device_action(ctx: typer.Context, device: str, action: str, title: str, as_json: bool) -> None:
+    with errors_as_exit_codes():
+        data = _target(ctx).post(f"/v1/devices/{_q(device)}/{action}")
+        _show(data, as_json, DEVICE_COLS, title)
+
+
+@devices.command("suspend")
+def devices_suspend(ctx: typer.Context, device: str, as_json: Json = False) -> None:
+    """Suspend one device: it keeps its seat and locks at its next heartbeat.
+
+    Example: modelseal admin devices suspend dev_...
+    """
+    _device_action(ctx, device, "suspend", "device suspended", as_json)
+
+
+@devices.command("reinstate")
+def devices_reinstate(ctx: typer.Context, device: str, as_json: Json = False) -> None:
+    """Lift a device's suspension; its next heartbeat unlocks it.
+
+    Example: modelseal admin devices reinstate dev_...
+    """
+    _device_action(ctx, device, "reinstate", "device reinstated", as_json)
+
+
+@devices.command("clear-flag")
+def devices_clear_flag(ctx: typer.Context, device: str, as_json: Json = False) -> None:
+    """Accept a flagged device again (its audit log went back, e.g. a reinstall).
+
+    Example: modelseal admin devices clear-flag dev_...
+    """
+    _device_action(ctx, device, "clear-flag", "device flag cleared", as_json)
+
+
 # --- keys and tokens -----------------------------------------------------------------------------
 
 
@@ -492,14 +632,22 @@ def keys_list(ctx: typer.Context, as_json: Json = False) -> None:
 def keys_rotate(
     ctx: typer.Context,
     alg: Annotated[str | None, typer.Option(help="ed25519, rsa or sm2 (default: as now)")] = None,
+    hsm: Annotated[
+        bool, typer.Option("--hsm", help="make the key in the server's PKCS#11 token")
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """A new key signs from now on; old keys stay in the trust set.
 
     Example: modelseal admin keys rotate --alg sm2
+
+    Example: modelseal admin keys rotate --alg ed25519 --hsm
     """
     with errors_as_exit_codes():
-        data = _target(ctx).post("/v1/keys/rotate" + (f"?kty={_q(alg)}" if alg else ""))
+        query = [f"kty={_q(alg)}"] if alg else []
+        if hsm:
+            query.append("store=hsm")
+        data = _target(ctx).post("/v1/keys/rotate" + ("?" + "&".join(query) if query else ""))
         _show(data, as_json, ["kid", "kty", "alg", "active"], "new signing key")
 
 

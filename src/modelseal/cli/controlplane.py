@@ -126,10 +126,23 @@ def init(
     alg: Annotated[str, typer.Option(help="signing key type: ed25519, rsa or sm2")] = "ed25519",
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
+    admin_user: Annotated[
+        str, typer.Option("--admin-user", help="username of the first owner (a person)")
+    ] = "owner",
+    admin_password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--admin-password-file",
+            help="file holding the first owner's password (else one is generated, printed once)",
+        ),
+    ] = None,
 ) -> None:
-    """Create the schema, a vendor with a fresh signing key, and its owner API token.
+    """Create the schema, a vendor with a fresh signing key, its owner API token, and its
+    first owner user (who enrols TOTP at first login).
 
-    The token is written to --token-out only (0600), printed nowhere.
+    The token is written to --token-out only (0600), printed nowhere. The
+    owner's password is read from --admin-password-file, or generated and
+    printed once.
 
     Example: modelseal controlplane init --vendor acme --token-out owner.token
     """
@@ -138,21 +151,35 @@ def init(
             fail(f"unknown algorithm {alg!r}; choose ed25519, rsa or sm2", 2)
         if token_out.exists():
             fail(f"{token_out} exists; refusing to overwrite a token file", 2)
+        password = None
+        if admin_password_file is not None:
+            try:
+                password = admin_password_file.read_text().rstrip("\r\n")
+            except OSError as exc:
+                fail(f"cannot read {admin_password_file}: {exc.strerror}", 3)
+            if len(password) < 12:
+                fail("the admin password needs at least 12 characters", 2)
         settings = _settings(data_dir=data_dir, database_url=database_url)
         from modelseal.controlplane import db
         from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
+        from modelseal.controlplane.services import audit, people
         from modelseal.controlplane.services.vendors import active_key_row, init_vendor
 
         box = SecretBox(load_or_create_master_key(settings.master_key_path))
         engine = db.make_engine(settings)
         db.migrate(engine)
         sessions = db.session_factory(engine)
+        audit.install(sessions, box)
         # the file is created first (O_EXCL) and filled only once the vendor commits
         fd = os.open(token_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with db.transaction(sessions) as session:
+                audit.bind(session, actor={"kind": "system", "command": "controlplane init"})
                 row, token = init_vendor(session, box, name=vendor, kty=alg)
                 kid = active_key_row(session, row.id).kid
+                _, shown = people.init_owner(
+                    session, row.id, username=admin_user, password=password
+                )
             os.write(fd, (token + "\n").encode())
             os.fsync(fd)
         except BaseException:
@@ -162,3 +189,12 @@ def init(
         os.close(fd)
         engine.dispose()
         out.print(f"vendor {vendor!r} created (signing key {kid}); owner token in {token_out}")
+        if shown is not None:
+            out.print(
+                f"owner user {admin_user!r}, password (shown once): {shown}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            out.print(f"owner user {admin_user!r}, password from {admin_password_file}")
+        out.print("log in at POST /v1/session and enrol TOTP (POST /v1/session/totp)")

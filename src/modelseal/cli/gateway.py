@@ -35,15 +35,48 @@ def gateway(
         str | None, typer.Option(help="share rate limits in Redis, e.g. redis://127.0.0.1:6379/0")
     ] = None,
     access_log: Annotated[bool, typer.Option(help="one JSON line per request on stderr")] = True,
+    controlplane: Annotated[
+        str | None,
+        typer.Option(help="follow this control plane's routes and API keys instead of --routes"),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="MODELSEAL_TOKEN_FILE", help="API token for --controlplane (issuer for the key)"
+        ),
+    ] = None,
+    controlplane_key: Annotated[
+        bool,
+        typer.Option(help="take the SM2 private key from the control plane (kept in memory)"),
+    ] = False,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.1, max=300, help="seconds between control plane polls")
+    ] = 2.0,
 ) -> None:
-    """Run the gateway. SIGHUP (or editing the routes file) reloads routes and keys.
+    """Run the gateway. SIGHUP (or editing the routes file) reloads routes and keys; with
+    --controlplane it follows the control plane's routes and keys without a restart.
 
     Example: modelseal gateway --routes routes.yaml --envelope-private-key gateway-sm2.pem
+
+    Example: modelseal gateway --controlplane http://127.0.0.1:8400 --token-file gw.token
+    --controlplane-key
     """
     if ctx.invoked_subcommand is not None:
         return
-    if routes is None:
-        fail("--routes is required (see modelseal gateway --help)", 2)
+    if (routes is None) == (controlplane is None):
+        fail("give exactly one of --routes FILE and --controlplane URL", 2)
+    token = None
+    if controlplane is not None:
+        if token_file is None:
+            fail("--controlplane needs --token-file (or MODELSEAL_TOKEN_FILE)", 2)
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            fail(f"cannot read the token file {token_file}: {exc.strerror}", 3)
+    if controlplane_key and envelope_private_key is not None:
+        fail("give --envelope-private-key or --controlplane-key, not both", 2)
+    if controlplane_key and controlplane is None:
+        fail("--controlplane-key needs --controlplane", 2)
     from modelseal.gateway.server import GatewayOptions, run
 
     passphrase = None
@@ -54,7 +87,7 @@ def gateway(
     with errors_as_exit_codes():
         run(
             GatewayOptions(
-                routes=str(routes),
+                routes=str(routes) if routes is not None else None,
                 private_key=str(envelope_private_key) if envelope_private_key else None,
                 host=host,
                 port=port,
@@ -62,6 +95,10 @@ def gateway(
                 redis_url=redis_url,
                 access_log=access_log,
                 passphrase=passphrase,
+                controlplane=controlplane,
+                controlplane_token=token,
+                controlplane_key=controlplane_key,
+                poll_interval=poll_interval,
             )
         )
 

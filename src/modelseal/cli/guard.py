@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -25,7 +26,10 @@ from modelseal.license.errors import LicenseFormatError
 if TYPE_CHECKING:
     from modelseal.guard import Guard
 
-app = typer.Typer(help="Check a license on this device; apply unlock codes.", no_args_is_help=True)
+app = typer.Typer(
+    help="Check a license on this device; apply unlock codes and revocation lists.",
+    no_args_is_help=True,
+)
 
 LicenseOpt = Annotated[
     Path | None,
@@ -86,6 +90,12 @@ def _state_info(guard: Guard) -> dict[str, Any]:
         "trusted_time": _iso(state.trusted if state else None),
         "clock_high_water": _iso(state.high_water if state else None),
         "unlocked_until": _iso(state.unlock_until if state else None),
+        # server-side quotas: how far the leases reach, and whether the server said
+        # the quota is used up (the offline allowance is then withdrawn)
+        "lease_end": state.lease_end if state else 0,
+        "lease_expires": _iso(state.lease_exp if state else None),
+        "quota_blocked": state.quota_blocked if state else False,
+        "revocations_issued_at": _iso(state.revocations_iat if state else None),
     }
 
 
@@ -128,6 +138,7 @@ def status(
             "features": list(claims.entitlements),
             "calls_used": used,
             "calls_limit": claims.limits.calls,
+            "offline_calls": claims.limits.offline_calls,
             "expires": _iso(claims.exp),
             **_state_info(guard),
         }
@@ -146,6 +157,12 @@ def status(
             f"  trusted time: {info['trusted_time']} (clock high-water mark "
             f"{info['clock_high_water']})"
         )
+        if claims.limits.offline_calls is not None:
+            out.print(
+                f"  leases:       calls up to {info['lease_end']} (until "
+                f"{info['lease_expires'] or '-'}) + offline allowance "
+                f"{0 if info['quota_blocked'] else claims.limits.offline_calls}"
+            )
         if info["unlocked_until"]:
             out.print(f"  unlocked until {info['unlocked_until']}")
 
@@ -180,4 +197,59 @@ def unlock(
         )
 
 
-__all__ = ["app", "status", "unlock"]
+@app.command("import-revocations")
+def import_revocations(
+    file: Annotated[Path, typer.Argument(help="the signed revocation list (GET /v1/revocations)")],
+    license: LicenseOpt = None,
+    trust: TrustOpt = None,
+    state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a vendor-signed revocation list on a device no heartbeat reaches.
+
+    The list must be signed by a trusted key of the license's issuer and be
+    no older than the last list imported here (exit 4 otherwise). If it
+    revokes this license or device, the Guard refuses from now on, for good.
+    Exit 0 when the list was imported (whether or not it revokes this device).
+
+    Example: modelseal guard import-revocations revocations.jwt --license license.jwt
+    --trust vendor.pub
+    """
+    from modelseal.guard import NotLicensedError
+    from modelseal.license.heartbeat import HeartbeatReplyError
+
+    with errors_as_exit_codes():
+        token = read_text_input(file, what="revocation list", error=HeartbeatReplyError).strip()
+        if token.count(".") != 2 or any(c.isspace() for c in token):
+            raise HeartbeatReplyError(f"{file} is not a signed revocation list (a compact JWS)")
+        guard = _guard(license, trust, state_dir, verify=False)
+        # a refusing Guard (expired, offline too long) still takes a revocation;
+        # one whose license did not even verify says so in import_revocations
+        with contextlib.suppress(NotLicensedError):
+            guard.verify()
+        revoked = guard.import_revocations(token)
+        state = guard.state()
+        issued = state.revocations_iat if state is not None else None
+        info = {
+            "ok": True,
+            "revoked": revoked,
+            "license_id": guard.license.claims.jti,
+            "issued_at": _iso(issued),
+            **_state_info(guard),
+        }
+        if as_json:
+            emit_json(info)
+            return
+        if revoked:
+            out.print(
+                f"[red]revoked[/]: the list (issued {info['issued_at']}) revokes "
+                f"{info['license_id']} on this device; the Guard refuses from now on"
+            )
+        else:
+            out.print(
+                f"imported the revocation list issued {info['issued_at']}: "
+                f"{info['license_id']} is not revoked"
+            )
+
+
+__all__ = ["app", "import_revocations", "status", "unlock"]

@@ -12,7 +12,14 @@ from modelseal.cli._common import errors_as_exit_codes, fail
 
 def serve(
     model: Annotated[Path, typer.Argument(help="the sealed model (.mseal)")],
-    license: Annotated[Path, typer.Option("--license", help="license.jwt for this device")],
+    license: Annotated[
+        Path,
+        typer.Option(
+            "--license",
+            envvar="MODELSEAL_LICENSE",
+            help="license.jwt for this device (a mounted Secret's file: MODELSEAL_LICENSE)",
+        ),
+    ],
     trust: Annotated[list[Path], typer.Option(help="vendor public key file or directory")],
     handler: Annotated[
         str | None, typer.Option(help="pkg.module:Class; default: built-in ONNX / TorchScript")

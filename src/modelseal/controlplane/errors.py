@@ -16,6 +16,11 @@ class ControlPlaneError(ModelsealError):
     code = "bad_request"
     exit_code = 2
 
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
 
 class InvalidRequestError(ControlPlaneError):
     status_code = 422
@@ -34,6 +39,14 @@ class ForbiddenError(ControlPlaneError):
     exit_code = 22
 
 
+class TooManyAttemptsError(ControlPlaneError):
+    """Login or second-factor attempts over the limit: the account or address waits."""
+
+    status_code = 429
+    code = "too_many_attempts"
+    exit_code = 22
+
+
 class NotFoundError(ControlPlaneError):
     """Also what another vendor's objects look like: their existence is not revealed."""
 
@@ -46,6 +59,17 @@ class ConflictError(ControlPlaneError):
     status_code = 409
     code = "conflict"
     exit_code = 24
+
+
+class PayloadTooLargeError(ControlPlaneError):
+    status_code = 413
+    code = "too_large"
+
+
+class StaleRequestError(ConflictError):
+    """A heartbeat that is not newer than the last one accepted from its device (a replay)."""
+
+    code = "stale_heartbeat"
 
 
 class AlreadyInitializedError(ConflictError):

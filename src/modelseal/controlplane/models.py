@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -66,6 +67,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
     revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: a personal token acts as this user (issue #12); None: a service token
+    user_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
 
 class Plan(Base):
@@ -86,6 +89,12 @@ class Plan(Base):
     allow_vm: Mapped[bool] = mapped_column(Boolean, default=True)
     allow_container: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    #: calls a device may spend beyond its leases while it cannot reach the server
+    #: (the license's ``limits.offline_calls``); None: the server's default
+    offline_calls: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: self-service device replacements per ``replacement_days`` (None: no limit, 0: none)
+    replacements: Mapped[int | None] = mapped_column(Integer, nullable=True, default=2)
+    replacement_days: Mapped[int] = mapped_column(Integer, default=90)
 
 
 class Customer(Base):
@@ -125,6 +134,8 @@ class License(Base):
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    #: the usage ledger: calls leased to (or reported beyond leases by) all its devices
+    calls_leased: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Device(Base):
@@ -150,3 +161,173 @@ class Device(Base):
     calls_used: Mapped[int] = mapped_column(BigInteger, default=0)
     audit_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     audit_hash: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    #: freshness: the device time of the newest accepted heartbeat, and the
+    #: nonces accepted at that time (space-separated); older or repeated is a replay
+    hb_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    hb_nonces: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: why the server distrusts this device (``audit_rollback``, ``usage_rollback``);
+    #: set by the heartbeat path, cleared by the vendor (``devices clear-flag``)
+    flag: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    flagged_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: the device's call counter may run up to here on leases (docs/controlplane.md)
+    lease_end: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    lease_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+# --- people, sessions, the server audit log, unlock codes (issue #12) -------------------
+
+
+class User(Base):
+    """A person of a vendor: same roles as API tokens, argon2 password, TOTP second factor."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("vendor_id", "username"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    username: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    #: sealed TOTP secret; set at enrolment, trusted only once ``totp_enabled``
+    totp_sealed: Mapped[str | None] = mapped_column(Text, nullable=True)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the last TOTP time step accepted: a code is good once (replay protection)
+    totp_last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    disabled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class RecoveryCode(Base):
+    __tablename__ = "recovery_codes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class UserSession(Base):
+    """A browser session; the cookie carries its id and a secret, signed (services/people)."""
+
+    __tablename__ = "user_sessions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    #: the user passed the second factor in this session (else only enrolment is allowed)
+    mfa: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class AuditEvent(Base):
+    """One record of a vendor's hash-chained server audit log (services/audit.py)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (UniqueConstraint("vendor_id", "seq"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    ts: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    data: Mapped[dict[str, object]] = mapped_column(JSON)
+    prev: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class UnlockIssue(Base):
+    """An emergency unlock code issued for a device: who, why, which serial (single use)."""
+
+    __tablename__ = "unlock_issues"
+    __table_args__ = (UniqueConstraint("device_id", "serial"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    serial: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    issued_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+
+
+class WebhookEndpoint(Base):
+    """Where a vendor wants events: a URL, the event types, a signing secret (sealed)."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    disabled_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: a delivery worker holds the endpoint until then (one worker per endpoint: order)
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class WebhookMessage(Base):
+    """The durable outbox: one row per (event, endpoint), written with the change itself."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (Index("ix_webhook_messages_due", "endpoint_id", "status", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    msg_id: Mapped[str] = mapped_column(String(40), unique=True)
+    event: Mapped[str] = mapped_column(String(64))
+    #: events of one license are delivered in order; others do not wait for each other
+    license_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: every try, its answer or error, how long it took."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("webhook_messages.id"), index=True)
+    at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SeatRelease(Base):
+    """A device the customer released with the license key (self-service replacement)."""
+
+    __tablename__ = "seat_releases"
+    __table_args__ = (Index("ix_seat_releases_license_at", "license_id", "released_at"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
+    license_id: Mapped[str] = mapped_column(ForeignKey("licenses.id"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    released_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+
+
+class WebhookMark(Base):
+    """A scheduled event already queued (license.expiring, heartbeat.missed, usage.quota_near):
+    the unique key makes each one fire once per occasion, whichever process scans."""
+
+    __tablename__ = "webhook_marks"
+    __table_args__ = (UniqueConstraint("vendor_id", "event", "subject", "occasion"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"))
+    event: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(64))
+    occasion: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+
+
+# The Platform area's rows share this metadata (migrations and the schema check see them).
+from modelseal.controlplane.platform import models as _platform_models  # noqa: E402,F401

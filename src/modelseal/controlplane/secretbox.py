@@ -15,7 +15,7 @@ import hmac
 import os
 import secrets
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from modelseal.crypto import b64url, b64url_decode, hkdf_sha256, new_aead
 from modelseal.errors import DecryptionError, KeyFileError
@@ -55,6 +55,8 @@ class SecretBox:
         if len(master_key) != MASTER_KEY_SIZE:
             raise ValueError("master key must be 32 bytes")
         self._master = master_key
+        #: the PKCS#11 token holding signing keys, when configured (controlplane/hsm.py)
+        self.hsm: Any = None
         self._lookup = hkdf_sha256(master_key, salt=b"", info=b"modelseal/cp/lookup", length=32)
 
     def seal(self, plaintext: bytes, *, purpose: str, row: str) -> str:
@@ -83,6 +85,13 @@ class SecretBox:
             raise DecryptionError(
                 f"stored {purpose} does not open: wrong master key or a moved ciphertext"
             ) from None
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte key for one use (``label``), e.g. the audit MAC or the session cookie
+        signature: HKDF keeps each useless for anything else."""
+        return hkdf_sha256(
+            self._master, salt=b"", info=b"modelseal/cp/" + label.encode(), length=32
+        )
 
     def lookup_hash(self, value: str) -> str:
         """Keyed hash for finding a row by a secret (license keys) without storing it."""

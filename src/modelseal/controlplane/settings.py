@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +37,39 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     #: batch heartbeat writes (one commit per batch; replies wait for it)
     heartbeat_group_commit: bool = True
+    #: serve POST /v1/heartbeat before FastAPI's router (same answers, less CPU)
+    heartbeat_fast_path: bool = True
+    #: deliver webhooks from this process (a thread; several processes share by lease)
+    webhook_worker: bool = True
+    #: seconds between looks at the outbox when idle
+    webhook_poll: float = Field(default=1.0, gt=0, le=60)
+    #: first retry after this many seconds, doubling per attempt up to the cap
+    webhook_retry_base: float = Field(default=5.0, gt=0, le=3600)
+    webhook_retry_cap: float = Field(default=600.0, gt=0, le=86400)
+    #: seconds between scans for scheduled events (license.expiring, heartbeat.missed, ...)
+    webhook_scan: float = Field(default=60.0, gt=0, le=86400)
+    #: a PKCS#11 library for signing keys kept in a token (controlplane/hsm.py)
+    pkcs11_module: Path | None = None
+    pkcs11_token: str | None = None
+    pkcs11_pin_file: Path | None = None
+    #: Platform: where deployments run (``local``, ``kubernetes``, ``podman``), one
+    #: backend instance per server process (docs/platform.md)
+    deploy_backend: Literal["local", "kubernetes", "podman"] = "local"
+    #: Platform: the NodePort range deployments are given ports from
+    node_port_range: str = "30000-32767"
+    #: Platform: largest design/usage/test document accepted, bytes
+    max_document_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 30)
+
+    @field_validator("node_port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        from modelseal.deploy.nodeports import NodePortRange
+        from modelseal.errors import ModelsealError
+
+        try:
+            return str(NodePortRange.parse(value))
+        except ModelsealError as exc:
+            raise ValueError(str(exc)) from None
 
     @property
     def sqlalchemy_url(self) -> str:

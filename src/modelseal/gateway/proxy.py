@@ -36,6 +36,7 @@ from modelseal.envelope.errors import (
     WrongGatewayKeyError,
 )
 from modelseal.errors import ModelsealError
+from modelseal.gateway.controlplane_source import ControlPlaneSource
 from modelseal.gateway.metrics import GatewayMetrics
 from modelseal.gateway.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from modelseal.gateway.routes import (
@@ -130,14 +131,21 @@ class Gateway:
 
     def __init__(
         self,
-        routes_path: str | os.PathLike[str],
+        routes_path: str | os.PathLike[str] | None,
         opener: EnvelopeOpener | None,
         *,
         limiter: RateLimiter | None = None,
         watch_interval: float = 1.0,
+        source: ControlPlaneSource | None = None,
     ) -> None:
-        self.routes_path = Path(routes_path)
-        self.config: GatewayConfig = load_config(self.routes_path)
+        # routes come from a file (watched) or from a control plane (followed)
+        self.source = source
+        self.routes_path = Path(routes_path) if routes_path is not None else None
+        if source is not None:
+            self.config: GatewayConfig = source.config or source.load()
+        else:
+            assert self.routes_path is not None, "a routes file or a control plane"
+            self.config = load_config(self.routes_path)
         self._stamp = self._file_stamp()
         self.opener = opener
         self.limiter: RateLimiter = limiter or MemoryRateLimiter()
@@ -157,7 +165,9 @@ class Gateway:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
-        self._watcher = asyncio.create_task(self._watch())
+        self._watcher = asyncio.create_task(
+            self.source.follow(self) if self.source is not None else self._watch()
+        )
 
     async def close(self) -> None:
         if self._watcher is not None:
@@ -167,6 +177,8 @@ class Gateway:
         await self.limiter.close()
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
+        if self.routes_path is None:
+            return None
         try:
             st = self.routes_path.stat()
         except OSError:
@@ -179,11 +191,13 @@ class Gateway:
         Requests in flight hold the configuration they started with, so
         nothing is dropped or half-routed by a swap.
         """
+        if self.source is not None:
+            self.source.wake()  # SIGHUP: ask the control plane now; the swap follows
+            return False
+        assert self.routes_path is not None
         self._stamp = self._file_stamp()
         try:
             config = load_config(self.routes_path)
-            if self.opener is None and any(r.decrypt for r in config.routes):
-                raise GatewayConfigError("routes with decrypt: true need --envelope-private-key")
         except ModelsealError as exc:
             log.error("routes reload (%s) refused, keeping the previous routes: %s", why, exc)
             self.metrics.reloads.labels("refused").inc()
@@ -192,6 +206,18 @@ class Gateway:
             # a bug in parsing must not end the file watcher (later valid edits
             # would never load): keep serving the previous routes, say so loudly
             log.exception("routes reload (%s) failed, keeping the previous routes", why)
+            self.metrics.reloads.labels("refused").inc()
+            return False
+        return self.swap(config, why)
+
+    def swap(self, config: GatewayConfig, why: str) -> bool:
+        """Serve ``config`` from now on, unless it cannot be served (kept the old one)."""
+        if self.opener is None and any(r.decrypt for r in config.routes):
+            log.error(
+                "routes reload (%s) refused, keeping the previous routes: "
+                "routes with decrypt: true need --envelope-private-key",
+                why,
+            )
             self.metrics.reloads.labels("refused").inc()
             return False
         self.config = config
@@ -488,12 +514,18 @@ def run_loop(main: Any) -> None:
 
 
 def build_gateway(
-    routes: str, private_key: str | None, redis_url: str | None, *, passphrase: str | None = None
+    routes: str | None,
+    private_key: str | bytes | None,
+    redis_url: str | None,
+    *,
+    passphrase: str | None = None,
+    source: ControlPlaneSource | None = None,
 ) -> Gateway:
+    """``private_key`` is a file path, or PEM bytes (from the control plane, never on disk)."""
     from modelseal.crypto import load_private_key
 
     opener = None
     if private_key is not None:
         opener = EnvelopeOpener(load_private_key(private_key, passphrase))
     limiter: RateLimiter | None = RedisRateLimiter(redis_url) if redis_url else None
-    return Gateway(routes, opener, limiter=limiter)
+    return Gateway(routes, opener, limiter=limiter, source=source)

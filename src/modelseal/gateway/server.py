@@ -24,7 +24,13 @@ from typing import Any
 
 from modelseal import _prometheus
 from modelseal.errors import ListenError, ModelsealError
-from modelseal.gateway.proxy import build_gateway, configure_logging, run_loop, serve_socket
+from modelseal.gateway.proxy import (
+    Gateway,
+    build_gateway,
+    configure_logging,
+    run_loop,
+    serve_socket,
+)
 from modelseal.gateway.routes import GatewayConfigError
 
 log = logging.getLogger("modelseal.gateway")
@@ -38,7 +44,7 @@ class GatewayWorkersError(ModelsealError):
 
 @dataclass(frozen=True)
 class GatewayOptions:
-    routes: str
+    routes: str | None
     private_key: str | None
     host: str = "127.0.0.1"
     port: int = 8000
@@ -46,6 +52,29 @@ class GatewayOptions:
     redis_url: str | None = None
     access_log: bool = True
     passphrase: str | None = None
+    #: follow this control plane's routes and keys instead of a file (docs/platform.md)
+    controlplane: str | None = None
+    controlplane_token: str | None = None
+    #: take the SM2 private key from the control plane instead of a file
+    controlplane_key: bool = False
+    poll_interval: float = 2.0
+
+
+def _build(opts: GatewayOptions, redis_url: str | None) -> Gateway:
+    """The gateway, its routes from the file or the control plane (checked once here)."""
+    source = None
+    private_key: str | bytes | None = opts.private_key
+    if opts.controlplane is not None:
+        from modelseal.gateway.controlplane_source import ControlPlaneSource
+
+        source = ControlPlaneSource(
+            opts.controlplane, opts.controlplane_token or "", interval_s=opts.poll_interval
+        )
+        if opts.controlplane_key:
+            private_key = source.private_key_pem()
+    return build_gateway(
+        opts.routes, private_key, redis_url, passphrase=opts.passphrase, source=source
+    )
 
 
 def bind(host: str, port: int, *, listen: bool) -> socket.socket:
@@ -83,9 +112,7 @@ def _worker(opts: GatewayOptions, ready: Any) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(opts.access_log)
     try:
-        gateway = build_gateway(
-            opts.routes, opts.private_key, opts.redis_url, passphrase=opts.passphrase
-        )
+        gateway = _build(opts, opts.redis_url)
         sock = bind(opts.host, opts.port, listen=True)
     except ModelsealError as exc:
         log.error("worker cannot start: %s", exc)
@@ -96,14 +123,12 @@ def _worker(opts: GatewayOptions, ready: Any) -> None:
 def run(opts: GatewayOptions) -> None:
     configure_logging(opts.access_log)
     # validate in the parent: a bad file, key or Redis URL never reaches a worker
-    build_gateway(opts.routes, opts.private_key, None, passphrase=opts.passphrase)
+    _build(opts, None)
     if opts.redis_url:
         asyncio.run(_check_redis(opts.redis_url))
     if opts.workers <= 1:
         sock = bind(opts.host, opts.port, listen=True)
-        gateway = build_gateway(
-            opts.routes, opts.private_key, opts.redis_url, passphrase=opts.passphrase
-        )
+        gateway = _build(opts, opts.redis_url)
         log.warning("modelseal gateway: http://%s:%d", opts.host, sock.getsockname()[1])
         run_loop(serve_socket(gateway, sock))
         return

@@ -66,7 +66,9 @@ from modelseal.license import (
     verify_license,
 )
 from modelseal.license.heartbeat import (
+    CONTACT_CODES,
     LOCKING_CODES,
+    MAX_LEASE,
     HeartbeatReplyError,
     HeartbeatVerdict,
     device_credential,
@@ -121,6 +123,8 @@ _LOCK_REASONS: Final = {
     "REVOKED": "revoked",
     "SUSPENDED": "suspended",
     "FINGERPRINT_MISMATCH": "wrong_device",
+    "TOO_MANY_DEVICES": "too_many_devices",
+    "AUDIT_ROLLBACK": "state_tampered",
 }
 
 
@@ -136,6 +140,8 @@ class HeartbeatReport:
     nonce: str = ""
     #: the device credential (from the license KEK): only the bound device has it
     credential: bytes | None = field(default=None, repr=False)
+    #: calls this beat asks to lease (server-side quotas); 0 asks for none
+    lease: int = 0
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,41 @@ class HeartbeatClient(Protocol):
     """Carries a report to the license server and its signed reply back."""
 
     def send(self, report: HeartbeatReport) -> HeartbeatReply: ...
+
+
+def _leased(lic: License) -> bool:
+    """Server-side quotas: the license states an offline allowance and names a server."""
+    return lic.claims.limits.offline_calls is not None and lic.claims.heartbeat is not None
+
+
+def _call_cap(lic: License, st: GuardState) -> int | None:
+    """How far ``calls_reserved`` may run now (None: no call limit).
+
+    Without leases: the license's ``limits.calls``, counted on the device.
+    With them: the end of the leases the server granted (a lapsed lease's
+    unspent calls are forfeit) plus the offline allowance, which a
+    ``QUOTA_EXCEEDED`` from the server withdraws; never past ``limits.calls``.
+    """
+    limit = lic.claims.limits.calls
+    allowance = lic.claims.limits.offline_calls
+    if allowance is None or lic.claims.heartbeat is None:
+        return limit
+    if st.lease_exp is not None and st.trusted is not None and st.trusted > st.lease_exp:
+        st.lease_end = min(st.lease_end, st.calls_reserved)
+        st.lease_exp = None
+    cap = st.lease_end + (0 if st.quota_blocked else allowance)
+    return cap if limit is None else min(cap, limit)
+
+
+def _quota_error(lic: License, st: GuardState) -> QuotaExceededError:
+    limit = lic.claims.limits.calls
+    if not _leased(lic) or (limit is not None and st.calls_reserved >= limit):
+        return QuotaExceededError(f"all {limit} licensed calls are used")
+    if st.quota_blocked:
+        return QuotaExceededError("the license server reports the license's calls used up")
+    return QuotaExceededError(
+        "no leased calls left and the offline allowance is spent: waiting for the license server"
+    )
 
 
 def _utcnow() -> datetime:
@@ -213,6 +254,7 @@ class Guard:
         rollback_tolerance: timedelta = timedelta(minutes=5),
         recheck_every: timedelta = timedelta(seconds=30),
         reserve_calls: int = 64,
+        lease_calls: int = 1000,
         heartbeat: HeartbeatClient | None = None,
         auto_heartbeat: bool = True,
         verify: bool = True,
@@ -247,6 +289,7 @@ class Guard:
         self._tolerance = rollback_tolerance
         self._recheck_every = recheck_every.total_seconds()
         self._reserve_calls = max(1, reserve_calls)
+        self._lease_calls = min(max(1, lease_calls), MAX_LEASE)
         self._heartbeat = heartbeat
         self._auto_heartbeat = auto_heartbeat and heartbeat is None
         self._heartbeat_thread: Any = None
@@ -503,12 +546,18 @@ class Guard:
                 error = self._refuse(exc)
                 self._start_heartbeats_if_named(lic)
                 raise error from None
+            except QuotaExceededError as exc:
+                # with leases, the next lease is how this device gets calls again
+                error = self._refuse(exc)
+                if _leased(lic):
+                    self._start_heartbeats_if_named(lic)
+                raise error from None
             except LicenseError as exc:
                 raise self._refuse(exc) from None
             except OSError as exc:
                 raise self._refuse(self._storage_error(exc)) from None
             self._features = frozenset(lic.claims.entitlements)
-            self._calls_limited = lic.claims.limits.calls is not None
+            self._calls_limited = lic.claims.limits.calls is not None or _leased(lic)
             self._denied = None
             self._schedule_recheck()
         self._start_heartbeats_if_named(lic)
@@ -527,6 +576,12 @@ class Guard:
             self._heartbeat = HttpHeartbeatClient(lic.claims.heartbeat.url)
         self._heartbeat_thread = HeartbeatThread(self, lic.claims.heartbeat.interval)
         self._heartbeat_thread.start()
+
+    def _wake_heartbeat(self) -> None:
+        """Beat soon (a lease runs low): the thread does it, never the calling request."""
+        thread = self._heartbeat_thread
+        if thread is not None:
+            thread.wake()
 
     def stop_heartbeats(self) -> None:
         thread, self._heartbeat_thread = self._heartbeat_thread, None
@@ -569,9 +624,9 @@ class Guard:
         ):
             # the wall clock may say otherwise; the forward-only clock does not
             raise LicenseExpiredError("the license has expired")
-        limit = lic.claims.limits.calls
-        if limit is not None and st.calls_reserved >= limit and first:
-            raise QuotaExceededError(f"all {limit} licensed calls are used")
+        cap = _call_cap(lic, st)
+        if cap is not None and st.calls_reserved >= cap and first:
+            raise _quota_error(lic, st)
         self._check_grace(st)
 
     def _check_audit_anchor(self, st: GuardState) -> None:
@@ -731,27 +786,36 @@ class Guard:
 
     def _reserve(self) -> None:
         lic = self.license
-        limit = lic.claims.limits.calls
-        assert limit is not None
+        leased = _leased(lic)
+        low = False
         try:
             with self._txn() as t:
                 st = t.state
                 self._check_clock(st, self._clock())
-                remaining = limit - st.calls_reserved
+                cap = _call_cap(lic, st)
+                assert cap is not None
+                remaining = cap - st.calls_reserved
                 if remaining <= 0:
-                    raise QuotaExceededError(f"all {limit} licensed calls are used")
+                    low = leased
+                    raise _quota_error(lic, st)
                 take = min(self._reserve_calls, remaining)
                 st.calls_reserved += take
                 # Logged and anchored in the same transaction: a saved copy of an
                 # older state file no longer matches the log's head (replay).
                 t.log("reserved", calls=take, total=st.calls_reserved)
+                # half the lease spent: ask for the next one now, off this path
+                low = leased and st.lease_end - st.calls_reserved < self._lease_calls // 2
         except LicenseError as exc:
+            if low:
+                self._wake_heartbeat()
             raise self._refuse(exc) from None
         except OSError as exc:
             # nothing was reserved (the state write is the commit): refuse this
             # call, typed, and try again on the next one
             raise self._refuse(self._storage_error(exc)) from None
         self._reserved_left = take
+        if low:
+            self._wake_heartbeat()
         if not self._registered_exit:
             atexit.register(self.close)
             self._registered_exit = True
@@ -838,16 +902,32 @@ class Guard:
             if lic.claims.keys is not None
             else None
         )
-        current = store.read()
+        with store.snapshot() as current:
+            # the time and the head together, under the state lock: beats of this
+            # device's processes report heads in the order of their times. The
+            # time never goes back (the server refuses older beats as replays):
+            # the forward-only clock's high-water mark, which signed server
+            # times also raise.
+            now_ts = self._clock().timestamp()
+            if current is not None and current.high_water is not None:
+                now_ts = max(now_ts, current.high_water)
+        want = 0
+        if _leased(lic) and current is not None:
+            left = current.lease_end - current.calls_reserved
+            if left < self._lease_calls // 2:
+                want = self._lease_calls
+        elif _leased(lic):
+            want = self._lease_calls
         nonce = new_nonce()
         report = HeartbeatReport(
             license_id=lic.claims.jti,
             device_id=device_id,
             calls_reserved=current.calls_reserved if current else 0,
-            time=self._clock().timestamp(),
+            time=now_ts,
             audit_head=current.audit_head if current else None,
             nonce=nonce,
             credential=credential,
+            lease=want,
         )
         reply = self._heartbeat.send(report)
         token = reply.token if isinstance(reply, HeartbeatReply) else None
@@ -877,12 +957,23 @@ class Guard:
             st.trusted = max(st.trusted, float(verdict.server_time))
             if verdict.code == "REVOKED":
                 st.revoked = True
-            elif verdict.ok:
+            elif verdict.code in CONTACT_CODES:
                 # on the forward-only clock: a clock set ahead for one heartbeat
                 # and back afterwards buys no grace
                 st.last_heartbeat_ok = st.trusted
+            lease = verdict.lease if _leased(lic) else None
+            if lease is not None:
+                st.lease_end = max(st.lease_end, lease.end)
+                st.lease_exp = float(lease.exp)
+                st.quota_blocked = False
+            elif verdict.code == "QUOTA_EXCEEDED":
+                # the server's ledger is full: no more offline allowance either
+                st.quota_blocked = True
             t.log(
-                "heartbeat", reason=None if verdict.ok else verdict.code.lower(), code=verdict.code
+                "heartbeat",
+                reason=None if verdict.ok else verdict.code.lower(),
+                code=verdict.code,
+                **({"lease": [lease.start, lease.end, lease.exp]} if lease else {}),
             )
         if verdict.code in LOCKING_CODES:
             self._denied = _LOCK_REASONS[verdict.code]
@@ -898,11 +989,14 @@ class Guard:
     def import_revocations(self, source: str | os.PathLike[str]) -> bool:
         """Apply a signed revocation list (a file, or the token) for sites no heartbeat reaches.
 
-        The list must be signed by a trusted key of this license's issuer.
-        Returns True when it revokes this license or device: the Guard then
-        locks for good, as after a ``REVOKED`` heartbeat.
+        The list must be signed by a trusted key of this license's issuer and
+        be no older (``issued_at``) than the newest one imported before, which
+        the state remembers: a stale list is refused with
+        :class:`StaleRevocationListError`. When it revokes this license or
+        device, the Guard locks for good, as after a ``REVOKED`` heartbeat;
+        returns whether it did.
         """
-        from modelseal.license.heartbeat import verify_revocations
+        from modelseal.license.heartbeat import StaleRevocationListError, verify_revocations
 
         lic = self._license
         if lic is None or self._store is None:
@@ -920,14 +1014,23 @@ class Guard:
                 ) from None
         rl = verify_revocations(token, self._trust, issuer=lic.claims.iss)
         device_id = lic.claims.device.device_id if lic.claims.device else None
-        if not rl.revokes(lic.claims.jti, device_id):
-            self._log("revocations_imported", issued_at=rl.issued_at, revoked=False)
-            return False
+        revoked = rl.revokes(lic.claims.jti, device_id)
         with self._txn() as t:
-            t.state.revoked = True
-            t.log("revoked", reason="revoked", source="revocation_list", issued_at=rl.issued_at)
-        self._denied = "revoked"
-        return True
+            seen = t.state.revocations_iat
+            if seen is not None and rl.issued_at < seen:
+                raise StaleRevocationListError(
+                    f"this revocation list (issued at {rl.issued_at}) is older than the one"
+                    f" already imported (issued at {seen})"
+                )
+            t.state.revocations_iat = rl.issued_at
+            if revoked:
+                t.state.revoked = True
+                t.log("revoked", reason="revoked", source="revocation_list", issued_at=rl.issued_at)
+            else:
+                t.log("revocations_imported", issued_at=rl.issued_at, revoked=False)
+        if revoked:
+            self._denied = "revoked"
+        return revoked
 
     def _swap_license(self, token: str, current: License) -> None:
         """Adopt a renewed license from a verified reply, without a restart.

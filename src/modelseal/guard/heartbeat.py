@@ -57,6 +57,7 @@ class HttpHeartbeatClient:
             time=int(report.time),
             calls_used=max(0, report.calls_reserved),
             audit_head=(int(str(head[0])), str(head[1])) if head else None,
+            lease=report.lease,
         )
         body = request.to_body()
         _, data = call(
@@ -92,6 +93,7 @@ class HeartbeatThread:
         self._interval = interval
         self._first_delay = first_delay
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="modelseal-heartbeat", daemon=True)
         self.failures = 0
         self.beats = 0
@@ -99,8 +101,13 @@ class HeartbeatThread:
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """Beat now rather than at the next interval (a lease runs low); at most 1/s."""
+        self._wake.set()
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -110,7 +117,15 @@ class HeartbeatThread:
 
     def _run(self) -> None:
         delay = self._first_delay
-        while not self._stop.wait(delay):
+        while True:
+            self._wake.wait(delay)
+            if self._stop.is_set():
+                return
+            if self._wake.is_set():
+                self._wake.clear()
+                # woken beats stay at most one a second, whatever wakes them
+                if self._stop.wait(1.0 if self.beats or self.failures else 0.0):
+                    return
             try:
                 verdict = self._guard.heartbeat_now()
             except (ModelsealError, OSError):

@@ -42,6 +42,13 @@ class GuardState:
     unlock_until: float | None = None
     audit_head: list[object] | None = None  # [seq, hash] of the last audit record
     revoked: bool = False
+    # server-side quotas (licenses with limits.offline_calls): calls_reserved may
+    # run up to lease_end on leases, plus the offline allowance unless the server
+    # said QUOTA_EXCEEDED (quota_blocked); unspent leased calls lapse at lease_exp
+    lease_end: int = 0
+    lease_exp: float | None = None
+    quota_blocked: bool = False
+    revocations_iat: int | None = None  # issued-at of the newest revocation list imported
 
 
 class StateStore:
@@ -101,6 +108,22 @@ class StateStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[GuardState | None]:
+        """The state under a shared lock: no writer changes it while the caller reads.
+
+        The heartbeat takes its time and audit head together here, so beats of
+        several processes report heads in the order of their times.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield self.read()
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     @contextlib.contextmanager
     def transaction(self, *, create: bool | Callable[[], bool]) -> Iterator[GuardState]:

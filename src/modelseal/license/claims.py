@@ -98,6 +98,11 @@ class UnlockCodes(_Strict):
 class Limits(_Strict):
     calls: int | None = Field(default=None, ge=1, le=MAX_CALLS)
     devices: int | None = Field(default=None, ge=1, le=MAX_DEVICES)
+    #: With a heartbeat URL: the server's ledger counts calls and the device
+    #: spends leases it obtains by heartbeat; beyond them, at most this many
+    #: calls while it cannot reach the server (docs/controlplane.md, "Leases").
+    #: Absent (older licenses): the device counts ``calls`` locally, as before.
+    offline_calls: int | None = Field(default=None, ge=0, le=MAX_CALLS)
 
 
 class Heartbeat(_Strict):

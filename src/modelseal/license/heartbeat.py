@@ -51,6 +51,7 @@ Code = Literal[
     "TOO_MANY_DEVICES",
     "FINGERPRINT_MISMATCH",
     "QUOTA_EXCEEDED",
+    "AUDIT_ROLLBACK",
 ]
 CODES: Final[tuple[str, ...]] = (
     "VALID",
@@ -60,9 +61,18 @@ CODES: Final[tuple[str, ...]] = (
     "TOO_MANY_DEVICES",
     "FINGERPRINT_MISMATCH",
     "QUOTA_EXCEEDED",
+    "AUDIT_ROLLBACK",
 )
 #: Codes after which the Guard locks at once (the rest only stop resetting the grace).
-LOCKING_CODES: Final = frozenset({"REVOKED", "SUSPENDED", "FINGERPRINT_MISMATCH"})
+#: ``AUDIT_ROLLBACK``: the device reported an audit head that does not extend the
+#: one the server holds (a state file and log put back); the vendor clears it.
+LOCKING_CODES: Final = frozenset(
+    {"REVOKED", "SUSPENDED", "FINGERPRINT_MISMATCH", "TOO_MANY_DEVICES", "AUDIT_ROLLBACK"}
+)
+#: Codes that are still contact with the server: they restart the offline grace.
+CONTACT_CODES: Final = frozenset({"VALID", "QUOTA_EXCEEDED"})
+#: The most calls one lease grants (a device asking for more gets this many).
+MAX_LEASE: Final = 1_000_000
 
 
 class HeartbeatReplyError(LicenseError):
@@ -70,6 +80,16 @@ class HeartbeatReplyError(LicenseError):
 
     reason = "heartbeat_reply_invalid"
     exit_code = 4
+
+
+class StaleRevocationListError(HeartbeatReplyError):
+    """A revocation list older than the one this device already imported.
+
+    Importing it would change nothing a newer list has not decided (a
+    revocation is never lifted); refusing says so instead of pretending.
+    """
+
+    reason = "revocation_list_outdated"
 
 
 def device_credential(kek: bytes, *, jti: str) -> bytes:
@@ -91,9 +111,12 @@ class HeartbeatRequest:
     time: int
     calls_used: int = 0
     audit_head: tuple[int, str] | None = None
+    #: calls the device asks to lease (0: none); sent only when non-zero, so a
+    #: request without a lease is byte-for-byte what it was before leases
+    lease: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "license": self.license_id,
             "device": self.device_id,
@@ -102,6 +125,9 @@ class HeartbeatRequest:
             "calls_used": self.calls_used,
             "audit_head": list(self.audit_head) if self.audit_head is not None else None,
         }
+        if self.lease:
+            body["lease"] = self.lease
+        return body
 
     def to_body(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode()
@@ -118,8 +144,10 @@ class HeartbeatRequest:
         except StrictJSONError as exc:
             raise LicenseFormatError(f"heartbeat is not strict JSON ({exc})") from None
         expected = {"v", "license", "device", "nonce", "time", "calls_used", "audit_head"}
-        if not isinstance(obj, dict) or set(obj) != expected:
-            raise LicenseFormatError(f"heartbeat must have exactly {sorted(expected)}")
+        if not isinstance(obj, dict) or set(obj) - {"lease"} != expected:
+            raise LicenseFormatError(
+                f"heartbeat must have exactly {sorted(expected)} (and optionally lease)"
+            )
         if obj["v"] != PROTOCOL_VERSION or isinstance(obj["v"], bool):
             raise LicenseFormatError(f"heartbeat version must be {PROTOCOL_VERSION}")
         for name in ("license", "device", "nonce"):
@@ -131,12 +159,18 @@ class HeartbeatRequest:
                 or not value.isprintable()
             ):
                 raise LicenseFormatError(f"heartbeat {name} must be a short printable string")
+        lease = obj.get("lease", 0)
+        if not isinstance(lease, int) or isinstance(lease, bool) or not 0 <= lease <= MAX_LEASE:
+            raise LicenseFormatError(f"heartbeat lease must be an integer 0..{MAX_LEASE}")
         for name in ("time", "calls_used"):
             value = obj[name]
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
                 raise LicenseFormatError(f"heartbeat {name} must be a non-negative integer")
         try:
-            if len(b64url_decode(obj["nonce"])) != NONCE_SIZE:
+            # exactly 22 base64url characters: the server keeps nonces space-joined
+            if len(obj["nonce"]) != 22 or len(b64url_decode(obj["nonce"])) != NONCE_SIZE:
+                raise ValueError
+            if not obj["nonce"].replace("-", "").replace("_", "").isalnum():
                 raise ValueError
         except ValueError:
             raise LicenseFormatError("heartbeat nonce must be 16 bytes of base64url") from None
@@ -163,6 +197,7 @@ class HeartbeatRequest:
             time=obj["time"],
             calls_used=obj["calls_used"],
             audit_head=parsed_head,
+            lease=lease,
         )
 
 
@@ -183,6 +218,38 @@ def check_mac(credential: bytes, body: bytes, header: str | None) -> bool:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Calls the server granted one device: its call counter may run from ``start`` to ``end``.
+
+    The range is on the device's own counter (what it reports as
+    ``calls_used``); the server has already counted it against the quota.
+    Unspent calls are forfeit once ``exp`` (Unix seconds) passes on the
+    device's forward-only clock.
+    """
+
+    start: int
+    end: int
+    exp: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"start": self.start, "end": self.end, "exp": self.exp}
+
+    @classmethod
+    def from_json(cls, obj: object) -> Lease:
+        if not isinstance(obj, dict) or set(obj) != {"start", "end", "exp"}:
+            raise HeartbeatReplyError("lease must have exactly start, end and exp")
+        values = [obj["start"], obj["end"], obj["exp"]]
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**53 for v in values
+        ):
+            raise HeartbeatReplyError("lease start, end and exp must be non-negative integers")
+        start, end, exp = values
+        if not start < end <= start + MAX_LEASE:
+            raise HeartbeatReplyError("lease range must be non-empty and at most MAX_LEASE")
+        return cls(start=start, end=end, exp=exp)
+
+
+@dataclass(frozen=True)
 class HeartbeatVerdict:
     """A verified reply: what the server decided, and when (its clock)."""
 
@@ -195,6 +262,8 @@ class HeartbeatVerdict:
     interval: int | None = None
     #: a renewed license for this device, when the server has one
     license_token: str | None = field(default=None, repr=False)
+    #: calls leased to this device by this reply (bound to its nonce like the rest)
+    lease: Lease | None = None
 
     @property
     def ok(self) -> bool:
@@ -216,6 +285,8 @@ def sign_reply(verdict: HeartbeatVerdict, key: PrivateKey, *, issuer: str) -> st
         claims["interval"] = verdict.interval
     if verdict.license_token is not None:
         claims["license"] = verdict.license_token
+    if verdict.lease is not None:
+        claims["lease"] = verdict.lease.to_json()
     return jws.encode(
         claims,
         key,
@@ -284,6 +355,7 @@ def verify_reply(
         raise HeartbeatReplyError("renewed license must be a string")
     if interval is not None and (not isinstance(interval, int) or isinstance(interval, bool)):
         raise HeartbeatReplyError("interval must be an integer")
+    lease = Lease.from_json(claims["lease"]) if "lease" in claims else None
     return HeartbeatVerdict(
         code=str(code),
         server_time=server_time,
@@ -293,6 +365,7 @@ def verify_reply(
         message=str(message)[:500],
         interval=interval,
         license_token=renewed,
+        lease=lease,
     )
 
 

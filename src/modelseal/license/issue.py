@@ -101,6 +101,7 @@ _FIELD_NAMES = {
     "iss": "issuer",
     "limits.calls": "max_calls",
     "limits.devices": "max_devices",
+    "limits.offline_calls": "offline_calls",
     "heartbeat.interval": "heartbeat_interval",
     "heartbeat.url": "heartbeat_url",
     "exp": "validity",
@@ -183,6 +184,7 @@ def issue_license(
     features: Sequence[str] = (),
     max_calls: int | None = None,
     max_devices: int | None = None,
+    offline_calls: int | None = None,
     grace: timedelta | None = None,
     heartbeat_url: str | None = None,
     heartbeat_interval: int = 3600,
@@ -322,7 +324,7 @@ def issue_license(
             exp=exp,
             plan=plan,
             entitlements=tuple(sorted(set(features))),
-            limits={"calls": max_calls, "devices": max_devices},
+            limits={"calls": max_calls, "devices": max_devices, "offline_calls": offline_calls},
             grace=int(grace.total_seconds()) if grace is not None else None,
             heartbeat={"url": heartbeat_url, "interval": heartbeat_interval}
             if heartbeat_url

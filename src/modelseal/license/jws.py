@@ -79,7 +79,22 @@ def _backend_key(key: PrivateKey | PublicKey) -> Any:
 
 def encode(claims: dict[str, Any], key: PrivateKey, *, alg: str, headers: dict[str, Any]) -> str:
     payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    if getattr(key, "external_signer", False):
+        return _encode_external(payload, key, alg=alg, headers=headers)
     return _JWS.encode(payload, _backend_key(key), algorithm=alg, headers=headers)
+
+
+def _encode_external(payload: bytes, key: PrivateKey, *, alg: str, headers: dict[str, Any]) -> str:
+    """The same compact JWS PyJWT writes (sorted compact header, ``typ`` JWT unless given),
+    for a key that only signs (a PKCS#11 token's: there is no key object to hand PyJWT)."""
+    header = {"typ": "JWT", "alg": alg, **headers}
+    raw_header = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    signing_input = _b64(raw_header) + "." + _b64(payload)
+    return signing_input + "." + _b64(key.sign(signing_input.encode("ascii"), alg=alg))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 _SEGMENT: Final = re.compile(r"^[A-Za-z0-9_-]*$")

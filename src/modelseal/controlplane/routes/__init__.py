@@ -16,6 +16,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         404: "no such object (or another vendor's)",
         409: "conflicts with the current state",
         413: "request body too large",
+        415: "unsupported media type (judged from the bytes)",
         422: "invalid request body or parameters",
     }
     return {c: {"model": ErrorOut, "description": text[c]} for c in codes}

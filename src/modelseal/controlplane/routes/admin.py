@@ -50,6 +50,7 @@ def _license(row: License, devices: int) -> s.LicenseOut:
         expires_at=row.expires_at,
         created_at=row.created_at,
         devices=devices,
+        calls_leased=row.calls_leased,
     )
 
 
@@ -92,8 +93,11 @@ def rotate_key(
     db: DB,
     who: Owner,
     kty: Annotated[str | None, Query(pattern="^(ed25519|rsa|sm2)$")] = None,
+    store: Annotated[str, Query(pattern="^(database|hsm)$")] = "database",
 ) -> s.KeyOut:
-    return s.KeyOut.model_validate(vendors.rotate_key(db, st.box, who, kty), from_attributes=True)
+    """A new signing key: sealed in the database, or made in the PKCS#11 token (``hsm``)."""
+    row = vendors.rotate_key(db, st.box, who, kty, store=store)
+    return s.KeyOut.model_validate(row, from_attributes=True)
 
 
 @router.get(
@@ -146,6 +150,12 @@ def list_plans(db: DB, who: Reader) -> list[s.PlanOut]:
 @router.get("/plans/{ref}", response_model=s.PlanOut, responses=errors(404))
 def get_plan(ref: str, db: DB, who: Reader) -> s.PlanOut:
     return _plan(catalog.get_plan(db, who, ref))
+
+
+@router.patch("/plans/{ref}", response_model=s.PlanOut, responses=errors(404))
+def set_plan_limits(ref: str, body: s.PlanLimitsIn, db: DB, who: Issuer) -> s.PlanOut:
+    """Raise or lower a plan's device limit; lowered, the newest seats hear TOO_MANY_DEVICES."""
+    return _plan(catalog.set_plan_max_devices(db, who, ref, body.max_devices))
 
 
 @router.post("/customers", response_model=s.CustomerOut, status_code=201, responses=errors(409))
@@ -282,7 +292,7 @@ def list_devices(st: State, db: DB, who: Reader) -> list[s.DeviceOut]:
     return [_device(d) for d in licensing.list_devices(db, st.box, who)]
 
 
-@router.get("/devices/{ref}", response_model=s.DeviceOut, responses=errors(404))
+@router.get("/devices/{ref}", response_model=s.DeviceOut, responses=errors(404, 409))
 def get_device(ref: str, db: DB, who: Reader) -> s.DeviceOut:
     return _device(licensing.get_device(db, who, ref))
 
@@ -300,3 +310,20 @@ def download_license(ref: str, db: DB, who: Issuer) -> PlainTextResponse:
 @router.post("/devices/{ref}/deactivate", response_model=s.DeviceOut, responses=errors(404))
 def deactivate(ref: str, db: DB, who: Issuer) -> s.DeviceOut:
     return _device(licensing.deactivate_device(db, who, ref))
+
+
+@router.post("/devices/{ref}/suspend", response_model=s.DeviceOut, responses=errors(404, 409))
+def suspend_device(ref: str, db: DB, who: Issuer) -> s.DeviceOut:
+    """Suspend one device: it keeps its seat, hears SUSPENDED and locks until reinstated."""
+    return _device(licensing.set_device_status(db, who, ref, "suspended"))
+
+
+@router.post("/devices/{ref}/reinstate", response_model=s.DeviceOut, responses=errors(404, 409))
+def reinstate_device(ref: str, db: DB, who: Issuer) -> s.DeviceOut:
+    return _device(licensing.set_device_status(db, who, ref, "active"))
+
+
+@router.post("/devices/{ref}/clear-flag", response_model=s.DeviceOut, responses=errors(404, 409))
+def clear_device_flag(ref: str, db: DB, who: Issuer) -> s.DeviceOut:
+    """Accept a flagged device again (e.g. a reinstall that lost its audit log)."""
+    return _device(licensing.clear_device_flag(db, who, ref))

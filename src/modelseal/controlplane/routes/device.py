@@ -13,9 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from modelseal.controlplane import schemas as s
 from modelseal.controlplane.deps import DB, State
-from modelseal.controlplane.errors import InvalidRequestError
+from modelseal.controlplane.errors import PayloadTooLargeError
 from modelseal.controlplane.routes import errors
 from modelseal.controlplane.services import licensing
+from modelseal.controlplane.services.heartbeats import heartbeat_reply
 from modelseal.license.heartbeat import MAX_BODY_BYTES
 
 router = APIRouter(prefix="/v1", tags=["device"])
@@ -49,7 +50,7 @@ def activate(body: s.ActivationIn, st: State, db: DB) -> s.ActivationOut:
 @router.post(
     "/heartbeat",
     response_model=s.HeartbeatOut,
-    responses=errors(401, 413, 422),
+    responses=errors(401, 409, 413, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -62,10 +63,20 @@ async def heartbeat(
     st: State,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """A device's report, authenticated by ``Authorization: Modelseal-Device MAC``."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidRequestError(f"heartbeat larger than {MAX_BODY_BYTES} bytes")
-    reply = await run_in_threadpool(st.heartbeats.handle, body, authorization)
+    """A device's report, authenticated by ``Authorization: Modelseal-Device MAC``.
+
+    Served by ``app.HeartbeatFastPath`` unless ``MODELSEAL_HEARTBEAT_FAST_PATH=0``.
+    """
+    # read as a stream and stop at the heartbeat's own limit: a chunked body
+    # has no Content-Length for the app-wide limit to refuse up front
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise PayloadTooLargeError(f"heartbeat larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    answer = await run_in_threadpool(heartbeat_reply, st.heartbeats, body, authorization)
     # a Response skips re-validating the model: the reply is one string we just made
-    return Response(b'{"reply":"' + reply.encode() + b'"}', media_type="application/json")
+    return Response(answer, media_type="application/json")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +18,38 @@ from modelseal.crypto import ContentKey, b64url_decode
 from modelseal.errors import ModelsealError
 
 _Row = TypeVar("_Row")
+#: what ``models.new_id`` makes: a kind prefix and 24 hex digits
+_ID = re.compile(r"^(pln|cus|mdl|lic|dev)_[0-9a-f]{24}$")
+
+
+def looks_like_id(ref: str, prefix: str) -> bool:
+    return ref.startswith(prefix + "_") and _ID.fullmatch(ref) is not None
+
+
+def _refuse_id_like_name(name: str, prefix: str, what: str) -> None:
+    """A name shaped like an id would make ``--plan NAME`` mean two objects (review finding)."""
+    if _ID.fullmatch(name) is not None:
+        raise InvalidRequestError(f"a {what} name cannot look like an object id ({name!r})")
+
+
+def _by_id_or_name(
+    session: Session, caller: Caller, table: Any, ref: str, prefix: str, what: str
+) -> Any:
+    """An id when ``ref`` is shaped like one of this kind, else a name: never both at once.
+
+    Ids are ``pln_``/``cus_`` plus 24 hex digits and names of that shape are
+    refused at creation, so one reference names at most one object. A name
+    stored before that rule still resolves by name when no id matches.
+    """
+    base = select(table).where(table.vendor_id == caller.vendor_id)
+    if looks_like_id(ref, prefix):
+        row = session.execute(base.where(table.id == ref)).scalar_one_or_none()
+        if row is not None:
+            return row
+    row = session.execute(base.where(table.name == ref)).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"no {what} {ref!r}")
+    return row
 
 
 def _insert(session: Session, row: _Row, what: str) -> _Row:
@@ -35,6 +68,7 @@ def create_plan(session: Session, caller: Caller, body: PlanCreate) -> Plan:
         raise InvalidRequestError("a perpetual plan has no days")
     if body.grace_seconds is not None and body.heartbeat_interval is None:
         raise InvalidRequestError("an offline grace needs a heartbeat interval")
+    _refuse_id_like_name(body.name, "pln", "plan")
     features = sorted(set(body.features))
     if any(not f or len(f) > 64 or not f.isprintable() for f in features):
         raise InvalidRequestError("features are 1..64 printable characters each")
@@ -53,17 +87,25 @@ def list_plans(session: Session, caller: Caller) -> list[Plan]:
 
 
 def get_plan(session: Session, caller: Caller, ref: str) -> Plan:
-    row = session.execute(
-        select(Plan).where(
-            Plan.vendor_id == caller.vendor_id, (Plan.id == ref) | (Plan.name == ref)
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        raise NotFoundError(f"no plan {ref!r}")
+    row: Plan = _by_id_or_name(session, caller, Plan, ref, "pln", "plan")
     return row
 
 
+def set_plan_max_devices(session: Session, caller: Caller, ref: str, limit: int | None) -> Plan:
+    """Change a plan's device limit for its licenses, issued ones included.
+
+    The limit is the server's to enforce (activation, and each heartbeat
+    ranks the seats oldest first), so no license needs re-issuing; the
+    ``limits.devices`` claim of licenses already issued keeps the old number
+    and is informational.
+    """
+    plan = get_plan(session, caller, ref)
+    plan.max_devices = limit
+    return plan
+
+
 def create_customer(session: Session, caller: Caller, body: CustomerCreate) -> Customer:
+    _refuse_id_like_name(body.name, "cus", "customer")
     row = Customer(id=new_id("cus"), vendor_id=caller.vendor_id, name=body.name, created_at=now_s())
     return _insert(session, row, f"customer {body.name!r}")
 
@@ -74,38 +116,73 @@ def list_customers(session: Session, caller: Caller) -> list[Customer]:
 
 
 def get_customer(session: Session, caller: Caller, ref: str) -> Customer:
-    row = session.execute(
-        select(Customer).where(
-            Customer.vendor_id == caller.vendor_id, (Customer.id == ref) | (Customer.name == ref)
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        raise NotFoundError(f"no customer {ref!r}")
+    row: Customer = _by_id_or_name(session, caller, Customer, ref, "cus", "customer")
     return row
 
 
 def customer_usage(session: Session, caller: Caller, ref: str) -> dict[str, Any]:
-    """The server's ledger for one customer: licenses, active devices, calls reported."""
+    """The server's ledger for one customer, in total and per license.
+
+    ``calls_leased`` is the ledger the quota is enforced on (calls leased to
+    devices plus calls they reported beyond their leases); ``calls_used`` is
+    what the devices reported spending.
+    """
     customer = get_customer(session, caller, ref)
     licenses = session.execute(
-        select(func.count())
-        .select_from(License)
+        select(License.id, License.calls_leased, Plan.max_calls)
+        .join(Plan, Plan.id == License.plan_id)
         .where(License.vendor_id == caller.vendor_id, License.customer_id == customer.id)
-    ).scalar_one()
-    devices, calls = session.execute(
-        select(func.count(Device.id), func.coalesce(func.sum(Device.calls_used), 0))
-        .join(License, License.id == Device.license_id)
-        .where(
-            Device.vendor_id == caller.vendor_id,
-            License.customer_id == customer.id,
-            Device.status == "active",
+        .order_by(License.created_at, License.id)
+    ).all()
+    per_device = {
+        lic_id: (int(n), int(calls), int(over))
+        for lic_id, n, calls, over in session.execute(
+            select(
+                Device.license_id,
+                func.count(Device.id),
+                func.coalesce(func.sum(Device.calls_used), 0),
+                # reported beyond leases and not charged yet (charged at the next lease)
+                func.coalesce(
+                    func.sum(
+                        case(
+                            (
+                                Device.calls_used > Device.lease_end,
+                                Device.calls_used - Device.lease_end,
+                            ),
+                            else_=0,
+                        )
+                    ),
+                    0,
+                ),
+            )
+            .join(License, License.id == Device.license_id)
+            .where(
+                Device.vendor_id == caller.vendor_id,
+                License.customer_id == customer.id,
+                Device.status != "deactivated",
+            )
+            .group_by(Device.license_id)
+        ).all()
+    }
+    by_license = []
+    for lic_id, leased, max_calls in licenses:
+        devices, calls, over = per_device.get(lic_id, (0, 0, 0))
+        by_license.append(
+            {
+                "license_id": lic_id,
+                "max_calls": max_calls,
+                "calls_leased": int(leased) + over,
+                "calls_used": calls,
+                "devices": devices,
+            }
         )
-    ).one()
     return {
         "customer_id": customer.id,
-        "licenses": int(licenses),
-        "devices": int(devices),
-        "calls_used": int(calls),
+        "licenses": len(by_license),
+        "devices": sum(b["devices"] for b in by_license),
+        "calls_used": sum(b["calls_used"] for b in by_license),
+        "calls_leased": sum(b["calls_leased"] for b in by_license),
+        "by_license": by_license,
     }
 
 

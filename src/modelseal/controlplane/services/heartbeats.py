@@ -9,6 +9,22 @@ before its reply is signed. So a reply is never sent for a heartbeat that
 a crash could lose, and the database sees one commit per batch instead of
 one per device (bench/controlplane_load.py measures both).
 
+Freshness (a captured heartbeat replayed): the device's ``time`` must not
+go back, and at one ``time`` each nonce is accepted once. The write is
+conditional on both (one ``UPDATE ... WHERE`` that returns the row only when
+it applied), so two copies of one request racing each other record once and
+the other gets 409 ``stale_heartbeat``. The Guard sends its forward-only
+clock, so its own beats never go back.
+
+Audit head: a reported head that does not extend the stored one (a smaller
+sequence number, or the same one with another hash) on a newer beat flags
+the device (``audit_rollback``, persisted) and every reply until the vendor
+clears it says ``AUDIT_ROLLBACK``, on which the Guard locks.
+
+Leases (server-side quotas): a beat asking for a lease takes the rare path,
+one ORM transaction that locks the license row, so concurrent leases of one
+license never grant more than its quota (docs/controlplane.md, "Leases").
+
 Signing keys and device credentials are cached per process once unsealed.
 """
 
@@ -22,40 +38,96 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelseal.controlplane.errors import (
     InvalidRequestError,
     ServerUnavailableError,
+    StaleRequestError,
     UnauthorizedError,
 )
-from modelseal.controlplane.models import Device, License
+from modelseal.controlplane.models import Device, License, Plan
 from modelseal.controlplane.secretbox import SecretBox
 from modelseal.controlplane.services import licensing
 from modelseal.controlplane.services.vendors import unseal_signing_key
 from modelseal.crypto import PrivateKey
 from modelseal.license.errors import LicenseFormatError
 from modelseal.license.heartbeat import (
+    MAX_LEASE,
     HeartbeatRequest,
     HeartbeatVerdict,
+    Lease,
     check_mac,
     sign_reply,
 )
 
 _LOOKUP = (
     "SELECT d.id, d.status, d.credential_sealed, d.token_exp, l.status, l.expires_at,"
-    " l.vendor_id, p.heartbeat_interval, v.name"
+    " l.vendor_id, p.heartbeat_interval, v.name,"
+    " d.hb_time, d.hb_nonces, d.flag, d.audit_seq, d.audit_hash,"
+    " p.max_calls, l.calls_leased, d.lease_end, d.calls_used,"
+    # this device's rank among the license's seats (oldest first): past max_devices
+    # (the plan's limit lowered) it is one too many
+    " CASE WHEN p.max_devices IS NULL THEN NULL ELSE p.max_devices - (SELECT count(*)"
+    " FROM devices o WHERE o.license_id = d.license_id AND o.status <> 'deactivated'"
+    " AND (o.activated_at < d.activated_at OR (o.activated_at = d.activated_at AND o.id < d.id)))"
+    " END"
     " FROM devices d JOIN licenses l ON l.id = d.license_id"
     " JOIN plans p ON p.id = l.plan_id JOIN vendors v ON v.id = l.vendor_id"
     " WHERE d.license_id = :lic AND d.device_id = :dev"
 )
+#: nonces kept for one device time (space-joined); more at one time is refused
+NONCES_CAP = 40 * 23
+_FRESH = (
+    "(hb_time IS NULL OR hb_time < CAST(:time AS BIGINT) OR (hb_time = CAST(:time AS BIGINT)"
+    " AND {find}(hb_nonces, CAST(:nonce AS TEXT)) = 0 AND length(hb_nonces) < {cap}))"
+)
 _RECORD = (
     "UPDATE devices SET last_seen = :now,"
     " calls_used = CASE WHEN calls_used > :calls THEN calls_used ELSE :calls END,"
-    " audit_seq = COALESCE(:seq, audit_seq), audit_hash = COALESCE(:hash, audit_hash)"
-    " WHERE id = :id"
+    " audit_hash = CASE WHEN CAST(:seq AS BIGINT) IS NOT NULL"
+    " AND (audit_seq IS NULL OR :seq > audit_seq) THEN CAST(:hash AS TEXT) ELSE audit_hash END,"
+    " audit_seq = CASE WHEN CAST(:seq AS BIGINT) IS NOT NULL"
+    " AND (audit_seq IS NULL OR :seq > audit_seq) THEN :seq ELSE audit_seq END,"
+    " flagged_at = CASE WHEN flag IS NULL AND CAST(:flag AS TEXT) IS NOT NULL THEN :now"
+    " ELSE flagged_at END,"
+    " flag = COALESCE(flag, CAST(:flag AS TEXT)),"
+    " hb_nonces = CASE WHEN hb_time = CAST(:time AS BIGINT)"
+    " THEN hb_nonces || ' ' || CAST(:nonce AS TEXT) ELSE CAST(:nonce AS TEXT) END,"
+    " hb_time = :time"
+    " WHERE id = :id AND {fresh} RETURNING id"
 )
+
+
+def record_statement(dialect: str) -> str:
+    """The conditional write: it applies (and returns the id) only to a fresh heartbeat."""
+    find = "strpos" if dialect == "postgresql" else "instr"
+    return _RECORD.replace("{fresh}", _FRESH.format(find=find, cap=NONCES_CAP))
+
+
+def is_fresh(hb_time: int | None, hb_nonces: str | None, time_: int, nonce: str) -> bool:
+    """The same rule as the SQL: newer time, or the same time with a nonce not seen yet."""
+    if hb_time is None or time_ > hb_time:
+        return True
+    if time_ < hb_time:
+        return False
+    seen = hb_nonces or ""
+    return nonce not in seen.split() and len(seen) < NONCES_CAP
+
+
+def audit_rolled_back(
+    stored: tuple[int | None, str | None], reported: tuple[int, str] | None
+) -> bool:
+    """A reported head that does not extend the stored one: fewer records, or other ones."""
+    seq, digest = stored
+    if seq is None:
+        return False
+    if reported is None:
+        return True
+    return reported[0] < seq or (reported[0] == seq and reported[1] != digest)
+
+
 _ACTIVE_KEY = (
     "SELECT kid, private_sealed FROM signing_keys WHERE vendor_id = :vendor AND active = :yes"
     " ORDER BY created_at DESC LIMIT 1"
@@ -114,19 +186,29 @@ class PlainSQL:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def write_many(self, conn: Any, statement: str, rows: list[dict[str, Any]]) -> None:
-        """One transaction, committed before this returns."""
+    def write_many(self, conn: Any, statement: str, rows: list[dict[str, Any]]) -> list[bool]:
+        """One transaction, committed before this returns; per row, whether it applied.
+
+        ``statement`` ends in ``RETURNING``: a row that returns nothing did
+        not match its ``WHERE`` (a stale heartbeat).
+        """
         if self.dialect == "sqlite":
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(statement, rows)
+                applied = [conn.execute(statement, row).fetchone() is not None for row in rows]
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            return
+            return applied
         with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(statement, rows)
+            cur.executemany(statement, rows, returning=True)
+            applied = []
+            while True:
+                applied.append(cur.fetchone() is not None)
+                if not cur.nextset():
+                    break
+        return applied
 
 
 class GroupCommitter:
@@ -140,9 +222,9 @@ class GroupCommitter:
 
     def __init__(self, plain: PlainSQL, *, max_batch: int = 2000) -> None:
         self._plain = plain
-        self._statement = plain.sql(_RECORD)
+        self._statement = plain.sql(record_statement(plain.dialect))
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[dict[str, Any], Future[None]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any], Future[bool]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = 0
@@ -158,12 +240,13 @@ class GroupCommitter:
                 )
                 self._thread.start()
 
-    def submit(self, params: dict[str, Any], *, timeout: float = 30.0) -> None:
+    def submit(self, params: dict[str, Any], *, timeout: float = 30.0) -> bool:
+        """Whether the write applied (False: a stale heartbeat), once its batch committed."""
         self._ensure_started()
-        done: Future[None] = Future()
+        done: Future[bool] = Future()
         self._queue.put((params, done))
         try:
-            done.result(timeout)
+            return done.result(timeout)
         except TimeoutError:
             # the database is locked or slow: a 503 the device retries, never a
             # 500 (the write may still land later; a heartbeat is idempotent)
@@ -183,7 +266,9 @@ class GroupCommitter:
             try:
                 if conn is None:
                     conn = self._plain.connect()
-                self._plain.write_many(conn, self._statement, [params for params, _ in batch])
+                applied = self._plain.write_many(
+                    conn, self._statement, [params for params, _ in batch]
+                )
             except Exception as exc:  # the database is down: fail the batch, keep serving
                 with contextlib.suppress(Exception):
                     conn.close()
@@ -194,8 +279,8 @@ class GroupCommitter:
             else:
                 self.batches += 1
                 self.writes += len(batch)
-                for _, done in batch:
-                    done.set_result(None)
+                for (_, done), ok in zip(batch, applied, strict=True):
+                    done.set_result(ok)
 
 
 class HeartbeatService:
@@ -209,7 +294,7 @@ class HeartbeatService:
     ) -> None:
         self._plain = PlainSQL(engine)
         self._lookup = self._plain.sql(_LOOKUP)
-        self._record = self._plain.sql(_RECORD)
+        self._record = self._plain.sql(record_statement(self._plain.dialect))
         self._active_key = self._plain.sql(_ACTIVE_KEY)
         self._box = box
         self._sessions = sessions
@@ -256,25 +341,57 @@ class HeartbeatService:
                     match = row
                     break
             if match is None:
-                # unknown device or wrong credential: nothing to sign for
+                # unknown device or wrong credential: nothing to sign for. (So the
+                # server never sends FINGERPRINT_MISMATCH: signing a verdict for an
+                # unauthenticated request would let whoever relays a genuine
+                # device's nonce fetch a reply that locks it.)
                 raise UnauthorizedError("heartbeat not authenticated for this device")
             device_row_id, device_status, _, token_exp, lic_status, expires_at = match[:6]
             vendor_id, interval, vendor_name = match[6], match[7], match[8]
+            hb_time, hb_nonces, flag, audit_seq, audit_hash = match[9:14]
+            max_calls, calls_leased, lease_end, _, seats_left = match[14:19]
             key = self._signing_key(conn, vendor_id)
         except (UnauthorizedError, InvalidRequestError):
             raise
         except Exception as exc:  # a dropped database connection: reconnect next time
             self._plain.drop_reader()
             raise ServerUnavailableError(f"database unavailable: {type(exc).__name__}") from None
-        if lic_status == "revoked" or device_status != "active":
+        if not is_fresh(hb_time, hb_nonces, request.time, request.nonce):
+            raise StaleRequestError(
+                "heartbeat is not newer than the last one from this device (replayed?)"
+            )
+        new_flag = None
+        # only a strictly newer beat can prove a rollback: two processes of one
+        # device beating within the same second may report heads out of order
+        if (
+            flag is None
+            and (hb_time is None or request.time > hb_time)
+            and audit_rolled_back((audit_seq, audit_hash), request.audit_head)
+        ):
+            new_flag = "audit_rollback"
+        flag = flag or new_flag
+        if lic_status == "revoked" or device_status == "deactivated":
             code, message = (
                 "REVOKED",
                 ("the license was revoked" if lic_status == "revoked" else "device deactivated"),
             )
-        elif lic_status == "suspended":
-            code, message = "SUSPENDED", "the license is suspended"
+        elif lic_status == "suspended" or device_status == "suspended":
+            code = "SUSPENDED"
+            message = f"the {'license' if lic_status == 'suspended' else 'device'} is suspended"
         elif expires_at is not None and expires_at <= now:
             code, message = "EXPIRED", "the license has expired"
+        elif flag is not None:
+            code = "AUDIT_ROLLBACK"
+            message = "the device's audit log went back; the vendor must clear the flag"
+        elif seats_left is not None and seats_left <= 0:
+            code, message = "TOO_MANY_DEVICES", "the license has more devices than its plan allows"
+        elif (
+            max_calls is not None
+            and not request.lease
+            and calls_leased >= max_calls
+            and request.calls_used >= lease_end
+        ):
+            code, message = "QUOTA_EXCEEDED", f"all {max_calls} calls of the license are used"
         else:
             code, message = "VALID", ""
         record = {
@@ -282,18 +399,35 @@ class HeartbeatService:
             "calls": request.calls_used,
             "seq": request.audit_head[0] if request.audit_head else None,
             "hash": request.audit_head[1] if request.audit_head else None,
+            "flag": new_flag,
+            "time": request.time,
+            "nonce": request.nonce,
             "id": device_row_id,
         }
-        if self._committer is not None:
-            self._committer.submit(record)
-        else:
+        lease = None
+        if code == "VALID" and request.lease and max_calls is not None:
             try:
-                self._plain.write_many(self._plain.reader(), self._record, [record])
-            except Exception as exc:
-                self._plain.drop_reader()
-                raise ServerUnavailableError(
-                    f"heartbeat not recorded: {type(exc).__name__}"
-                ) from None
+                code, message, lease = self._lease(device_row_id, request, record, interval)
+            except StaleRequestError:
+                raise
+            except Exception as exc:  # the database went away mid-lease: nothing granted
+                raise ServerUnavailableError(f"lease not recorded: {type(exc).__name__}") from None
+        else:
+            if self._committer is not None:
+                applied = self._committer.submit(record)
+            else:
+                try:
+                    applied = self._plain.write_many(self._plain.reader(), self._record, [record])[
+                        0
+                    ]
+                except Exception as exc:
+                    self._plain.drop_reader()
+                    raise ServerUnavailableError(
+                        f"heartbeat not recorded: {type(exc).__name__}"
+                    ) from None
+            if not applied:
+                # a copy of this request won the race to the database
+                raise StaleRequestError("a heartbeat with this time and nonce was already recorded")
         renewed = None
         if code == "VALID" and token_exp != expires_at:
             renewed = self._renewal(device_row_id)
@@ -306,8 +440,60 @@ class HeartbeatService:
             message=message,
             interval=interval,
             license_token=renewed,
+            lease=lease,
         )
         return sign_reply(verdict, key, issuer=vendor_name)
+
+    def _lease(
+        self,
+        device_row_id: str,
+        request: HeartbeatRequest,
+        record: dict[str, Any],
+        interval: int | None,
+    ) -> tuple[str, str, Lease | None]:
+        """Record the beat and grant a lease in one transaction that locks the license.
+
+        Calls the device spent beyond its leases (its offline allowance) are
+        charged to the ledger first; then it gets at most what is left of the
+        quota. Rare by design (one per lease, not per beat), so the ORM is fine.
+        """
+        with self._sessions() as session, session.begin():
+            postgres = session.get_bind().dialect.name == "postgresql"
+            lic_q = select(License).where(License.id == request.license_id)
+            dev_q = select(Device).where(Device.id == device_row_id)
+            if postgres:
+                lic_q, dev_q = lic_q.with_for_update(), dev_q.with_for_update()
+            lic = session.execute(lic_q).scalar_one()
+            device = session.execute(dev_q).scalar_one()
+            if not is_fresh(device.hb_time, device.hb_nonces, request.time, request.nonce):
+                raise StaleRequestError("a heartbeat with this time and nonce was already recorded")
+            plan = session.get(Plan, lic.plan_id)
+            assert plan is not None
+            assert plan.max_calls is not None
+            device.last_seen = record["now"]
+            device.calls_used = max(device.calls_used, request.calls_used)
+            head = request.audit_head
+            if head is not None and (device.audit_seq is None or head[0] > device.audit_seq):
+                device.audit_seq, device.audit_hash = head
+            device.hb_nonces = (
+                f"{device.hb_nonces} {request.nonce}"
+                if device.hb_time == request.time
+                else request.nonce
+            )
+            device.hb_time = request.time
+            if request.calls_used > device.lease_end:
+                # spent beyond its leases while offline: that is usage too
+                lic.calls_leased += request.calls_used - device.lease_end
+                device.lease_end = request.calls_used
+            grant = min(request.lease, plan.max_calls - lic.calls_leased, MAX_LEASE)
+            if grant <= 0:
+                return "QUOTA_EXCEEDED", f"all {plan.max_calls} calls of the license are used", None
+            start = device.lease_end
+            device.lease_end = start + grant
+            lic.calls_leased += grant
+            ttl = max(3 * (interval or 3600), plan.grace_seconds or 0, 3600)
+            device.lease_exp = record["now"] + ttl
+            return "VALID", "", Lease(start=start, end=device.lease_end, exp=device.lease_exp)
 
     def _renewal(self, device_row_id: str) -> str | None:
         """Rare: the license's exp moved (renewal). Uses the ORM; committed before replying."""
@@ -317,3 +503,8 @@ class HeartbeatService:
             lic = session.get(License, device.license_id)
             assert lic is not None
             return licensing.renewed_token(session, self._box, lic, device)
+
+
+def heartbeat_reply(service: HeartbeatService, body: bytes, authorization: str | None) -> bytes:
+    """The HTTP answer to one heartbeat: ``{"reply": JWS}`` (a JWS needs no escaping)."""
+    return b'{"reply":"' + service.handle(body, authorization).encode() + b'"}'

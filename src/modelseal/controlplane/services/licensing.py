@@ -143,7 +143,7 @@ def device_counts(session: Session, vendor_id: str, license_ids: list[str]) -> d
         .where(
             Device.vendor_id == vendor_id,
             Device.license_id.in_(license_ids),
-            Device.status == "active",
+            Device.status != "deactivated",
         )
         .group_by(Device.license_id)
     ).all()
@@ -179,20 +179,62 @@ def list_devices(
 
 
 def get_device(session: Session, caller: Caller, ref: str) -> Device:
-    row = session.execute(
-        select(Device).where(
-            Device.vendor_id == caller.vendor_id, (Device.id == ref) | (Device.device_id == ref)
-        )
-    ).scalar_one_or_none()
-    if row is None:
+    """By record id (``dev_...``), or by the binding's device id.
+
+    A machine deactivated and activated again has several records with one
+    device id (review finding: that was a 500): the active record is meant;
+    with none active and several left, the reference is ambiguous (409).
+    """
+    base = select(Device).where(Device.vendor_id == caller.vendor_id)
+    if catalog.looks_like_id(ref, "dev"):
+        row = session.execute(base.where(Device.id == ref)).scalar_one_or_none()
+        if row is not None:
+            return row
+    rows = list(
+        session.execute(
+            base.where(Device.device_id == ref).order_by(Device.activated_at, Device.id)
+        ).scalars()
+    )
+    if not rows:
         raise NotFoundError(f"no device {ref!r}")
-    return row
+    current = [r for r in rows if r.status != "deactivated"]
+    if len(current) == 1:
+        return current[0]
+    if len(rows) == 1:
+        return rows[0]
+    raise ConflictError(
+        f"device id {ref!r} names {len(rows)} activations; use a record id:"
+        f" {', '.join(r.id for r in rows)}"
+    )
 
 
 def deactivate_device(session: Session, caller: Caller, ref: str) -> Device:
     """Free the seat; the device is told REVOKED at its next heartbeat."""
     device = get_device(session, caller, ref)
     device.status = "deactivated"
+    return device
+
+
+def set_device_status(session: Session, caller: Caller, ref: str, status: str) -> Device:
+    """Suspend one device (it keeps its seat, hears SUSPENDED and locks) or reinstate it."""
+    device = get_device(session, caller, ref)
+    if device.status == "deactivated":
+        raise ConflictError("a deactivated device stays deactivated; activate it again")
+    device.status = status
+    return device
+
+
+def clear_device_flag(session: Session, caller: Caller, ref: str) -> Device:
+    """The vendor has looked at a flagged device (e.g. a reinstall lost its audit log).
+
+    The stored audit head is forgotten too: the device's next report starts
+    the chain the server follows afresh.
+    """
+    device = get_device(session, caller, ref)
+    device.flag = None
+    device.flagged_at = None
+    device.audit_seq = None
+    device.audit_hash = None
     return device
 
 
@@ -277,7 +319,7 @@ def activate(
     assert plan is not None
     devices = list(
         session.execute(
-            select(Device).where(Device.license_id == lic.id, Device.status == "active")
+            select(Device).where(Device.license_id == lic.id, Device.status != "deactivated")
         ).scalars()
     )
     existing = _matching_device(devices, request)
@@ -362,6 +404,7 @@ def _issue_for_device(
             features=plan.features,
             max_calls=plan.max_calls,
             max_devices=plan.max_devices,
+            offline_calls=offline_allowance(plan),
             grace=timedelta(seconds=plan.grace_seconds) if plan.grace_seconds is not None else None,
             heartbeat_url=heartbeat_base_url + HEARTBEAT_PATH if plan.heartbeat_interval else None,
             heartbeat_interval=plan.heartbeat_interval or 3600,
@@ -383,6 +426,24 @@ def _issue_for_device(
         issued.unlock_seed,
         list(issued.warnings),
     )
+
+
+#: the offline allowance of a plan that names none: enough for a service to
+#: start and serve until its first heartbeat brings a lease
+DEFAULT_OFFLINE_CALLS = 100
+
+
+def offline_allowance(plan: Plan) -> int | None:
+    """``limits.offline_calls`` for the plan's licenses: set (leases) when the server counts.
+
+    The server's ledger is authoritative for a license with a call quota and
+    a heartbeat; without either there is nothing to lease.
+    """
+    if plan.max_calls is None or not plan.heartbeat_interval:
+        return None
+    if plan.offline_calls is not None:
+        return min(plan.offline_calls, plan.max_calls)
+    return min(DEFAULT_OFFLINE_CALLS, plan.max_calls)
 
 
 def renewed_token(session: Session, box: SecretBox, lic: License, device: Device) -> str | None:
@@ -420,7 +481,9 @@ def revocation_list(
     ).scalars()
     devices = session.execute(
         select(Device.license_id, Device.device_id).where(
-            Device.vendor_id == caller.vendor_id, Device.status != "active"
+            # a suspended device is not revoked: the list revokes for good
+            Device.vendor_id == caller.vendor_id,
+            Device.status == "deactivated",
         )
     ).all()
     now = now_s()

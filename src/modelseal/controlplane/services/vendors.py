@@ -25,15 +25,26 @@ class Caller:
     vendor_name: str
     role: str
     token_id: str
+    #: the person acting (a session, or a personal token); None for a service token
+    user_id: str | None = None
+    #: a session that has not passed the second factor yet may only enrol it
+    mfa: bool = True
+    via: str = "token"
 
 
 def _store_key(session: Session, box: SecretBox, vendor: Vendor, key: PrivateKey) -> SigningKey:
+    from modelseal.controlplane import hsm
+
+    if isinstance(key, hsm.Pkcs11PrivateKey):
+        private = hsm.reference(key)  # the token keeps the key; the row, where to find it
+    else:
+        private = box.seal(key.to_pem(), purpose="signing_key", row=key.key_id)
     row = SigningKey(
         kid=key.key_id,
         vendor_id=vendor.id,
         kty=key.kty,
         alg=key.default_algorithm,
-        private_sealed=box.seal(key.to_pem(), purpose="signing_key", row=key.key_id),
+        private_sealed=private,
         public_pem=key.public_key().to_pem().decode(),
         active=True,
         created_at=now_s(),
@@ -80,7 +91,13 @@ def authenticate(session: Session, token: str | None) -> Caller:
     if row is None:
         raise UnauthorizedError("the API token is not valid")
     tok, vendor = row
-    return Caller(vendor_id=vendor.id, vendor_name=vendor.name, role=tok.role, token_id=tok.id)
+    return Caller(
+        vendor_id=vendor.id,
+        vendor_name=vendor.name,
+        role=tok.role,
+        token_id=tok.id,
+        user_id=tok.user_id,
+    )
 
 
 def list_tokens(session: Session, caller: Caller) -> list[ApiToken]:
@@ -119,6 +136,16 @@ def signing_key(box: SecretBox, row: SigningKey) -> PrivateKey:
 
 
 def unseal_signing_key(box: SecretBox, kid: str, sealed: str) -> PrivateKey:
+    from modelseal.controlplane import hsm
+
+    if sealed.startswith(hsm.PREFIX):
+        if box.hsm is None:
+            raise hsm.HsmError(
+                f"signing key {kid} is in a PKCS#11 token, and none is configured"
+                " (MODELSEAL_PKCS11_MODULE, _TOKEN, _PIN_FILE)"
+            )
+        key: PrivateKey = box.hsm.key(hsm.parse_reference(sealed))
+        return key
     return load_private_key(box.open(sealed, purpose="signing_key", row=kid))
 
 
@@ -132,14 +159,29 @@ def list_keys(session: Session, caller: Caller) -> list[SigningKey]:
     )
 
 
-def rotate_key(session: Session, box: SecretBox, caller: Caller, kty: str | None) -> SigningKey:
-    """A new key signs from now on; old public keys stay in the trust set to verify."""
+def rotate_key(
+    session: Session, box: SecretBox, caller: Caller, kty: str | None, *, store: str = "database"
+) -> SigningKey:
+    """A new key signs from now on; old public keys stay in the trust set to verify.
+
+    ``store="hsm"`` makes the pair in the configured PKCS#11 token (controlplane/hsm.py).
+    """
+    from modelseal.controlplane import hsm
+
     current = active_key_row(session, caller.vendor_id)
     vendor = session.get(Vendor, caller.vendor_id)
     assert vendor is not None
+    if store == "hsm":
+        if box.hsm is None:
+            raise hsm.HsmError(
+                "no PKCS#11 token is configured (MODELSEAL_PKCS11_MODULE, _TOKEN, _PIN_FILE)"
+            )
+        key: PrivateKey = box.hsm.generate(kty or current.kty, vendor=vendor.name)
+    else:
+        key = generate_private_key(kty or current.kty)
     current.active = False
     session.flush()
-    return _store_key(session, box, vendor, generate_private_key(kty or current.kty))
+    return _store_key(session, box, vendor, key)
 
 
 def trust_set_pem(session: Session, caller: Caller) -> str:

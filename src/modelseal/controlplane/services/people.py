@@ -1,0 +1,609 @@
+"""People: a vendor's users, their passwords, second factor, sessions and login limits.
+
+Users hold the roles API tokens hold (``owner``, ``issuer``, ``auditor``);
+what a token of a role may do, a user of that role may do. Why each piece:
+
+* Passwords: argon2id (``argon2-cffi``'s defaults, RFC 9106's second
+  recommendation), so a stolen ``users`` table costs a guesser memory per
+  guess. Unknown users are checked against a dummy hash: the time of a
+  refusal does not tell which usernames exist.
+* TOTP (RFC 6238, ``pyotp``): enrolment shows the secret and a QR code once;
+  it is trusted only after a first code confirms it. A code is accepted
+  once (``totp_last_step``), so one read over a shoulder or from a log
+  cannot be replayed within its 90-second window. Ten recovery codes (80
+  random bits each, stored as SHA-256: they are not guessable, so a slow
+  hash buys nothing) stand in for a lost authenticator, once each.
+* Sessions: a row per login; the cookie is ``id.secret.signature`` with the
+  secret stored as SHA-256 and the signature an HMAC under a key derived
+  from the master key, so a forged cookie is refused before the database
+  is asked, and a stolen database yields no usable cookie. ``HttpOnly``
+  (no script reads it), ``SameSite=Strict`` (no other site's request
+  carries it), ``Secure`` when the public URL is https. Twelve hours.
+* CSRF: every state-changing request authenticated by the cookie must send
+  ``X-CSRF-Token``, a synchronizer token bound to the session
+  (``HMAC(key, "csrf" || session id)``), returned by login and by ``GET
+  /v1/session``. A cross-site form can send the cookie (if SameSite ever
+  fails) but cannot read the token.
+* Login limits: five consecutive failures for a user lock it for fifteen
+  minutes (doubling with each further lockout, up to a day); every failure
+  is audited with the address it came from. A per-address limit in the
+  process (30 failures in five minutes) slows a spray across many users.
+  A wrong TOTP code counts as a failure wherever it is asked for (the
+  unlock-code endpoint too), so a stolen token cannot search the 10^6
+  codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from modelseal.controlplane.errors import (
+    ConflictError,
+    ControlPlaneError,
+    ForbiddenError,
+    InvalidRequestError,
+    NotFoundError,
+    TooManyAttemptsError,
+    UnauthorizedError,
+)
+from modelseal.controlplane.models import (
+    RecoveryCode,
+    User,
+    UserSession,
+    Vendor,
+    new_id,
+    now_s,
+)
+from modelseal.controlplane.secretbox import SecretBox
+from modelseal.controlplane.services import audit
+from modelseal.controlplane.services.vendors import ROLES, Caller
+from modelseal.crypto import b64url
+
+SESSION_COOKIE = "ms_session"
+CSRF_COOKIE = "ms_csrf"
+CSRF_HEADER = "x-csrf-token"
+SESSION_SECONDS = 12 * 3600
+MAX_FAILURES = 5
+LOCK_SECONDS = 15 * 60
+MAX_LOCK_SECONDS = 24 * 3600
+ADDRESS_FAILURES = 30
+ADDRESS_WINDOW = 300
+TOTP_STEP = 30
+RECOVERY_CODES = 10
+MIN_PASSWORD = 12
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _hasher() -> Any:
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
+
+
+_DUMMY_HASH: str | None = None
+
+
+def hash_password(password: str) -> str:
+    return str(_hasher().hash(password))
+
+
+def check_password(stored: str | None, password: str) -> bool:
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    global _DUMMY_HASH
+    if stored is None:
+        # as slow as a real check: a refusal's timing does not reveal the username exists
+        if _DUMMY_HASH is None:
+            _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+        stored = _DUMMY_HASH
+        password += "\x00never"
+    try:
+        return bool(_hasher().verify(stored, password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _check_new_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidRequestError(f"a password needs at least {MIN_PASSWORD} characters")
+    if len(password) > 1024:
+        raise InvalidRequestError("a password is at most 1024 characters")
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(18)  # 144 bits, 24 characters
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+def create_user(
+    session: Session, vendor_id: str, *, username: str, role: str, password: str | None = None
+) -> tuple[User, str | None]:
+    """A new user; returns the generated password (shown once) when none was given."""
+    if role not in ROLES:
+        raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
+    exists = session.execute(
+        select(User.id).where(User.vendor_id == vendor_id, User.username == username)
+    ).first()
+    if exists is not None:
+        raise ConflictError(f"user {username!r} exists")
+    shown = None
+    if password is None:
+        password = shown = generate_password()
+    _check_new_password(password)
+    user = User(
+        id=new_id("usr"),
+        vendor_id=vendor_id,
+        username=username,
+        role=role,
+        password_hash=hash_password(password),
+        totp_enabled=False,
+        totp_last_step=0,
+        failed_logins=0,
+        created_at=now_s(),
+    )
+    session.add(user)
+    return user, shown
+
+
+def list_users(session: Session, caller: Caller) -> list[User]:
+    return list(
+        session.execute(
+            select(User)
+            .where(User.vendor_id == caller.vendor_id)
+            .order_by(User.created_at, User.id)
+        ).scalars()
+    )
+
+
+def get_user(session: Session, caller: Caller, ref: str) -> User:
+    row = session.execute(
+        select(User).where(
+            User.vendor_id == caller.vendor_id, (User.id == ref) | (User.username == ref)
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(f"no user {ref!r}")
+    return row
+
+
+def _end_sessions(session: Session, user: User) -> None:
+    for row in session.execute(
+        select(UserSession).where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+    ).scalars():
+        row.revoked_at = now_s()
+
+
+def disable_user(session: Session, caller: Caller, ref: str) -> User:
+    user = get_user(session, caller, ref)
+    if user.id == caller.user_id:
+        raise ConflictError("you cannot disable yourself")
+    if user.disabled_at is None:
+        user.disabled_at = now_s()
+        _end_sessions(session, user)
+    return user
+
+
+def set_role(session: Session, caller: Caller, ref: str, role: str) -> User:
+    user = get_user(session, caller, ref)
+    if role not in ROLES:
+        raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
+    if user.id == caller.user_id and role != "owner":
+        raise ConflictError("an owner cannot demote themselves (another owner can)")
+    user.role = role
+    return user
+
+
+def reset_mfa(session: Session, caller: Caller, ref: str) -> User:
+    """For a user who lost both authenticator and recovery codes (an owner decides)."""
+    user = get_user(session, caller, ref)
+    user.totp_enabled = False
+    user.totp_sealed = None
+    for code in session.execute(
+        select(RecoveryCode).where(RecoveryCode.user_id == user.id)
+    ).scalars():
+        session.delete(code)
+    _end_sessions(session, user)
+    return user
+
+
+def change_password(session: Session, user: User, old: str, new: str) -> None:
+    if not check_password(user.password_hash, old):
+        raise ForbiddenError("the current password is wrong")
+    _check_new_password(new)
+    user.password_hash = hash_password(new)
+
+
+# --- TOTP ----------------------------------------------------------------------------------
+
+
+def _totp_secret(box: SecretBox, user: User) -> str:
+    assert user.totp_sealed is not None
+    return box.open(user.totp_sealed, purpose="totp", row=user.id).decode()
+
+
+def begin_enrolment(session: Session, box: SecretBox, user: User, issuer: str) -> dict[str, str]:
+    """A fresh secret, shown once (text, otpauth URI, QR as SVG); confirmed by a first code."""
+    import io
+
+    import pyotp
+    import segno
+
+    if user.totp_enabled:
+        raise ConflictError("TOTP is already enrolled; an owner can reset it")
+    secret = pyotp.random_base32(32)  # 160 bits, RFC 4226's recommended length
+    user.totp_sealed = box.seal(secret.encode(), purpose="totp", row=user.id)
+    uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=issuer)
+    buf = io.BytesIO()
+    segno.make(uri, error="m").save(buf, kind="svg", scale=4)
+    return {"secret": secret, "otpauth_uri": uri, "qr_svg": buf.getvalue().decode()}
+
+
+def check_totp(box: SecretBox, user: User, code: str, *, now: float | None = None) -> int | None:
+    """The time step a code is good for (±1 step of drift), never one already used."""
+    import pyotp
+
+    if user.totp_sealed is None or not code.isdigit() or len(code) != 6:
+        return None
+    totp = pyotp.TOTP(_totp_secret(box, user))
+    step = int((time.time() if now is None else now) // TOTP_STEP)
+    for candidate in (step - 1, step, step + 1):
+        if candidate <= user.totp_last_step:
+            continue
+        if hmac.compare_digest(totp.at(candidate * TOTP_STEP), code):
+            return candidate
+    return None
+
+
+def confirm_enrolment(session: Session, box: SecretBox, user: User, code: str) -> list[str]:
+    """Turn TOTP on with a first good code; returns the recovery codes (shown once)."""
+    if user.totp_enabled:
+        raise ConflictError("TOTP is already enrolled")
+    if user.totp_sealed is None:
+        raise ConflictError("start the enrolment first (POST /v1/session/totp)")
+    step = check_totp(box, user, code)
+    if step is None:
+        raise ForbiddenError("the TOTP code is not valid", code="totp_invalid")
+    user.totp_last_step = step
+    user.totp_enabled = True
+    codes = [
+        "-".join(secrets.token_hex(5)[i : i + 5] for i in (0, 5)) for _ in range(RECOVERY_CODES)
+    ]
+    for c in codes:
+        session.add(
+            RecoveryCode(
+                id=new_id("rec"), vendor_id=user.vendor_id, user_id=user.id, code_hash=_sha(c)
+            )
+        )
+    return codes
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.replace("-", "").strip().lower().encode()).hexdigest()
+
+
+def _use_recovery_code(session: Session, user: User, code: str) -> bool:
+    row = session.execute(
+        select(RecoveryCode).where(
+            RecoveryCode.user_id == user.id,
+            RecoveryCode.code_hash == _sha(code),
+            RecoveryCode.used_at.is_(None),
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    row.used_at = now_s()
+    return True
+
+
+# --- failures and lockout --------------------------------------------------------------------
+
+
+class _AddressLimiter:
+    """Failures per address in a sliding window, in this process (a spray across users)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, deque[float]] = {}
+
+    def blocked(self, address: str | None) -> bool:
+        if address is None:
+            return False
+        with self._lock:
+            q = self._seen.get(address)
+            if not q:
+                return False
+            cutoff = time.monotonic() - ADDRESS_WINDOW
+            while q and q[0] < cutoff:
+                q.popleft()
+            return len(q) >= ADDRESS_FAILURES
+
+    def fail(self, address: str | None) -> None:
+        if address is None:
+            return
+        with self._lock:
+            if len(self._seen) > 100_000:  # bounded memory under a spray from many addresses
+                self._seen.clear()
+            self._seen.setdefault(address, deque()).append(time.monotonic())
+
+
+ADDRESSES = _AddressLimiter()
+
+
+def locked(user: User) -> int | None:
+    """Seconds until the user may try again, or None."""
+    if user.locked_until is not None and user.locked_until > now_s():
+        return user.locked_until - now_s()
+    return None
+
+
+def record_failure(session: Session, user: User, address: str | None, what: str) -> None:
+    user.failed_logins += 1
+    ADDRESSES.fail(address)
+    lockout = None
+    if user.failed_logins % MAX_FAILURES == 0:
+        rounds = user.failed_logins // MAX_FAILURES
+        lockout = min(LOCK_SECONDS * 2 ** (rounds - 1), MAX_LOCK_SECONDS)
+        user.locked_until = now_s() + lockout
+    audit.note(
+        session,
+        user.vendor_id,
+        "user.auth_failed",
+        {
+            "target": {"kind": "user", "id": user.id},
+            "username": user.username,
+            "failures": user.failed_logins,
+            "locked_for": lockout,
+        },
+        reason=what,
+    )
+
+
+def _ok(user: User) -> None:
+    user.failed_logins = 0
+    user.locked_until = None
+
+
+# --- login and sessions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    user: User
+    cookie: str
+    csrf: str
+    mfa: bool
+    expires_at: int
+
+
+def _cookie_key(box: SecretBox) -> bytes:
+    return box.derive("session-cookie")
+
+
+def _sign(box: SecretBox, text: str) -> str:
+    return b64url(hmac.new(_cookie_key(box), text.encode(), hashlib.sha256).digest())
+
+
+def csrf_token(box: SecretBox, session_id: str) -> str:
+    return b64url(hmac.new(_cookie_key(box), b"csrf\x00" + session_id.encode(), "sha256").digest())
+
+
+def login(
+    session: Session,
+    box: SecretBox,
+    *,
+    vendor: str,
+    username: str,
+    password: str,
+    totp: str | None,
+    recovery_code: str | None,
+    address: str | None,
+) -> LoginResult | ControlPlaneError:
+    """Check a login; the failure is returned (not raised) so that its audit record and the
+    failure count commit with the refusal."""
+    refused = UnauthorizedError("wrong vendor, username or password")
+    if ADDRESSES.blocked(address):
+        return TooManyAttemptsError("too many failed logins from this address; try later")
+    audit.bind(session, actor={"kind": "anonymous", "username": username}, address=address)
+    user = session.execute(
+        select(User)
+        .join(Vendor, Vendor.id == User.vendor_id)
+        .where(Vendor.name == vendor, User.username == username)
+    ).scalar_one_or_none()
+    if user is None or user.disabled_at is not None:
+        check_password(None, password)
+        ADDRESSES.fail(address)
+        if user is not None:
+            audit.note(
+                session,
+                user.vendor_id,
+                "user.auth_failed",
+                {"target": {"kind": "user", "id": user.id}, "username": username},
+                reason="disabled",
+            )
+        return refused
+    audit.bind(
+        session, actor={"kind": "user", "id": user.id, "username": username}, address=address
+    )
+    wait = locked(user)
+    if wait is not None:
+        audit.note(
+            session,
+            user.vendor_id,
+            "user.auth_failed",
+            {"target": {"kind": "user", "id": user.id}, "username": username},
+            reason="locked",
+        )
+        return TooManyAttemptsError(
+            f"too many failed logins: this user is locked for {wait} more seconds"
+        )
+    if not check_password(user.password_hash, password):
+        record_failure(session, user, address, "password")
+        return refused
+    mfa = False
+    if user.totp_enabled:
+        if totp is not None:
+            step = check_totp(box, user, totp)
+            if step is None:
+                record_failure(session, user, address, "totp")
+                return UnauthorizedError("the TOTP code is not valid", code="totp_invalid")
+            user.totp_last_step = step
+        elif recovery_code is not None:
+            if not _use_recovery_code(session, user, recovery_code):
+                record_failure(session, user, address, "recovery_code")
+                return UnauthorizedError("the recovery code is not valid", code="totp_invalid")
+            audit.note(
+                session,
+                user.vendor_id,
+                "user.recovery_code_used",
+                {"target": {"kind": "user", "id": user.id}},
+            )
+        else:
+            # the password was right; say what is missing, count nothing
+            return UnauthorizedError("a TOTP code is required", code="totp_required")
+        mfa = True
+    _ok(user)
+    secret = secrets.token_urlsafe(32)
+    row = UserSession(
+        id=new_id("ses"),
+        vendor_id=user.vendor_id,
+        user_id=user.id,
+        secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
+        mfa=mfa,
+        created_at=now_s(),
+        expires_at=now_s() + SESSION_SECONDS,
+        address=address,
+    )
+    session.add(row)
+    audit.note(
+        session,
+        user.vendor_id,
+        "user.login",
+        {"target": {"kind": "user", "id": user.id}, "session": row.id, "mfa": mfa},
+    )
+    value = f"{row.id}.{secret}"
+    return LoginResult(
+        user=user,
+        cookie=f"{value}.{_sign(box, value)}",
+        csrf=csrf_token(box, row.id),
+        mfa=mfa,
+        expires_at=row.expires_at,
+    )
+
+
+def session_caller(
+    session: Session,
+    box: SecretBox,
+    cookie: str,
+    *,
+    method: str,
+    csrf: str | None,
+) -> tuple[Caller, UserSession]:
+    """The caller a session cookie stands for; state-changing methods need the CSRF token."""
+    invalid = UnauthorizedError("the session is not valid (log in again)")
+    parts = cookie.split(".")
+    if len(parts) != 3:
+        raise invalid
+    sid, secret, sig = parts
+    if not hmac.compare_digest(_sign(box, f"{sid}.{secret}"), sig):
+        raise invalid
+    row = session.get(UserSession, sid)
+    if (
+        row is None
+        or row.revoked_at is not None
+        or row.expires_at <= now_s()
+        or not hmac.compare_digest(row.secret_hash, hashlib.sha256(secret.encode()).hexdigest())
+    ):
+        raise invalid
+    if method.upper() not in SAFE_METHODS and (
+        csrf is None or not hmac.compare_digest(csrf, csrf_token(box, sid))
+    ):
+        raise ForbiddenError(
+            "a state-changing request with a session needs the X-CSRF-Token header", code="csrf"
+        )
+    user = session.get(User, row.user_id)
+    vendor = session.get(Vendor, row.vendor_id)
+    if user is None or vendor is None or user.disabled_at is not None:
+        raise invalid
+    who = Caller(
+        vendor_id=vendor.id,
+        vendor_name=vendor.name,
+        role=user.role,
+        token_id="",
+        user_id=user.id,
+        mfa=row.mfa,
+        via="session",
+    )
+    return who, row
+
+
+def logout(session: Session, row: UserSession) -> None:
+    row.revoked_at = now_s()
+    audit.note(
+        session, row.vendor_id, "user.logout", {"target": {"kind": "user", "id": row.user_id}}
+    )
+
+
+def user_of(session: Session, caller: Caller) -> User:
+    if caller.user_id is None:
+        raise ForbiddenError("this needs a person (a session or a personal token), not a token")
+    user = session.get(User, caller.user_id)
+    if user is None or user.disabled_at is not None:
+        raise UnauthorizedError("the user is disabled")
+    return user
+
+
+def require_fresh_totp(
+    session: Session, box: SecretBox, caller: Caller, code: str | None, address: str | None
+) -> tuple[User, int] | ControlPlaneError:
+    """A step-up check: the caller is a person with TOTP on, and ``code`` is fresh.
+
+    Returned, not raised, on failure: a wrong code counts towards the
+    user's lockout and is audited, and both must commit with the refusal.
+    """
+    try:
+        user = user_of(session, caller)
+    except ControlPlaneError as exc:
+        return ForbiddenError(str(exc), code="mfa_required")
+    if not user.totp_enabled:
+        return ForbiddenError("enrol TOTP first: this needs a fresh TOTP code", code="mfa_required")
+    wait = locked(user)
+    if wait is not None:
+        return TooManyAttemptsError(f"too many wrong codes: locked for {wait} more seconds")
+    if not code:
+        return ForbiddenError("a fresh TOTP code is required", code="mfa_required")
+    step = check_totp(box, user, code)
+    if step is None:
+        record_failure(session, user, address, "totp")
+        return ForbiddenError("the TOTP code is not valid or was already used", code="totp_invalid")
+    user.totp_last_step = step
+    _ok(user)
+    return user, step
+
+
+def personal_token(session: Session, caller: Caller, name: str) -> tuple[Any, str]:
+    """A token acting as the calling user (their role, disabled with them): for the CLI."""
+    from modelseal.controlplane.services.vendors import new_token
+
+    user = user_of(session, caller)
+    row, token = new_token(session, caller.vendor_id, name=name, role=user.role)
+    row.user_id = user.id
+    return row, token
+
+
+def init_owner(
+    session: Session, vendor_id: str, *, username: str, password: str | None
+) -> tuple[User, str | None]:
+    """The vendor's first person (``controlplane init``): an owner; TOTP at first login."""
+    return create_user(session, vendor_id, username=username, role="owner", password=password)

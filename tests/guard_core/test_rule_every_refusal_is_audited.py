@@ -78,6 +78,10 @@ def test_an_expired_genuine_license_is_refused_in_its_own_log(
     token = _license(vendor, cek)
     if not first_run:
         _guard(vendor, token, tmp_path, clock).close()  # activated on this device
+    else:  # an earlier, unrelated refusal: the unverified log is not this license's
+        forged = _license(generate_private_key("ed25519"), cek)
+        with pytest.raises(NotLicensedError):
+            _guard(vendor, forged, tmp_path, clock)
     clock.now = NOW + timedelta(days=31)
     guard = _guard(vendor, token, tmp_path, clock, verify=False)
     with pytest.raises(NotLicensedError) as info:
@@ -88,7 +92,9 @@ def test_an_expired_genuine_license_is_refused_in_its_own_log(
     assert record["reason"] == "expired"
     _assert_detail(record)
     assert verify_audit(own).ok
-    assert not (tmp_path / "state" / "unverified.audit.jsonl").exists()
+    unverified = tmp_path / "state" / "unverified.audit.jsonl"
+    seen = [r["reason"] for r in _refused(unverified)] if unverified.exists() else []
+    assert seen == (["untrusted_key"] if first_run else [])
 
 
 def read_jti(token: str) -> str:
@@ -190,3 +196,28 @@ def test_feature_refusals_are_summarised_once_a_second_per_feature(
         ("feature_missing", {"feature": "hd", "also_refused_since_last_record": 4}),
         ("feature_missing", {"feature": "hd", "also_refused_since_last_record": 1}),
     ]
+
+
+def test_a_deleted_state_is_refused_in_the_log_unanchored(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """A refusal for tampering (here: the state file deleted) is appended to the
+    license's own log, but not anchored: there is no trusted state to anchor in."""
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek)
+    guard = _guard(vendor, token, tmp_path, clock)
+    guard.close()
+    (tmp_path / "state" / f"{read_jti(token)}.state").unlink()
+    restarted = _guard(vendor, token, tmp_path, clock, verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        restarted.verify()
+    assert info.value.reason == "state_tampered"
+    last = list(iter_records(guard.audit_path))[-1]
+    assert (last["event"], last["reason"]) == ("refused", "state_tampered")
+    _assert_detail(last)
+    assert not (tmp_path / "state" / "unverified.audit.jsonl").exists()
+    # and a restart is still refused: the record did not make a new state
+    with pytest.raises(NotLicensedError) as info:
+        _guard(vendor, token, tmp_path, clock)
+    assert info.value.reason == "state_tampered"

@@ -24,7 +24,8 @@ bench:  ## benchmarks (minutes; writes bench/out/*.json)
 
 mutation:  ## mutation testing of the security-critical modules (20 min budget; see tests/MUTATION.md)
 	bash scripts/bootstrap.sh
-	PY=.venv/bin/python bash scripts/mutation.sh --max-minutes $${MUTATION_MINUTES:-20}
+	PY=.venv/bin/python nice -n $${MUTATION_NICE:-0} bash scripts/mutation.sh \
+		--max-minutes $${MUTATION_MINUTES:-20} $${MUTATION_ARGS:-}
 
 clean:
 	rm -rf .venv .demo bench/out .pytest_cache .mypy_cache .ruff_cache .mutation

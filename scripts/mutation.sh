@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Mutation testing of the security-critical modules, bounded in time.
 #
-#   scripts/mutation.sh [--max-minutes N] [--jobs N] [--keep] [MODULE...]
+#   scripts/mutation.sh [--max-minutes N] [--jobs|--workers N] [--keep|--recheck] [MODULE...]
 #   make mutation                       # the same, all modules, 20 minutes
 #
 # MODULE is a path under src/modelseal (e.g. license/verify.py); default: all
@@ -11,8 +11,13 @@
 # function). The time budget is shared: each module gets an even share of
 # what is left, so time a quick module does not use goes to the next; a
 # module that runs out is stopped and its unchecked mutants are counted,
-# never hidden (``--keep`` resumes them on the next run). Survivors, with
-# their diffs, go to .mutation/report.md; the summary is printed. Not part
+# never hidden (``--keep`` resumes them on the next run, with the tests as
+# they are now; ``--recheck`` also re-runs the last run's survivors, "no
+# tests" and timeouts first: after adding tests for them). Survivors, with
+# their diffs, go to .mutation/report.md (this run's modules) and
+# .mutation/<module>/report.md (kept until that module runs again); the
+# summary is printed. On a shared machine, run it under ``nice`` with
+# ``--workers 1``. Not part
 # of the test command: it takes minutes. Run it before security-relevant
 # changes land, and update tests/MUTATION.md.
 #
@@ -29,14 +34,23 @@ ROOT=$PWD
 SWEEP="--deselect=tests/sealed/test_tamper.py::test_every_single_byte_flip_is_detected_exhaustively"
 PROCS="--deselect=tests/guard_core/test_guard.py::test_quota_is_exact_across_processes"
 APPEND="--deselect=tests/guard/test_audit.py::test_two_processes_append_safely"
+# The Guard's heartbeat, renewal and revocation-list paths (#9) are tested
+# beside the license server: the heartbeat tests with a stand-in server in
+# the same process, the revocation-list test with the app in-process (its
+# SQLite case; the PostgreSQL case needs a database and runs the same Guard
+# code).
+HEARTBEAT="tests/controlplane/test_guard_heartbeat.py"
+CRL="tests/controlplane/test_api.py::test_a_signed_revocation_list_locks_an_air_gapped_guard[sqlite]"
+AUDIT="tests/guard/test_audit.py tests/guard/test_audit_cli.py"
+AUDIT+=" tests/guard/test_rule_audit_hash_covers_every_member.py tests/guard/test_rule_audit_key_and_report.py"
 declare -A TESTS=(
     [license/verify.py]="tests/license"
     [license/keydelivery.py]="tests/license"
     [sealed/reader.py]="tests/sealed $SWEEP"
     [sealed/format.py]="tests/sealed $SWEEP"
-    [guard/core.py]="tests/guard_core $PROCS"
-    [guard/audit.py]="tests/guard/test_audit.py tests/guard/test_rule_audit_hash_covers_every_member.py $APPEND"
-    [guard/unlock.py]="tests/guard/test_unlock.py"
+    [guard/core.py]="tests/guard_core $PROCS $HEARTBEAT $CRL"
+    [guard/audit.py]="$AUDIT $APPEND"
+    [guard/unlock.py]="tests/guard/test_unlock.py tests/guard/test_rule_unlock_boundaries.py"
 )
 # smaller modules first: the time they leave over goes to the big ones at the end
 ORDER=(sealed/format.py license/keydelivery.py license/verify.py guard/unlock.py
@@ -45,12 +59,14 @@ ORDER=(sealed/format.py license/keydelivery.py license/verify.py guard/unlock.py
 max_minutes=20
 jobs=2
 keep=0
+recheck=0
 modules=()
 while (($#)); do
     case "$1" in
     --max-minutes) max_minutes="${2:?}"; shift 2 ;;
-    --jobs) jobs="${2:?}"; shift 2 ;;
+    --jobs | --workers) jobs="${2:?}"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --recheck) keep=1; recheck=1; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "mutation: unknown option $1" >&2; exit 2 ;;
     *)
@@ -64,6 +80,10 @@ done
 ((${#modules[@]})) || modules=("${ORDER[@]}")
 [[ "$max_minutes" =~ ^[0-9]+$ && "$max_minutes" -ge 1 ]] || {
     echo "mutation: --max-minutes must be a positive integer" >&2
+    exit 2
+}
+[[ "$jobs" =~ ^[0-9]+$ && "$jobs" -ge 1 ]] || {
+    echo "mutation: --jobs/--workers must be a positive integer" >&2
     exit 2
 }
 
@@ -107,7 +127,11 @@ for module in "${modules[@]}"; do
     ((per_module >= 30)) || per_module=30
     name="${module//\//_}"
     work="$out/${name%.py}"
-    if ((keep == 0)) || [[ ! -d "$work" ]]; then
+    if ((keep == 1)) && [[ -d "$work" ]]; then
+        # resume with the tests as they are now (mutmut collects stats for new ones)
+        rm -rf "$work/tests"
+        cp -r tests "$work"/
+    else
         rm -rf "$work"
         mkdir -p "$work"
         cp -r src tests "$work"/
@@ -132,9 +156,25 @@ for module in "${modules[@]}"; do
     echo "== $module: ${TESTS[$module]} (budget ${per_module} s)" >&2
     start=$SECONDS
     status=0
+    : >"$work/run.log"
     # PYTHONPATH is dropped: the mutated copy, not a checkout's src, must be imported.
-    (cd "$work" && env -u PYTHONPATH timeout --signal=INT --kill-after=30 "$per_module" \
-        "$PY" -m mutmut run --max-children "$jobs" >"$work/run.log" 2>&1) || status=$?
+    mutmut_run() { # BUDGET_SECONDS [MUTANT...]
+        (cd "$work" && env -u PYTHONPATH timeout --signal=INT --kill-after=30 "$1" \
+            "$PY" -m mutmut run --max-children "$jobs" "${@:2}" >>"$work/run.log" 2>&1)
+    }
+    again=()
+    if ((recheck == 1)) && [[ -f "$work/mutants/mutmut-stats.json" ]]; then
+        mapfile -t again < <(cd "$work" && env -u PYTHONPATH "$PY" -m mutmut results --all true \
+            2>/dev/null | grep -E ': (survived|no tests|timeout|suspicious)$' |
+            sed -E 's/^ *//; s/: [a-z ]+$//')
+    fi
+    if ((${#again[@]})); then
+        echo "   re-checking ${#again[@]} survivors of the last run" >&2
+        mutmut_run "$per_module" "${again[@]}" || status=$?
+    fi
+    if ((status == 0)) && ((SECONDS - start < per_module - 10)); then
+        mutmut_run $((per_module - (SECONDS - start))) || status=$?
+    fi
     took=$((SECONDS - start))
     stopped=0
     ((status == 0)) || ((took < per_module)) || stopped=1
@@ -164,10 +204,12 @@ for module in "${modules[@]}"; do
         grep -E ': (survived|no tests|timeout|suspicious)$' <<<"$results" | sed 's/^ */- /'
         echo
         # one process for all the diffs (``mutmut show`` per mutant costs a second each)
-        grep -E ': survived$' <<<"$results" | sed 's/^ *//; s/: survived$//' |
+        grep -E ': (survived|no tests)$' <<<"$results" | sed -E 's/^ *//; s/: (survived|no tests)$//' |
             (cd "$work" && env -u PYTHONPATH "$PY" -c "$SHOW_DIFFS")
         echo
-    } >>"$report"
+    } >"$work/report.md"
+    # the module's own copy survives a later run of other modules
+    cat "$work/report.md" >>"$report"
 done
 
 echo >&2

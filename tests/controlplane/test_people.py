@@ -205,6 +205,9 @@ ALLOWED: list[tuple[str, str, set[str] | None]] = [
     ("GET", r"/v1/devices/{\w+}/license", ISSUER),
     ("POST", r"/v1/devices/{\w+}/(deactivate|unlock-code|suspend|reinstate|clear-flag)", ISSUER),
     ("PATCH", r"/v1/plans/{\w+}", ISSUER),
+    # the Platform area (docs/platform.md): changes and the secrets it holds need an issuer
+    ("POST|DELETE", r"/v1/platform/.*", ISSUER),
+    ("GET", r"/v1/platform/deployments/{\w+}/logs|/v1/platform/gateway/key/private", ISSUER),
     ("GET", r"/v1/.*", ANY),
 ]
 

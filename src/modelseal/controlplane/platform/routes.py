@@ -179,6 +179,30 @@ _UPLOAD_BODY = {
 }
 
 
+def _bearer(request: Request) -> Any:
+    """The request's bearer credentials, as FastAPI's ``HTTPBearer`` would give them."""
+    from fastapi.security import HTTPAuthorizationCredentials
+
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return HTTPAuthorizationCredentials(scheme="Bearer", credentials=credentials.strip())
+    return None
+
+
+def _document_uploader(request: Request, st: State) -> Caller:
+    """Who uploads, decided before the body is read and before the query is validated.
+
+    Its own short transaction (not the request's ``DB`` dependency): the upload
+    may take a while and must not hold a database transaction open, and a
+    stranger cannot make us buffer 16 MiB, nor learn the query's rules.
+    """
+    from modelseal.controlplane.deps import caller, require
+
+    creds = _bearer(request)
+    with st.sessions() as db, db.begin():
+        return require("owner", "issuer")(caller(request, st, db, creds))
+
+
 @router.post(
     "/models/{ref}/documents",
     response_model=s.DocumentOut,
@@ -191,30 +215,18 @@ async def upload_document(
     request: Request,
     st: State,
     rt: Runtime,
+    uploader: Annotated[Caller, Depends(_document_uploader)],
     kind: Annotated[s.DocumentKind, Query(description="design, usage or test")],
     filename: Annotated[str, Query(min_length=1, max_length=255)] = "document",
 ) -> s.DocumentOut:
     """Upload raw bytes (``Content-Type: application/octet-stream``), at most the server's
     document limit. Read with a bound here: a chunked body has no Content-Length to refuse."""
-    from fastapi.security import HTTPAuthorizationCredentials
     from starlette.concurrency import run_in_threadpool
 
     from modelseal.controlplane.deps import caller, require
 
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    creds = (
-        HTTPAuthorizationCredentials(scheme="Bearer", credentials=credentials.strip())
-        if scheme.lower() == "bearer" and credentials.strip()
-        else None
-    )
-
-    def authorize() -> Caller:
-        # before a byte of the body is read: a stranger cannot make us buffer 16 MiB
-        with st.sessions() as db, db.begin():
-            return require("owner", "issuer")(caller(request, st, db, creds))
-
-    await run_in_threadpool(authorize)
+    creds = _bearer(request)
+    del uploader  # authorized; the store below authenticates again in its own transaction
     limit = rt.max_document_bytes
     chunks: list[bytes] = []
     size = 0

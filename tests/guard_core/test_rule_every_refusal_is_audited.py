@@ -1,0 +1,223 @@
+"""Rule: every refusal is audited as a ``refused`` record carrying its reason
+code and the error's message (``detail``), in the right log
+(docs/guard-audit-unlock.md, the audit log):
+
+* after the license verified on this device: in the license's own log,
+  anchored in its state;
+* before that, for a genuine license refused by date or environment on its
+  bound device (also on its very first run): still in the license's own log,
+  anchored, so deleting the record shows;
+* otherwise (a forged or untrusted token, another device): in
+  ``unverified.audit.jsonl``;
+* refused features: at most one record a second per feature, each counting
+  the refusals it summarises (``also_refused_since_last_record``);
+* refusing never depends on the log being writable.
+
+Found by mutation testing (tests/MUTATION.md, guard/core.py): the record's
+event name, reason and detail, the log it goes to and the once-a-second
+summary of ``Guard._refuse``, ``Guard._refuse_unverified`` and
+``Guard._log_feature_refusal`` could each be changed without a failing test.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelseal.crypto import ContentKey, PrivateKey, generate_private_key
+from modelseal.errors import ModelsealError
+from modelseal.guard import NotLicensedError
+from modelseal.guard.audit import iter_records
+from modelseal.guard.audit import verify as verify_audit
+from tests.guard_core.test_guard import FakeClock, _guard, _license
+from tests.license.conftest import NOW, make_device
+
+Model = tuple[Path, ContentKey]
+
+
+def _refused(path: Path) -> list[dict[str, Any]]:
+    return [r for r in iter_records(path) if r["event"] == "refused"]
+
+
+def _assert_detail(record: dict[str, Any]) -> None:
+    assert set(record["data"]) == {"detail"}
+    assert record["data"]["detail"] and record["data"]["detail"] != "None"
+
+
+def test_a_refusal_after_verification_is_in_the_licenses_log(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    _, cek = model
+    guard = _guard(vendor, _license(vendor, cek, max_calls=2), tmp_path, FakeClock(NOW))
+    guard.check()
+    guard.check()
+    with pytest.raises(NotLicensedError) as info:
+        guard.check()
+    assert info.value.reason == "over_quota"
+    (record,) = _refused(guard.audit_path)
+    assert record["reason"] == "over_quota"
+    _assert_detail(record)
+    assert verify_audit(guard.audit_path).ok
+    # sticky: the next call is refused without another record
+    with pytest.raises(NotLicensedError) as info:
+        guard.check()
+    assert info.value.reason == "over_quota"
+    assert len(_refused(guard.audit_path)) == 1
+
+
+@pytest.mark.parametrize("first_run", [False, True])
+def test_an_expired_genuine_license_is_refused_in_its_own_log(
+    vendor: PrivateKey, model: Model, tmp_path: Path, first_run: bool
+) -> None:
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek)
+    if not first_run:
+        _guard(vendor, token, tmp_path, clock).close()  # activated on this device
+    else:  # an earlier, unrelated refusal: the unverified log is not this license's
+        forged = _license(generate_private_key("ed25519"), cek)
+        with pytest.raises(NotLicensedError):
+            _guard(vendor, forged, tmp_path, clock)
+    clock.now = NOW + timedelta(days=31)
+    guard = _guard(vendor, token, tmp_path, clock, verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        guard.verify()
+    assert info.value.reason == "expired"
+    own = tmp_path / "state" / f"{read_jti(token)}.audit.jsonl"
+    (record,) = _refused(own)
+    assert record["reason"] == "expired"
+    _assert_detail(record)
+    assert verify_audit(own).ok
+    unverified = tmp_path / "state" / "unverified.audit.jsonl"
+    seen = [r["reason"] for r in _refused(unverified)] if unverified.exists() else []
+    assert seen == (["untrusted_key"] if first_run else [])
+
+
+def read_jti(token: str) -> str:
+    from modelseal.license import read_unverified
+
+    return str(read_unverified(token)[1]["jti"])
+
+
+@pytest.mark.parametrize("case", ["untrusted", "other_device"])
+def test_a_refusal_with_no_state_to_anchor_in_goes_to_the_unverified_log(
+    vendor: PrivateKey, model: Model, tmp_path: Path, case: str
+) -> None:
+    _, cek = model
+    if case == "untrusted":
+        token, trusted, device = _license(generate_private_key("ed25519"), cek), vendor, None
+        reason = "untrusted_key"
+    else:
+        other = make_device({"disk.root_serial": "NEWDISK", "net.mac": "52:54:00:ff:ff:ff"})
+        token, trusted, device, reason = _license(vendor, cek), vendor, other, "wrong_device"
+    kw: dict[str, Any] = {"verify": False}
+    if device is not None:
+        kw["device"] = device
+    guard = _guard(trusted, token, tmp_path, FakeClock(NOW), **kw)
+    with pytest.raises(NotLicensedError) as info:
+        guard.verify()
+    assert info.value.reason == reason
+    (record,) = _refused(tmp_path / "state" / "unverified.audit.jsonl")
+    assert record["reason"] == reason
+    _assert_detail(record)
+    assert not (tmp_path / "state" / f"{read_jti(token)}.audit.jsonl").exists()
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), ModelsealError("x")])
+def test_refusing_does_not_depend_on_the_log(
+    vendor: PrivateKey,
+    model: Model,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    _, cek = model
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise error
+
+    guard = _guard(vendor, _license(vendor, cek, max_calls=1), tmp_path, FakeClock(NOW))
+    guard.check()
+    monkeypatch.setattr(guard, "_log", broken)
+    for feature, reason in (("hd", "feature_missing"), (None, "over_quota")):
+        with pytest.raises(NotLicensedError) as info:
+            guard.check(feature)
+        assert info.value.reason == reason
+    # before verification: the unverified log cannot be written either
+    forged = _license(generate_private_key("ed25519"), cek)
+    guard = _guard(vendor, forged, tmp_path / "b", FakeClock(NOW), verify=False)
+    monkeypatch.setattr(guard, "_audit_log", broken)
+    with pytest.raises(NotLicensedError) as info:
+        guard.verify()
+    assert info.value.reason == "untrusted_key"
+
+
+class Monotonic:
+    """A controllable ``time.monotonic`` (starting at the real one, so nothing is due)."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_feature_refusals_are_summarised_once_a_second_per_feature(
+    vendor: PrivateKey, model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, cek = model
+    guard = _guard(vendor, _license(vendor, cek), tmp_path, FakeClock(NOW))
+    mono = Monotonic()
+    start = mono.now
+    monkeypatch.setattr(time, "monotonic", mono)
+
+    def refuse(feature: str, at: float, times: int = 1) -> None:
+        mono.now = start + at
+        for _ in range(times):
+            with pytest.raises(NotLicensedError) as info:
+                guard.check(feature)
+            assert info.value.reason == "feature_missing"
+
+    refuse("hd", 0.0)  # recorded at once
+    refuse("hd", 0.5, times=3)  # within the second: counted
+    refuse("hd", 0.999)
+    refuse("vision", 0.999)  # another feature: its own first record
+    refuse("hd", 1.0)  # a second after the last record: recorded with the count
+    refuse("hd", 1.5)
+    refuse("hd", 2.0)
+    records = [(r["reason"], r["data"]) for r in _refused(guard.audit_path)]
+    assert records == [
+        ("feature_missing", {"feature": "hd", "also_refused_since_last_record": 0}),
+        ("feature_missing", {"feature": "vision", "also_refused_since_last_record": 0}),
+        ("feature_missing", {"feature": "hd", "also_refused_since_last_record": 4}),
+        ("feature_missing", {"feature": "hd", "also_refused_since_last_record": 1}),
+    ]
+
+
+def test_a_deleted_state_is_refused_in_the_log_unanchored(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """A refusal for tampering (here: the state file deleted) is appended to the
+    license's own log, but not anchored: there is no trusted state to anchor in."""
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek)
+    guard = _guard(vendor, token, tmp_path, clock)
+    guard.close()
+    (tmp_path / "state" / f"{read_jti(token)}.state").unlink()
+    restarted = _guard(vendor, token, tmp_path, clock, verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        restarted.verify()
+    assert info.value.reason == "state_tampered"
+    last = list(iter_records(guard.audit_path))[-1]
+    assert (last["event"], last["reason"]) == ("refused", "state_tampered")
+    _assert_detail(last)
+    assert not (tmp_path / "state" / "unverified.audit.jsonl").exists()
+    # and a restart is still refused: the record did not make a new state
+    with pytest.raises(NotLicensedError) as info:
+        _guard(vendor, token, tmp_path, clock)
+    assert info.value.reason == "state_tampered"

@@ -139,6 +139,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk (Debian), then run again")
     conns = [int(c) for c in args.connections.split(",")]
+    load_before = os.getloadavg()
 
     import yaml
     from tests.serve._deployment import MODEL_ID, Server, free_port, make_deployment, serve_args
@@ -247,9 +248,11 @@ def main() -> None:
                     med[k] = statistics.median(r[k] for r in mine)
             results.append(med)
     direct = {r["connections"]: r for r in results if r["scenario"] == "direct"}
+    load_after = os.getloadavg()
     print(
         f"response body {body_size} bytes ({args.aead} envelope); {args.seconds}s per run; "
-        f"medians of {args.rounds} interleaved rounds; wrk"
+        f"medians of {args.rounds} interleaved rounds; wrk; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (2 cores, shared)"
     )
     print(
         f"{'scenario':30} {'conns':>5} {'req/s':>9} {'x direct':>9} {'p50 ms':>8} "
@@ -298,6 +301,7 @@ def main() -> None:
                 "decrypt_cpu": decrypt_cpu,
                 "aead": args.aead,
                 "sm2_unwraps_per_1000": per_1000,
+                "load_average": [load_before, load_after],
             },
             indent=2,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -51,6 +52,11 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _drop(self) -> None:
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_RDWR)
+        self.close_connection = True
+
     def _forward(self, path: str, rid: str) -> tuple[int, bytes, str]:
         n = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(n) if n else None
@@ -93,6 +99,35 @@ class _RelayHandler(http.server.BaseHTTPRequestHandler):
             for _ in range(48):  # 3 MiB, streamed
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
+        elif mode == "die":  # chunked, then the connection drops mid-body
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"y" * 65536
+            for _ in range(24):  # 1.5 MiB, more than the gateway reads whole
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self._drop()
+        elif mode == "drip":  # chunked, slower than the route's timeout
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for _ in range(20):
+                    self.wfile.write(b"4\r\ndrip\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass
+        elif mode == "short":  # promises 3 MiB, sends 1.5 MiB, drops the connection
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(3 * 1024 * 1024))
+            self.end_headers()
+            self.wfile.write(b"z" * (1536 * 1024))
+            self._drop()
         elif mode == "tamper":
             status, body, ctype = self._forward(rest, rid)
             self._reply(status, body[:-1] + bytes([body[-1] ^ 1]), ctype)
@@ -146,6 +181,9 @@ def routes_doc(serve_url: str, relay_url: str, digests: dict[str, str]) -> dict[
             route("slowok", "/slowok", relay_url + "/slowok", decrypt=False),
             route("big", "/big", relay_url + "/big", decrypt=False),
             route("echo", "/echo", relay_url + "/echo", decrypt=False, strip_prefix=True),
+            route("die", "/die", relay_url + "/die", decrypt=False),
+            route("short", "/short", relay_url + "/short", decrypt=False),
+            route("drip", "/drip", relay_url + "/drip", decrypt=False, timeout_s=0.5),
             route("down", "/down", f"http://127.0.0.1:{free_port()}"),
         ],
         "api_keys": [

@@ -3,10 +3,15 @@ misbehaves on purpose): keys, routes, decryption, refusals, upstream failures, l
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
+import time
 import urllib.request
+from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from modelseal.envelope import MEDIA_TYPE
 from tests.gateway.conftest import Stack, request
@@ -16,6 +21,15 @@ META = f"/v2/models/{MODEL_ID}"
 INFER = f"{META}/infer"
 X = [[1.0, 2.0, 3.0, 4.0]]
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": X[0]}]}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def infer_count(stack: Stack) -> float:
@@ -157,6 +171,8 @@ def test_access_log_has_one_line_per_request_without_keys_or_bodies(stack: Stack
     status, _, headers = request(gw + "/demo" + INFER + "?secret=1", key=alice, body=BODY)
     assert status == 200
     rid = headers["X-Modelseal-Request-Id"]
+    # access lines are written in batches, at most 50 ms after the request
+    assert wait_until(lambda: rid in stack.gateway.output(), timeout=5)
     log = stack.gateway.output()
     lines = [json.loads(ln) for ln in log.splitlines() if ln.startswith("{")]
     mine = [ln for ln in lines if ln["rid"] == rid]
@@ -192,3 +208,157 @@ def test_what_goes_upstream_never_includes_the_users_key(stack: Stack) -> None:
         sent = {k.lower(): v for k, v in json.loads(r.read())["headers"].items()}
     assert sent["x-modelseal-request-id"] not in ("chosen", "chosen, chosen")
     assert len(sent["x-modelseal-request-id"]) >= 16
+
+
+def _raw(gw: str, method: str, path: str, headers: dict[str, str]) -> http.client.HTTPResponse:
+    host, port = gw.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.request(method, path, headers=headers)
+    return conn.getresponse()
+
+
+def test_an_upstream_breaking_off_mid_body_is_an_error_for_the_client(stack: Stack) -> None:
+    # review finding: a plain route's answer that the model service broke off
+    # reached the client as a complete-looking 200 (chunked terminator added)
+    auth = {"Authorization": f"Bearer {stack.keys['alice']}"}
+    broken = stack.metric(stack.gateway, "modelseal_gateway_upstream_errors_total", kind="broken")
+    for route, declared in (("/die/x", None), ("/short/x", str(3 * 1024 * 1024))):
+        r = _raw(stack.gateway.url, "GET", route, auth)
+        assert r.status == 200  # the status line was already out
+        assert r.headers["Content-Length"] == declared
+        with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+            r.read()
+    assert wait_until(
+        lambda: (
+            stack.metric(stack.gateway, "modelseal_gateway_upstream_errors_total", kind="broken")
+            == broken + 2
+        )
+    )
+    # the gateway itself is fine afterwards
+    assert request(stack.gateway.url + "/big/x", key=stack.keys["bob"])[0] == 200
+
+
+def test_a_streamed_answer_outlasting_the_routes_timeout_is_cut_off(stack: Stack) -> None:
+    # timeout_s covers the whole exchange: a plain route's answer still
+    # streaming when it ends is aborted, never ended as if complete
+    auth = {"Authorization": f"Bearer {stack.keys['alice']}"}
+    t0 = time.monotonic()
+    r = _raw(stack.gateway.url, "GET", "/drip/x", auth)
+    assert r.status == 200
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        r.read()
+    assert time.monotonic() - t0 < 1.8  # the relay would take 2 s
+    assert wait_until(lambda: "broke off mid-answer" in stack.gateway.output())
+    assert "Traceback" not in stack.gateway.output()
+
+
+def test_head_on_a_decrypting_route_is_get_without_the_body(stack: Stack) -> None:
+    # review finding: HEAD got the service's body-less envelope answer -> 502
+    auth = {"Authorization": f"Bearer {stack.keys['alice']}"}
+    r = _raw(stack.gateway.url, "HEAD", "/demo" + META, auth)
+    assert r.status == 200, r.read()
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.read() == b""
+    _, body, _ = request(stack.gateway.url + "/demo" + META, key=stack.keys["alice"])
+    assert int(r.headers["Content-Length"]) == len(body)
+    # inference is POST only: HEAD is the service's own (decrypted) 405, not a 502
+    r = _raw(stack.gateway.url, "HEAD", "/demo" + INFER, auth)
+    assert r.status == 405 and r.read() == b""
+
+
+def test_client_sent_forwarding_headers_are_replaced(stack: Stack) -> None:
+    # review finding: Forwarded, X-Forwarded-Host, X-Real-IP, X-Forwarded-Proto
+    # passed upstream as the client wrote them
+    forged = {
+        "Forwarded": "for=10.9.9.9;proto=https",
+        "X-Forwarded-For": "10.9.9.9",
+        "X-Forwarded-Host": "admin.internal",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Port": "443",
+        "X-Forwarded-Prefix": "/admin",
+        "X-Real-IP": "10.9.9.9",
+        "True-Client-IP": "10.9.9.9",
+        "X-Original-URL": "/admin",
+        "X-Rewrite-URL": "/admin",
+    }
+    r = _raw(
+        stack.gateway.url,
+        "GET",
+        "/echo/x",
+        {"Authorization": f"Bearer {stack.keys['alice']}", **forged},
+    )
+    assert r.status == 200
+    sent = {k.lower(): v for k, v in json.loads(r.read())["headers"].items()}
+    for name in ("forwarded", "x-forwarded-port", "true-client-ip", "x-original-url"):
+        assert name not in sent
+    assert "x-rewrite-url" not in sent
+    assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-real-ip"] == "127.0.0.1"
+    assert sent["x-forwarded-proto"] == "http"
+    assert sent["x-forwarded-host"] == stack.gateway.url.removeprefix("http://")
+    assert sent["x-forwarded-prefix"] == "/echo"
+    assert "10.9.9.9" not in json.dumps(sent) and "/admin" not in json.dumps(sent)
+
+
+def test_a_compressed_request_body_goes_upstream_as_sent(stack: Stack) -> None:
+    # red-team finding: the gateway inflated request bodies itself, and a body
+    # that was not valid gzip was a 500 with a traceback in the log
+    r = _raw_body(
+        stack.gateway.url,
+        "/echo/x",
+        {"Authorization": f"Bearer {stack.keys['alice']}", "Content-Encoding": "gzip"},
+        b"abcd",
+    )
+    assert r.status == 200
+    seen = json.loads(r.read())
+    sent = {k.lower(): v for k, v in seen["headers"].items()}
+    assert sent["content-encoding"] == "gzip" and seen["body"] == "abcd"
+
+
+def test_a_malformed_request_body_is_400_without_a_traceback(stack: Stack) -> None:
+    host, port = stack.gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(
+            b"POST /echo/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + stack.keys["alice"].encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nzz\r\n"
+        )
+        reply = s.recv(4096)
+    assert reply.startswith(b"HTTP/1.") and b" 400 " in reply.split(b"\r\n", 1)[0]
+    assert wait_until(lambda: "BadHttpMessage" in stack.gateway.output())
+    assert "Traceback" not in stack.gateway.output()
+
+
+def _raw_body(gw: str, path: str, headers: dict[str, str], body: bytes) -> http.client.HTTPResponse:
+    host, port = gw.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=20)
+    conn.request("POST", path, body=body, headers=headers)
+    return conn.getresponse()
+
+
+def test_large_and_chunked_uploads_stream_to_the_model_service(stack: Stack) -> None:
+    # over 1 MiB with a Content-Length, and chunked without one: both stream
+    # upstream through the gateway's own client and the answer is decrypted
+    x = np.arange(60000 * 4, dtype=np.float32).reshape(60000, 4) / 1000
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "datatype": "FP32", "shape": [60000, 4], "data": x.ravel().tolist()}
+            ]
+        }
+    ).encode()
+    assert len(body) > 1024 * 1024
+    auth = {"Authorization": f"Bearer {stack.keys['alice']}", "Content-Type": "application/json"}
+    host, port = stack.gateway.url.removeprefix("http://").split(":")
+    for chunked in (False, True):
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        if chunked:
+            pieces = (body[i : i + 100_000] for i in range(0, len(body), 100_000))
+            conn.request("POST", "/demo" + INFER, body=pieces, headers=auth, encode_chunked=True)
+        else:
+            conn.request("POST", "/demo" + INFER, body=body, headers=auth)
+        r = conn.getresponse()
+        doc = json.loads(r.read())
+        assert r.status == 200, doc
+        y = np.array(doc["outputs"][0]["data"], np.float32).reshape(doc["outputs"][0]["shape"])
+        np.testing.assert_allclose(y[-3:], stack.dep.expected(x[-3:]), rtol=1e-5)
+        conn.close()

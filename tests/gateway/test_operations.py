@@ -239,3 +239,76 @@ def test_a_model_service_killed_with_sigkill_is_a_502_then_recovers(
     finally:
         gw.stop()
         serve.stop()
+
+
+def test_every_bad_routes_file_at_start_up_is_exit_3_in_one_line(
+    stack: Stack, tmp_path: Path
+) -> None:
+    # review finding: routes-file errors other than a bad URL could exit 1 (a
+    # bug exit) with a traceback hint; each class of broken file, run for real
+    import subprocess
+
+    from tests.gateway.test_routes import bad_files
+    from tests.serve._deployment import EXE, _env
+
+    procs = {}
+    for name, (path, message) in bad_files(tmp_path).items():
+        args = gateway_args(path, stack.dep, free_port())
+        procs[name] = (
+            subprocess.Popen(
+                [*EXE, *args],
+                cwd=tmp_path,
+                env=_env(tmp_path),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+            message,
+        )
+    for name, (proc, message) in procs.items():
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert proc.returncode == 3, (name, err)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+
+
+def test_a_port_out_of_range_is_a_usage_error(stack: Stack, tmp_path: Path) -> None:
+    routes, _ = fresh_routes(stack, tmp_path)
+    r = run_cli(*gateway_args(routes, stack.dep, 70000), cwd=tmp_path)
+    assert r.returncode == 2 and "--port" in r.stderr and "bug" not in r.stderr, r.stderr
+
+
+def test_a_connection_slow_to_send_its_headers_is_closed(stack: Stack, tmp_path: Path) -> None:
+    # red-team finding: aiohttp's default keeps a connection that never
+    # finishes its request headers open for an hour (slowloris)
+    import socket
+
+    alice, digest = new_api_key()
+    routes, _ = fresh_routes(stack, tmp_path, alice=digest)
+    port = free_port()
+    gw = Server(
+        gateway_args(routes, stack.dep, port, "--idle-timeout", "1"),
+        port,
+        cwd=tmp_path,
+        ready_path="/healthz",
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"GET /demo/v2 HTTP/1.1\r\nHost: x\r\n")
+            t0 = time.monotonic()
+            closed = False
+            while time.monotonic() - t0 < 8:
+                try:
+                    s.sendall(b"X-Drip: 1\r\n")
+                    time.sleep(0.2)
+                except OSError:
+                    closed = True
+                    break
+            assert closed and time.monotonic() - t0 < 8
+        # a request that finishes in time is served, slow upstream or not
+        assert request(gw.url + "/slowok/x", key=alice)[0] == 200
+    finally:
+        gw.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,17 @@ def mutate(path: str, value: Any) -> dict[str, Any]:
         ("api_keys.0.rate_limit", "fast", "api_keys[0].rate_limit: must look like"),
         ("api_keys.0.rate_limit", "0/s", "api_keys[0].rate_limit: must allow"),
         ("api_keys.0", "alice", "api_keys[0]: must be a mapping"),
+        # review: every bad file is a RoutesFileError (exit 3), never a bug exit
+        ("version", True, "version: True is not supported"),
+        ("version", 1.0, "version: 1.0 is not supported"),
+        ("routes.0.forward_url", "http://u:pw@h:1", "routes[0].forward_url: must not hold a user"),
+        ("routes.0.forward_url", "http://a b:1", "routes[0].forward_url: has an invalid host"),
+        ("routes.0.forward_url", "http://h\n:1", "routes[0].forward_url: has an invalid host"),
+        ("routes.0.forward_url", "http://h:0", "routes[0].forward_url: has an invalid port"),
+        ("routes.0.prefix", "/a\nb", "routes[0].prefix: must be a plain path"),
+        ("routes.0.prefix", "/a\\b", "routes[0].prefix: must be a plain path"),
+        ("routes.0.prefix", "/a b", "routes[0].prefix: must be a plain path"),
+        ("api_keys.0.rate_limit", "9" * 30 + "/s", "api_keys[0].rate_limit: must allow at most"),
     ],
 )
 def test_errors_name_the_field(path: str, value: Any, message: str) -> None:
@@ -135,6 +147,48 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml")
     (tmp_path / "ok.yaml").write_text(yaml.safe_dump(base()))
     assert len(load_config(tmp_path / "ok.yaml").routes) == 2
+    (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump(base()).encode())
+    assert len(load_config(tmp_path / "bom.yaml").routes) == 2
+
+
+def bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """One routes file per way of being broken, and the message it must give."""
+    cases: dict[str, tuple[str | bytes | None, str]] = {
+        "yaml": ("version: 1\nroutes: [\n", "not valid YAML at line"),
+        "not_utf8": (b"version: 1\nroutes: []\nx: \xff\n", "not UTF-8"),
+        "deep": ("[" * 20000 + "]" * 20000, "nested too deeply"),
+        "big_int": ("version: 1" + "0" * 5000 + "\nroutes: []\n", "not valid YAML"),
+        "empty": ("", "routes file: must be a mapping"),
+        "field": (yaml.safe_dump(mutate("routes.0.prefix", "demo")), "routes[0].prefix"),
+        "oversized": (None, "is over"),
+        "directory": (None, "not a regular file"),
+        "fifo": (None, "not a regular file"),
+        "missing": (None, "cannot read"),
+    }
+    out = {}
+    for name, (content, message) in cases.items():
+        path = tmp_path / f"{name}.yaml"
+        if isinstance(content, str):
+            path.write_text(content)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        elif name == "oversized":
+            with path.open("wb") as fh:
+                fh.truncate(17 * 1024 * 1024)  # sparse: costs no disk
+        elif name == "directory":
+            path.mkdir()
+        elif name == "fifo":
+            os.mkfifo(path)  # reading one would block the gateway's start for good
+        out[name] = (path, message)
+    return out
+
+
+def test_every_broken_file_is_a_routes_file_error(tmp_path: Path) -> None:
+    for name, (path, message) in bad_files(tmp_path).items():
+        with pytest.raises(RoutesFileError) as info:
+            load_config(path)
+        assert message in str(info.value), name
+        assert RoutesFileError.exit_code == 3
 
 
 @pytest.mark.parametrize(

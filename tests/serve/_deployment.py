@@ -46,7 +46,11 @@ class Deployment:
 
 
 def make_deployment(
-    root: Path, *, features: tuple[str, ...] = ("classify",), outputs: int = 3
+    root: Path,
+    *,
+    features: tuple[str, ...] = ("classify",),
+    outputs: int = 3,
+    max_calls: int | None = None,
 ) -> Deployment:
     """``outputs`` sets the width of y (the benchmark uses it for ~1 KB responses)."""
     rng = np.random.default_rng(7)
@@ -79,6 +83,7 @@ def make_deployment(
         content_keys=[(cek, MODEL_ID)],
         valid_for=timedelta(days=1),
         features=list(features),
+        max_calls=max_calls,
     ).token
     (root / "license.jwt").write_text(token)
     gateway = generate_private_key("sm2")

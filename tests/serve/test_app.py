@@ -337,3 +337,27 @@ def test_feature_gate_holds_for_the_versioned_spelling_of_a_route(
         assert "outputs" not in r.text
     assert call(app, "GET", f"/v2/models/{MODEL_ID}/versions/1").status_code == 200
     assert call(app, "GET", f"/v2/models/{MODEL_ID}/versions/7/infer").status_code == 404
+
+
+def test_metadata_and_readiness_do_not_use_licensed_calls(tmp_path: Path) -> None:
+    # review finding: every checked request was counted, so a client (or the
+    # gateway's tritonclient) reading metadata spent the inference quota
+    # 4 calls: loading the model at start is one (the Guard counts loads), 3 inferences
+    limited = make_deployment(tmp_path / "limited", max_calls=4)
+    app, _ = build_app(config(limited, tmp_path))
+    x = np.array([[1, 2, 3, 4]], np.float32)
+    for _ in range(10):
+        assert call(app, "GET", f"/v2/models/{MODEL_ID}").status_code == 200
+        assert call(app, "GET", f"/v2/models/{MODEL_ID}/ready").status_code == 200
+        assert call(app, "GET", "/v2").status_code == 200
+    for _ in range(3):
+        assert call(app, "POST", INFER, json=infer_body(x)).status_code == 200
+    refused = call(app, "POST", INFER, json=infer_body(x))
+    assert refused.status_code == 403
+    # versioned spelling of infer is the same route: counted (and refused) too
+    assert (
+        call(app, "POST", f"/v2/models/{MODEL_ID}/versions/1/infer", json=infer_body(x)).status_code
+        == 403
+    )
+    # (once the quota is used up the Guard refuses everything until its next full
+    # verification, metadata included: that is the Guard's policy, not counting)

@@ -29,12 +29,20 @@ def gateway(
         str | None, typer.Option(help="environment variable holding the key's passphrase")
     ] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="worker processes (SO_REUSEPORT)")] = 1,
     redis_url: Annotated[
         str | None, typer.Option(help="share rate limits in Redis, e.g. redis://127.0.0.1:6379/0")
     ] = None,
     access_log: Annotated[bool, typer.Option(help="one JSON line per request on stderr")] = True,
+    idle_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            max=3600,
+            help="seconds before closing an idle connection or one slow to send its headers",
+        ),
+    ] = 30.0,
     controlplane: Annotated[
         str | None,
         typer.Option(help="follow this control plane's routes and API keys instead of --routes"),
@@ -95,6 +103,7 @@ def gateway(
                 redis_url=redis_url,
                 access_log=access_log,
                 passphrase=passphrase,
+                idle_timeout=idle_timeout,
                 controlplane=controlplane,
                 controlplane_token=token,
                 controlplane_key=controlplane_key,

@@ -46,7 +46,7 @@ def serve(
         typer.Option(help="PATH_PREFIX=FEATURE: requests under the prefix need the feature"),
     ] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8080,
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
     threads: Annotated[int, typer.Option(min=1, help="predict() threads per worker")] = 4,
     max_body: Annotated[int, typer.Option(help="largest request body in bytes")] = 64 << 20,

@@ -100,7 +100,7 @@ def encode_header(
 
 def parse(data: bytes | bytearray | memoryview) -> Envelope:
     """Split an envelope into its fields; checks structure only, not authenticity."""
-    buf = bytes(data)
+    buf = data if type(data) is bytes else bytes(data)
     if len(buf) < _FIXED.size or buf[:4] != MAGIC:
         raise EnvelopeFormatError("not a modelseal envelope (bad magic)")
     _, version, aead_code, status = _FIXED.unpack_from(buf)
@@ -136,7 +136,8 @@ def parse(data: bytes | bytearray | memoryview) -> Envelope:
         content_type = ctype_raw.decode("ascii")
     except UnicodeDecodeError:
         raise EnvelopeFormatError("envelope key id or content type is not ASCII") from None
-    if _PRINTABLE_RE.fullmatch(key_id) is None or _PRINTABLE_RE.fullmatch(content_type) is None:
+    # ASCII (checked by the decode above) and printable is exactly [\x20-\x7e]
+    if not key_id.isprintable() or not content_type.isprintable():
         raise EnvelopeFormatError("envelope key id or content type is not printable")
     if len(buf) - pos < TAG_SIZE:
         raise EnvelopeFormatError("envelope ciphertext shorter than its tag")

@@ -4,7 +4,7 @@ Routes by longest prefix from a YAML file, authenticates API keys (stored
 as SHA-256 hashes), rate-limits per key (in memory or shared in Redis),
 proxies to model services over a pooled connection, decrypts their output
 envelopes, and logs one line per request. Needs the ``gateway`` extra
-(aiohttp, pyyaml, prometheus-client; redis for shared limits).
+(aiohttp, httptools, pyyaml, prometheus-client; redis for shared limits).
 """
 
 from modelseal.gateway.routes import (

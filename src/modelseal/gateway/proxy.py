@@ -1,9 +1,10 @@
 """The gateway: API keys, longest-prefix routes, a pooled streaming proxy, envelope
 decryption, rate limits, access log, hot reload.
 
-aiohttp for both the server and the upstream pool: measured here an aiohttp
-server plus client session costs ~0.4 ms of CPU per proxied request, httpx's
-pool alone ~1.3 ms (docs/design.md), so httpx stays off this path.
+aiohttp serves (~45 us of CPU per request here); model services are called
+through ``gateway/upstream.py``, a small pooled HTTP/1.1 client, because
+aiohttp's client session cost ~200 us per request against ~50 us for it
+(httpx's pool ~1.3 ms: docs/design.md, bench/RESULTS.md).
 
 Order of checks, so that a request without a valid key learns nothing and
 costs a model service nothing: key (401), route (404), permission (403),
@@ -16,16 +17,22 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict
 
 from modelseal import _prometheus
@@ -45,6 +52,13 @@ from modelseal.gateway.routes import (
     GatewayConfigError,
     Route,
     load_config,
+)
+from modelseal.gateway.upstream import (
+    BodyTooLargeError,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    encode_head,
 )
 
 log = logging.getLogger("modelseal.gateway")
@@ -70,7 +84,31 @@ _HOP: Final = frozenset(
         "content-length",
     }
 )
-_NOT_UPSTREAM: Final = _HOP | {"authorization", "x-api-key", REQUEST_ID_HEADER.lower()}
+#: Headers a client could send to pose as someone else to the model service (its
+#: address, host, scheme, path). The gateway is the edge, so it drops what the
+#: client said and sets X-Forwarded-For/-Proto/-Host/-Prefix and X-Real-IP from
+#: what it saw itself.
+_SPOOFABLE: Final = frozenset(
+    {
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-forwarded-for",
+    }
+)
+_NOT_UPSTREAM: Final = _HOP | _SPOOFABLE | {"authorization", "x-api-key", REQUEST_ID_HEADER.lower()}
 _NOT_DOWNSTREAM_SEALED: Final = _HOP | {
     "content-type",
     "content-encoding",
@@ -89,6 +127,12 @@ def _error(status: int, message: str, rid: str, **headers: str) -> web.Response:
         content_type=_JSON,
         headers={REQUEST_ID_HEADER: rid, **headers},
     )
+
+
+def _bad_body(rid: str, exc: Exception) -> web.Response:
+    """The client's request body broke off or was malformed: its mistake, a 400."""
+    log.info("bad request body (rid %s): %s", rid, exc)
+    return _error(400, "the request body is malformed or incomplete", rid)
 
 
 def presented_key(request: web.BaseRequest) -> str | None:
@@ -116,14 +160,50 @@ def _unsafe_path(raw_path: str, path: str) -> bool:
     return "\\" in path or any(seg in (".", "..") for seg in path.split("/"))
 
 
-def _filter(headers: Any, drop: frozenset[str]) -> CIMultiDict[str]:
-    named = {h.strip().lower() for h in headers.get("Connection", "").split(",") if h.strip()}
+def _downstream(headers: list[tuple[str, str]], drop: frozenset[str]) -> CIMultiDict[str]:
+    """The upstream answer's headers the client may see (hop-by-hop ones and
+    those the answer's Connection header names are dropped)."""
+    named: set[str] = set()
+    for k, v in headers:
+        if k.lower() == "connection":
+            named.update(h.strip().lower() for h in v.split(","))
     out: CIMultiDict[str] = CIMultiDict()
-    for k, v in headers.items():
+    for k, v in headers:
         lk = k.lower()
         if lk not in drop and lk not in named:
             out.add(k, v)
     return out
+
+
+#: Path characters sent upstream as they are (RFC 3986 pchar and "/").
+_PLAIN_PATH: Final = re.compile(r"[A-Za-z0-9/._~!$&'()*+,;=:@-]*")
+
+
+def _quote_path(path: str) -> str:
+    """Percent-encode the decoded path for the request line. Routes match the
+    decoded path, so the upstream must receive exactly that path: encoding it
+    again here (rather than forwarding the client's raw bytes) means a prefix
+    spelled with escapes still maps to the same upstream path."""
+    if _PLAIN_PATH.fullmatch(path):
+        return path
+    return quote(path, safe="/!$&'()*+,;=:@")
+
+
+@dataclass(frozen=True)
+class _Upstream:
+    """A route's forward URL, split once."""
+
+    host: str
+    port: int
+    host_header: str
+    base_path: str
+
+    @classmethod
+    def of(cls, url: str) -> _Upstream:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or 80
+        return cls(host, port, parts.netloc, parts.path.rstrip("/"))
 
 
 class Gateway:
@@ -151,7 +231,14 @@ class Gateway:
         self.limiter: RateLimiter = limiter or MemoryRateLimiter()
         self.metrics = GatewayMetrics()
         self.watch_interval = watch_interval
+        self.pool = UpstreamPool()
+        #: aiohttp's client, only for polling the control plane (not per request)
         self.session: aiohttp.ClientSession | None = None
+        self._upstreams: dict[str, _Upstream] = {}
+        # prometheus' labels() costs microseconds a call; children are cached
+        # (bounded: route ids x status codes x reasons)
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._access = _AccessLog()
         self._watcher: asyncio.Task[None] | None = None
         if opener is None and any(r.decrypt for r in self.config.routes):
             raise GatewayConfigError("routes with decrypt: true need --envelope-private-key")
@@ -159,12 +246,10 @@ class Gateway:
     # --- lifecycle and reloads --------------------------------------------------------
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ttl_dns_cache=60),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        if self.source is not None:
+            self.session = aiohttp.ClientSession(
+                auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
         self._watcher = asyncio.create_task(
             self.source.follow(self) if self.source is not None else self._watch()
         )
@@ -172,9 +257,18 @@ class Gateway:
     async def close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        await self.pool.close()
         if self.session is not None:
             await self.session.close()
         await self.limiter.close()
+        self._access.flush()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         if self.routes_path is None:
@@ -261,26 +355,23 @@ class Gateway:
             log.exception("gateway error on %s", path)
             resp = _error(500, "internal gateway error", rid)
         route_label = route.id if route is not None else "-"
-        self.metrics.requests.labels(route_label, str(resp.status)).inc()
+        self._child(self.metrics.requests, route_label, str(resp.status)).inc()
         elapsed = time.perf_counter() - t0
-        self.metrics.latency.labels(route_label).observe(elapsed)
+        self._child(self.metrics.latency, route_label).observe(elapsed)
         if access.isEnabledFor(logging.INFO):
-            access.info(
-                json.dumps(
-                    {
-                        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                        "rid": rid,
-                        "method": request.method,
-                        "path": path,
-                        "route": route_label,
-                        "key": key.name if key is not None else None,
-                        "status": resp.status,
-                        "upstream_status": upstream_status,
-                        "ms": round(elapsed * 1000, 3),
-                        "peer": request.remote,
-                    },
-                    separators=(",", ":"),
-                )
+            # by hand, not json.dumps of a dict: ~5x cheaper, and only the path
+            # and peer can hold characters that need escaping (the method is an
+            # HTTP token, ids and key names are validated, rid is base64url)
+            peer = request.remote
+            self._access.write(
+                f'{{"ts":"{self._access.timestamp()}",'
+                f'"rid":"{rid}","method":"{request.method}","path":{json.dumps(path)},'
+                f'"route":"{route_label}",'
+                f'"key":{"null" if key is None else chr(34) + key.name + chr(34)},'
+                f'"status":{resp.status},'
+                f'"upstream_status":{"null" if upstream_status is None else upstream_status},'
+                f'"ms":{elapsed * 1000:.3f},'
+                f'"peer":{"null" if peer is None else json.dumps(peer)}}}'
             )
         return resp
 
@@ -345,38 +436,67 @@ class Gateway:
     async def _proxy(
         self, request: web.BaseRequest, route: Route, rid: str
     ) -> tuple[web.StreamResponse, int | None]:
-        assert self.session is not None
-        url = route.forward_url.split("/", 3)
-        base = "/".join(url[:3])
-        target = base + route.upstream_path(request.path)
-        if request.query_string:
-            target += "?" + request.query_string
-        headers = _filter(request.headers, _NOT_UPSTREAM)
-        headers[REQUEST_ID_HEADER] = rid
-        headers["X-Forwarded-For"] = request.remote or ""
-        headers["X-Forwarded-Prefix"] = route.prefix
-        data: Any = None
+        up = self._upstreams.get(route.forward_url)
+        if up is None:
+            up = self._upstreams[route.forward_url] = _Upstream.of(route.forward_url)
+        raw = request.raw_path
+        qpos = raw.find("?")
+        path = request.path
+        if route.strip_prefix and route.prefix != "/":
+            path = path[len(route.prefix) :]
+            if not path.startswith("/"):
+                path = "/" + path
+        target = up.base_path + _quote_path(path)
+        if qpos >= 0:
+            target += raw[qpos:]
+        peer = request.remote or ""
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_UPSTREAM]
+        named = request.headers.get("Connection")
+        if named:
+            drop = {h.strip().lower() for h in named.split(",")}
+            headers = [(k, v) for k, v in headers if k.lower() not in drop]
+        headers += (
+            (REQUEST_ID_HEADER, rid),
+            ("X-Forwarded-For", peer),
+            ("X-Real-IP", peer),
+            ("X-Forwarded-Proto", request.scheme),
+            ("X-Forwarded-Host", request.host or ""),
+            ("X-Forwarded-Prefix", route.prefix),
+        )
+        method = request.method
+        if method == "HEAD" and route.decrypt:
+            # An answer to HEAD has no body, so no envelope to open and check:
+            # ask with GET and send the client the headers without the body
+            # (aiohttp leaves out the body of an answer to HEAD).
+            method = "GET"
+        body: bytes | AsyncIterator[bytes] | None = None
         if request.can_read_body:
             cl = request.content_length
-            data = (
-                await request.read()
-                if cl is not None and cl <= SMALL_BODY
-                else request.content.iter_any()
-            )
-        timeout = aiohttp.ClientTimeout(total=route.timeout_s)
+            if cl is not None and cl <= SMALL_BODY:
+                try:
+                    body = await request.read()
+                except RequestPayloadError as exc:
+                    return _bad_body(rid, exc), None
+                headers.append(("Content-Length", str(len(body))))
+            elif cl is not None:
+                body = request.content.iter_any()
+                headers.append(("Content-Length", str(cl)))
+            else:
+                body = request.content.iter_any()
+                headers.append(("Transfer-Encoding", "chunked"))
+        elif method in ("POST", "PUT", "PATCH"):
+            headers.append(("Content-Length", "0"))
+        head = encode_head(method, target, up.host_header, headers)
         m = self.metrics
+        conn = None
         try:
-            async with self.session.request(
-                request.method,
-                target,
-                headers=headers,
-                data=data,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as up:
+            async with asyncio.timeout(route.timeout_s) as deadline:
+                answer, conn = await self.pool.request(
+                    up.host, up.port, head, body, head_only=method == "HEAD"
+                )
                 if route.decrypt:
-                    return await self._decrypted(up, route, rid), up.status
-                return await self._passed(request, up, rid), up.status
+                    return await self._decrypted(answer, route, rid), answer.status
+                return await self._passed(request, answer, route, rid, deadline), answer.status
         except TimeoutError:
             m.upstream_errors.labels(route.id, "timeout").inc()
             return _error(
@@ -384,14 +504,17 @@ class Gateway:
                 f"route {route.id!r}: the model service did not answer in {route.timeout_s:g}s",
                 rid,
             ), None
-        except (aiohttp.ClientError, OSError) as exc:
+        except RequestPayloadError as exc:  # the client's streamed body was malformed
+            return _bad_body(rid, exc), None
+        except UpstreamError as exc:
             m.upstream_errors.labels(route.id, "unreachable").inc()
-            log.warning("route %s: upstream %s failed: %s", route.id, base, exc)
+            log.warning("route %s: upstream %s failed: %s", route.id, up.host_header, exc)
             return _error(502, f"route {route.id!r}: the model service is unreachable", rid), None
+        finally:
+            if conn is not None:
+                self.pool.release(conn)
 
-    async def _decrypted(
-        self, up: aiohttp.ClientResponse, route: Route, rid: str
-    ) -> web.StreamResponse:
+    async def _decrypted(self, up: UpstreamResponse, route: Route, rid: str) -> web.StreamResponse:
         assert self.opener is not None
         m = self.metrics
         if up.content_type != MEDIA_TYPE:
@@ -402,20 +525,13 @@ class Gateway:
                 "envelope; refusing to pass it on",
                 rid,
             )
-        if (up.content_length or 0) > MAX_ENVELOPE:
+        try:
+            if (up.content_length or 0) > MAX_ENVELOPE:
+                raise BodyTooLargeError(MAX_ENVELOPE)
+            buf = await up.read(MAX_ENVELOPE)
+        except BodyTooLargeError:
             m.envelope_failures.labels(route.id, "too_large").inc()
             return _error(502, f"route {route.id!r}: envelope over {MAX_ENVELOPE} bytes", rid)
-        if up.content_length is not None:
-            buf: bytes | bytearray = await up.read()  # bounded by the check above
-        else:
-            buf = bytearray()
-            async for chunk in up.content.iter_any():
-                buf += chunk
-                if len(buf) > MAX_ENVELOPE:
-                    m.envelope_failures.labels(route.id, "too_large").inc()
-                    return _error(
-                        502, f"route {route.id!r}: envelope over {MAX_ENVELOPE} bytes", rid
-                    )
         unwraps = self.opener.unwraps
         try:
             opened = self.opener.open(buf, request_id=rid)
@@ -433,29 +549,121 @@ class Gateway:
         finally:
             if self.opener.unwraps != unwraps:
                 m.unwraps.inc(self.opener.unwraps - unwraps)
-        m.envelopes.labels(route.id).inc()
-        headers = _filter(up.headers, _NOT_DOWNSTREAM_SEALED)
+        self._child(m.envelopes, route.id).inc()
+        headers = _downstream(up.headers, _NOT_DOWNSTREAM_SEALED)
         headers[REQUEST_ID_HEADER] = rid
         if opened.content_type:
             headers["Content-Type"] = opened.content_type
         return web.Response(status=opened.status, body=opened.body, headers=headers)
 
     async def _passed(
-        self, request: web.BaseRequest, up: aiohttp.ClientResponse, rid: str
+        self,
+        request: web.BaseRequest,
+        up: UpstreamResponse,
+        route: Route,
+        rid: str,
+        deadline: asyncio.Timeout,
     ) -> web.StreamResponse:
-        headers = _filter(up.headers, _NOT_DOWNSTREAM)
+        headers = _downstream(up.headers, _NOT_DOWNSTREAM)
         headers[REQUEST_ID_HEADER] = rid
         if up.content_length is not None and up.content_length <= SMALL_BODY:
-            return web.Response(status=up.status, body=await up.read(), headers=headers)
+            return web.Response(status=up.status, body=await up.read(SMALL_BODY), headers=headers)
         out = web.StreamResponse(status=up.status, headers=headers)
+        if up.content_length is not None:
+            # the client can tell a short body from a complete one
+            out.content_length = up.content_length
         await out.prepare(request)
-        async for chunk in up.content.iter_any():
-            await out.write(chunk)
+        try:
+            async for chunk in up.iter_chunks():
+                await out.write(chunk)
+        except ConnectionError:  # the client went away; the upstream connection is dropped
+            return out
+        except (UpstreamError, asyncio.CancelledError) as exc:
+            # The status line and part of the body are out: a 502 is no longer
+            # possible, and ending the body cleanly would hand the client a
+            # truncated answer that looks complete. Abort the connection so the
+            # client sees the failure (no chunked terminator, or a short body);
+            # aiohttp's own end of the answer (write_eof) then meets a closed
+            # transport and drops the connection quietly.
+            if isinstance(exc, asyncio.CancelledError) and not deadline.expired():
+                raise  # a real cancellation (shutdown), not route.timeout_s running out
+            self.metrics.upstream_errors.labels(route.id, "broken").inc()
+            log.warning("route %s: upstream broke off mid-answer (rid %s): %s", route.id, rid, exc)
+            if request.transport is not None:
+                request.transport.abort()
+            return out
         await out.write_eof()
         return out
 
 
 # --- running -----------------------------------------------------------------------------
+
+
+class _AccessLog:
+    """Access-log lines, written to stderr in batches: at most 50 ms after the
+    request or when 64 KB are waiting, and at shutdown. One write per request
+    cost a system call each; a crash (kill -9) loses at most the last 50 ms."""
+
+    def __init__(self, delay: float = 0.05, limit: int = 64 * 1024) -> None:
+        self._lines: list[str] = []
+        self._size = 0
+        self._delay = delay
+        self._limit = limit
+        self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._prefix = ""
+
+    def timestamp(self) -> str:
+        """ISO 8601 UTC with milliseconds; the date and time of day are formatted
+        once per second (datetime per request cost more than the rest of the line)."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._prefix}.{int((now - second) * 1000):03d}+00:00"
+
+    def write(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line) + 1
+        if self._size >= self._limit:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        data = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        self._size = 0
+        try:
+            sys.stderr.write(data)
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed or full: never fail a request
+            pass
+
+
+class _ClientMistakes(logging.Filter):
+    """aiohttp logs a traceback for every malformed request it answers with 400:
+    anyone could fill the gateway's log with them. One line each, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
+            record.msg = f"{record.msg}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return http_log.isEnabledFor(logging.INFO)
+        return True
+
+
+http_log = logging.getLogger("modelseal.gateway.http")
+http_log.addFilter(_ClientMistakes())
 
 
 def configure_logging(access_log: bool) -> None:
@@ -476,6 +684,7 @@ async def serve_socket(
     sock: Any,
     *,
     shutdown_timeout: float = 30.0,
+    idle_timeout: float = 30.0,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT; SIGHUP reloads the routes file.
@@ -484,7 +693,16 @@ async def serve_socket(
     ``shutdown_timeout`` seconds to finish.
     """
     await gateway.start()
-    server = web.Server(gateway.handle, access_log=None)
+    # auto_decompress=False: a compressed request body goes upstream as sent
+    # (with its Content-Encoding), not inflated here; keepalive_timeout also
+    # closes a connection that never finishes its request headers (slowloris).
+    server = web.Server(
+        gateway.handle,
+        access_log=None,
+        logger=http_log,
+        auto_decompress=False,
+        keepalive_timeout=idle_timeout,
+    )
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.SockSite(runner, sock)

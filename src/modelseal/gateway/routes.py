@@ -10,8 +10,10 @@ a password hash would cost milliseconds.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,10 @@ RESERVED_PATHS: Final = ("/metrics", "/healthz")
 _ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 _HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
+#: A DNS name or an IPv4/IPv6 literal (urlsplit strips an IPv6 literal's brackets).
+_HOST_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,253}|[0-9A-Fa-f:.]{2,45}")
+#: A routes file larger than this is a mistake (a log, /dev/zero), not routes.
+MAX_FILE: Final = 16 * 1024 * 1024
 _RATE_RE: Final = re.compile(r"\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
 _PERIODS: Final = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60}
 _PERIODS_H: Final = {"h": 3600, "hour": 3600}
@@ -60,6 +66,8 @@ class Rate:
         count = int(m.group(1))
         if count < 1:
             raise ValueError("must allow at least 1 request")
+        if count > 1_000_000_000:
+            raise ValueError("must allow at most 1000000000 requests per period")
         unit = m.group(2)
         return cls(count, _PERIODS.get(unit) or _PERIODS_H[unit])
 
@@ -188,8 +196,10 @@ def _route(data: Any, where: str) -> Route:
     prefix = f.text("prefix")
     if not prefix.startswith("/") or (prefix != "/" and prefix.endswith("/")) or "//" in prefix:
         raise f.err("prefix", "must start with / and not end with / (e.g. /demo)")
-    if any(c in prefix for c in "?#% ") or any(p in (".", "..") for p in prefix.split("/")):
-        raise f.err("prefix", "must be a plain path (no ?, #, %, spaces, . or ..)")
+    if (any(c in prefix for c in "?#%\\") or not prefix.isprintable() or " " in prefix) or any(
+        p in (".", "..") for p in prefix.split("/")
+    ):
+        raise f.err("prefix", "must be a plain path (no ?, #, %, \\, spaces, controls, . or ..)")
     if prefix in RESERVED_PATHS:
         raise f.err("prefix", f"{prefix} is the gateway's own endpoint")
     url = f.text("forward_url")
@@ -199,10 +209,18 @@ def _route(data: Any, where: str) -> Route:
         raise f.err("forward_url", "is not a valid URL") from None
     if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
         raise f.err("forward_url", "must be http://host:port[/path] (no query or fragment)")
+    if "@" in parts.netloc:
+        # credentials in a URL end up in logs and error messages; a model
+        # service behind the gateway is reached on a private network
+        raise f.err("forward_url", "must not hold a user or password (user@host)")
+    if not _HOST_RE.fullmatch(parts.hostname) or not url.isprintable() or " " in url:
+        raise f.err("forward_url", "has an invalid host name")
     try:
-        parts.port  # noqa: B018 - raises on a bad port
+        port = parts.port
     except ValueError:
         raise f.err("forward_url", "has an invalid port") from None
+    if port == 0:
+        raise f.err("forward_url", "has an invalid port")
     return Route(
         id=rid,
         name=f.text("name", default=rid),
@@ -240,7 +258,7 @@ def parse_config(data: Any) -> GatewayConfig:
     top = _Fields(data, "routes file", {"version", "routes", "api_keys"})
     if "version" not in data:
         raise RoutesFileError("version: required (this gateway reads version 1)")
-    if data["version"] != VERSION:
+    if type(data["version"]) is not int or data["version"] != VERSION:  # not true, not 1.0
         raise RoutesFileError(f"version: {data['version']!r} is not supported (this reads 1)")
     raw_routes = top.data.get("routes")
     if not isinstance(raw_routes, list):
@@ -275,17 +293,51 @@ def parse_config(data: Any) -> GatewayConfig:
     return GatewayConfig(tuple(routes), keys)
 
 
-def load_config(path: str | Path) -> GatewayConfig:
+def _read(path: Path) -> str:
+    """The file's text: a regular file (a FIFO or a device would block or never end),
+    at most MAX_FILE bytes, UTF-8."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RoutesFileError(f"routes file {path} is not a regular file")
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_FILE:
+                chunk = os.read(fd, MAX_FILE + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+            raw = b"".join(chunks)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise RoutesFileError(f"cannot read routes file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_FILE:
+        raise RoutesFileError(f"routes file {path} is over {MAX_FILE} bytes")
+    try:
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise RoutesFileError(f"routes file {path} is not UTF-8") from None
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read, parse and validate a routes file; every problem is a RoutesFileError."""
+    path = Path(path)
+    text = _read(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise RoutesFileError(f"routes file {path} is not valid YAML{where}") from None
-    return parse_config(data)
+    except RecursionError:
+        raise RoutesFileError(f"routes file {path} is nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of over 4300 digits
+        raise RoutesFileError(f"routes file {path} is not valid YAML: {exc}") from None
+    try:
+        return parse_config(data)
+    except RecursionError:  # a structure deep enough to exhaust the stack
+        raise RoutesFileError(f"routes file {path} is nested too deeply") from None

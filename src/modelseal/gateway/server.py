@@ -52,6 +52,8 @@ class GatewayOptions:
     redis_url: str | None = None
     access_log: bool = True
     passphrase: str | None = None
+    #: seconds a connection may sit idle or take to send its request headers
+    idle_timeout: float = 30.0
     #: follow this control plane's routes and keys instead of a file (docs/platform.md)
     controlplane: str | None = None
     controlplane_token: str | None = None
@@ -117,7 +119,14 @@ def _worker(opts: GatewayOptions, ready: Any) -> None:
     except ModelsealError as exc:
         log.error("worker cannot start: %s", exc)
         raise SystemExit(exc.exit_code) from None
-    run_loop(serve_socket(gateway, sock, on_ready=lambda: ready.put(os.getpid())))
+    run_loop(
+        serve_socket(
+            gateway,
+            sock,
+            idle_timeout=opts.idle_timeout,
+            on_ready=lambda: ready.put(os.getpid()),
+        )
+    )
 
 
 def run(opts: GatewayOptions) -> None:
@@ -130,7 +139,7 @@ def run(opts: GatewayOptions) -> None:
         sock = bind(opts.host, opts.port, listen=True)
         gateway = _build(opts, opts.redis_url)
         log.warning("modelseal gateway: http://%s:%d", opts.host, sock.getsockname()[1])
-        run_loop(serve_socket(gateway, sock))
+        run_loop(serve_socket(gateway, sock, idle_timeout=opts.idle_timeout))
         return
     holder = bind(opts.host, opts.port, listen=False)
     port = holder.getsockname()[1]

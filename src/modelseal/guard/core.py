@@ -32,6 +32,7 @@ import asyncio
 import atexit
 import contextlib
 import enum
+import functools
 import os
 import threading
 import time
@@ -719,10 +720,12 @@ class Guard:
 
     # --- the per-call path --------------------------------------------------------
 
-    def check(self, feature: str | Sequence[str] | None = None) -> None:
+    def check(self, feature: str | Sequence[str] | None = None, *, count: bool = True) -> None:
         """Raise :class:`NotLicensedError` unless this call is licensed (and count it).
 
         ``feature`` may be several features a call needs at once (counted as one call).
+        ``count=False`` checks without using a licensed call: for requests that do
+        no work the license sells (a model service's metadata and readiness).
         """
         if self._denied is not None:
             raise NotLicensedError(self._denied)
@@ -738,7 +741,7 @@ class Guard:
                     if one not in self._features:
                         self._log_feature_refusal(one)
                         raise NotLicensedError("feature_missing")
-        if self._calls_limited:
+        if count and self._calls_limited:
             with self._lock:
                 if self._reserved_left <= 0:
                     self._reserve()
@@ -765,7 +768,9 @@ class Guard:
                 also_refused_since_last_record=suppressed,
             )
 
-    async def acheck(self, feature: str | Sequence[str] | None = None) -> None:
+    async def acheck(
+        self, feature: str | Sequence[str] | None = None, *, count: bool = True
+    ) -> None:
         """``check`` for async code: the rare slow path runs in a worker thread."""
         if (
             self._denied is None
@@ -778,11 +783,11 @@ class Guard:
                     else all(f in self._features for f in feature)
                 )
             )
-            and (not self._calls_limited or self._reserved_left > 0)
+            and (not count or not self._calls_limited or self._reserved_left > 0)
         ):
-            self.check(feature)
+            self.check(feature, count=count)
             return
-        await asyncio.to_thread(self.check, feature)
+        await asyncio.to_thread(functools.partial(self.check, feature, count=count))
 
     def _reserve(self) -> None:
         lic = self.license

@@ -144,10 +144,14 @@ class LicenseASGIMiddleware:
         features: dict[str, str] | None = None,
         exempt: Iterable[str] = ("/healthz",),
         unavailable_status: int = 403,
+        counted: Callable[[str], bool] | None = None,
     ) -> None:
         self.app = app
         self.routes = _PathPolicy(guard, features, exempt)
         self.unavailable_status = unavailable_status
+        #: which request paths use a licensed call (default: every checked one);
+        #: the others are checked without counting (e.g. model metadata)
+        self.counted = counted
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope.get("type")
@@ -160,7 +164,10 @@ class LicenseASGIMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            await self.routes.guard.acheck(needed[0] if len(needed) == 1 else needed or None)
+            await self.routes.guard.acheck(
+                needed[0] if len(needed) == 1 else needed or None,
+                count=self.counted is None or any(self.counted(p) for p in paths),
+            )
         except (ModelsealError, OSError) as exc:
             # any failure of the guard is a refusal; callers learn nothing more
             if kind == "websocket":

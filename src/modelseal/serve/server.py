@@ -19,6 +19,7 @@ from typing import Any
 from modelseal import _prometheus
 from modelseal.errors import ListenError
 from modelseal.serve.app import (
+    MODEL_PREFIX,
     ASGIApp,
     CanonicalModelPath,
     EnvelopeMiddleware,
@@ -33,6 +34,14 @@ log = logging.getLogger("modelseal.serve")
 
 #: Exempt from the Guard: probes and scrapes must work while a license is refused.
 EXEMPT = ("/v2/health", "/metrics")
+
+
+def counted_call(path: str) -> bool:
+    """Only inference uses one of the license's calls. Metadata, readiness and
+    the server's own routes are still checked (a refused license answers
+    nothing) but are not counted: a client's or the gateway's metadata reads
+    must not spend a quota sold as inference calls."""
+    return path.startswith(MODEL_PREFIX) and path.endswith("/infer")
 
 
 def build_app(config: ServeConfig) -> tuple[ASGIApp, ModelService]:
@@ -73,6 +82,7 @@ def build_app(config: ServeConfig) -> tuple[ASGIApp, ModelService]:
         guard,
         features=dict(config.features),
         exempt=EXEMPT,
+        counted=counted_call,
     )
     app = CanonicalModelPath(app, service.version)
     if sealer is not None:

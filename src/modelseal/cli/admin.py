@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
-from rich.table import Table
 
-from modelseal._http import call, call_json
 from modelseal.cli._common import emit_json, errors_as_exit_codes, fail, out
+from modelseal.cli._server import Json, q, show, table, target
 
 app = typer.Typer(
     help="Manage a license server: plans, customers, models, orders, licenses.",
@@ -46,35 +43,6 @@ for sub, name in (
 ):
     app.add_typer(sub, name=name)
 
-Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-
-
-@dataclass
-class _Target:
-    server: str
-    token: str
-
-    def url(self, path: str) -> str:
-        return self.server.rstrip("/") + path
-
-    def get(self, path: str) -> Any:
-        return call_json("GET", self.url(path), token=self.token)
-
-    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-        return call_json(
-            "POST",
-            self.url(path),
-            token=self.token,
-            json_body=body if body is not None else {},
-            headers=headers,
-        )
-
-    def patch(self, path: str, body: Any) -> Any:
-        return call_json("PATCH", self.url(path), token=self.token, json_body=body)
-
-    def text(self, path: str) -> str:
-        return call("GET", self.url(path), token=self.token)[1].decode()
-
 
 @app.callback()
 def connect(
@@ -93,37 +61,10 @@ def connect(
     ctx.obj = (server, token_file)
 
 
-def _target(ctx: typer.Context) -> _Target:
-    server, token_file = ctx.obj or (None, None)
-    if not server:
-        fail("no server: give --server URL or set MODELSEAL_SERVER", 2)
-    if not token_file:
-        fail("no token: give --token-file FILE or set MODELSEAL_TOKEN_FILE", 2)
-    try:
-        token = Path(token_file).read_text().strip()
-    except OSError as exc:
-        fail(f"cannot read the token file {token_file}: {exc.strerror}", 3)
-    return _Target(server, token)
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str], title: str) -> None:
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    out.print(table)
-
-
-def _show(data: Any, as_json: bool, columns: list[str], title: str) -> None:
-    if as_json:
-        emit_json(data)
-    else:
-        _table(data if isinstance(data, list) else [data], columns, title)
-
-
-def _q(ref: str) -> str:
-    return quote(ref, safe="")
+_target = target
+_table = table
+_show = show
+_q = q
 
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")

@@ -15,7 +15,8 @@ import typer
 
 from modelseal._http import call
 from modelseal.cli._common import emit_json, errors_as_exit_codes, fail, out
-from modelseal.cli.admin import Json, _q, _show, _target, app, licenses
+from modelseal.cli._server import Json
+from modelseal.cli.admin import _q, _show, _target, app, licenses
 
 users = typer.Typer(
     help="People of the vendor: users with roles (owner only).", no_args_is_help=True

@@ -9,16 +9,14 @@ for machines, one-line errors with the exit codes of docs/cli.md.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
 
 import typer
-from rich.table import Table
 
-from modelseal._http import call, call_json
+from modelseal._http import call
 from modelseal.cli._common import emit_json, errors_as_exit_codes, fail, out
+from modelseal.cli._server import Json, q, show, target
 
 app = typer.Typer(
     help="The platform: model vendors, models, documents, deployment configs, images, "
@@ -46,33 +44,8 @@ for sub, name in (
     app.add_typer(sub, name=name)
 
 P = "/v1/platform"
-Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 Search = Annotated[str | None, typer.Option("--search", "-q", help="substring to look for")]
 Ref = Annotated[str, typer.Argument(help="id or name")]
-
-
-@dataclass
-class _Target:
-    server: str
-    token: str
-
-    def url(self, path: str, params: dict[str, Any] | None = None) -> str:
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        return self.server.rstrip("/") + path + (f"?{urlencode(query)}" if query else "")
-
-    def get(self, path: str, **params: Any) -> Any:
-        return call_json("GET", self.url(path, params), token=self.token)
-
-    def post(self, path: str, body: Any = None, **params: Any) -> Any:
-        return call_json(
-            "POST",
-            self.url(path, params),
-            token=self.token,
-            json_body=body if body is not None else {},
-        )
-
-    def delete(self, path: str) -> Any:
-        return call_json("DELETE", self.url(path), token=self.token)
 
 
 @app.callback()
@@ -92,33 +65,9 @@ def connect(
     ctx.obj = (server, token_file)
 
 
-def _target(ctx: typer.Context) -> _Target:
-    server, token_file = ctx.obj or (None, None)
-    if not server:
-        fail("no server: give --server URL or set MODELSEAL_SERVER", 2)
-    if not token_file:
-        fail("no token: give --token-file FILE or set MODELSEAL_TOKEN_FILE", 2)
-    try:
-        token = Path(token_file).read_text().strip()
-    except OSError as exc:
-        fail(f"cannot read the token file {token_file}: {exc.strerror}", 3)
-    return _Target(server, token)
-
-
-def _show(data: Any, as_json: bool, columns: list[str], title: str) -> None:
-    if as_json:
-        emit_json(data)
-        return
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col)
-    for row in data if isinstance(data, list) else [data]:
-        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
-    out.print(table)
-
-
-def _q(ref: str) -> str:
-    return quote(ref, safe="")
+_target = target
+_show = show
+_q = q
 
 
 def _read_text(path: Path, what: str) -> str:

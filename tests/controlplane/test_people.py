@@ -279,3 +279,24 @@ def test_a_role_that_may_not_do_a_thing_gets_403_on_every_such_operation(
     # nothing changed on the way: the license is still active, nobody was disabled
     assert owner.get(f"/v1/licenses/{made['id']}").json()["status"] == "active"
     assert all(u["disabled_at"] is None for u in owner.get("/v1/users").json())
+
+
+def test_the_per_address_login_limit_belongs_to_one_server_not_the_process() -> None:
+    """Two servers in one process (tests, an embedding program) must not lock each other's
+    users out: a spray counted against one server's address limit leaves the other's alone
+    (this coupling made the MFA-unlock tests fail in CI after the lockout tests had run)."""
+    from sqlalchemy import create_engine
+
+    from modelseal.controlplane.db import session_factory
+    from modelseal.controlplane.services import people
+
+    one = session_factory(create_engine("sqlite://"))
+    other = session_factory(create_engine("sqlite://"))
+    people.install_address_limiter(one)
+    people.install_address_limiter(other)
+    with one() as a, one() as a2, other() as b:
+        for _ in range(people.ADDRESS_FAILURES):
+            people._addresses(a).fail("10.0.0.7")
+        assert people._addresses(a2).blocked("10.0.0.7")  # the same server: every session
+        assert not people._addresses(b).blocked("10.0.0.7")
+        assert not people.ADDRESSES.blocked("10.0.0.7")

@@ -29,6 +29,7 @@ from modelseal.controlplane.routes import (
 from modelseal.controlplane.routes import webhooks as webhook_routes
 from modelseal.controlplane.secretbox import SecretBox, load_or_create_master_key
 from modelseal.controlplane.services import audit, webhooks
+from modelseal.controlplane.services import people as people_service
 from modelseal.controlplane.services.heartbeats import HeartbeatService, heartbeat_reply
 from modelseal.controlplane.settings import Settings
 from modelseal.errors import ModelsealError
@@ -180,6 +181,7 @@ def build_state(settings: Settings) -> AppState:
     box = SecretBox(load_or_create_master_key(settings.master_key_path))
     box.hsm = hsm.from_settings(settings)
     sessions = db.session_factory(engine)
+    people_service.install_address_limiter(sessions)
     audit.install(sessions, box)
     webhooks.install()
     return AppState(

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from modelseal.controlplane.errors import (
     ConflictError,
@@ -338,7 +338,25 @@ class _AddressLimiter:
             self._seen.setdefault(address, deque()).append(time.monotonic())
 
 
+#: The fallback for sessions made outside a server (scripts, the CLI's init).
 ADDRESSES = _AddressLimiter()
+#: ``Session.info`` key of the running server's own limiter (``install_address_limiter``).
+_LIMITER_KEY = "modelseal.login_limiter"
+
+
+def install_address_limiter(sessions: sessionmaker[Session]) -> None:
+    """Give every session of this server one limiter of its own.
+
+    Per server instance rather than per Python process: two apps in one
+    process (tests, or a server embedded in another program) must not count
+    each other's failures, and each worker process still has its own.
+    """
+    sessions.kw.setdefault("info", {})[_LIMITER_KEY] = _AddressLimiter()
+
+
+def _addresses(session: Session) -> _AddressLimiter:
+    limiter = session.info.get(_LIMITER_KEY)
+    return limiter if isinstance(limiter, _AddressLimiter) else ADDRESSES
 
 
 def locked(user: User) -> int | None:
@@ -350,7 +368,7 @@ def locked(user: User) -> int | None:
 
 def record_failure(session: Session, user: User, address: str | None, what: str) -> None:
     user.failed_logins += 1
-    ADDRESSES.fail(address)
+    _addresses(session).fail(address)
     lockout = None
     if user.failed_logins % MAX_FAILURES == 0:
         rounds = user.failed_logins // MAX_FAILURES
@@ -413,7 +431,7 @@ def login(
     """Check a login; the failure is returned (not raised) so that its audit record and the
     failure count commit with the refusal."""
     refused = UnauthorizedError("wrong vendor, username or password")
-    if ADDRESSES.blocked(address):
+    if _addresses(session).blocked(address):
         return TooManyAttemptsError("too many failed logins from this address; try later")
     audit.bind(session, actor={"kind": "anonymous", "username": username}, address=address)
     user = session.execute(
@@ -423,7 +441,7 @@ def login(
     ).scalar_one_or_none()
     if user is None or user.disabled_at is not None:
         check_password(None, password)
-        ADDRESSES.fail(address)
+        _addresses(session).fail(address)
         if user is not None:
             audit.note(
                 session,

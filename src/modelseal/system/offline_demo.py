@@ -188,5 +188,4 @@ def run(work: Path, console: Console) -> int:
     return 0
 
 
-
 __all__ = ["MARKER", "TinyClassifier", "run"]

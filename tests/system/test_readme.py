@@ -63,4 +63,4 @@ def test_the_readme_exit_codes_match_docs_cli() -> None:
     summarised = _codes(section)
     # the README groups 10-18 and 21-25; every code it names is documented, and the
     # other way round
-    assert summarised == documented, (summarised ^ documented)
+    assert summarised == documented, summarised ^ documented

@@ -61,7 +61,8 @@ def run(work: Path, console: Console) -> int:
     _prepare(work)
 
     def step(title: str) -> None:
-        console.rule(f"[bold]{title}")
+        # a plain heading, not a rule: the CLI's console is wide when not on a terminal
+        console.print(f"\n[bold]== {title}[/bold]", highlight=False)
 
     torch.manual_seed(0)
 
@@ -184,7 +185,7 @@ def run(work: Path, console: Console) -> int:
     console.print(f"calls used: {guard.usage()}; audit log: {guard.audit_path}")
     guard.close()
 
-    console.rule("[green]demo complete")
+    console.print("\n[bold green]demo complete[/bold green]")
     return 0
 
 

@@ -417,3 +417,44 @@ def test_a_data_dir_bound_to_other_ports_is_refused(
     assert done.returncode == 2, done.stdout + done.stderr
     assert says in done.stderr and flag in done.stderr
     assert "Starting" not in done.stdout
+
+
+def test_a_run_stopped_after_the_totp_confirmation_recovers_the_kept_secret(
+    tmp_path: Path,
+) -> None:
+    """The secret is written before the confirmation: a crash between the two loses nothing.
+
+    Its own data directory: checking the kept secret logs in with a TOTP code,
+    and a code is accepted once, so it must not race the printed-login test.
+    """
+    ports = Ports(free_port(), free_port(), free_port())
+    data = tmp_path / "data"
+    command = [
+        sys.executable,
+        "-m",
+        "modelseal",
+        "up",
+        "--data-dir",
+        str(data),
+        *ports.args(),
+        "--once",
+    ]
+    first = subprocess.run(
+        command, capture_output=True, text=True, env=_env(tmp_path), timeout=START_TIMEOUT
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    state_file = data / "system.json"
+    state = json.loads(state_file.read_text())
+    del state["totp_enrolled"], state["otpauth_uri"]  # as if stopped right after confirming
+    state_file.write_text(json.dumps(state))
+
+    again = subprocess.run(
+        command, capture_output=True, text=True, env=_env(tmp_path), timeout=START_TIMEOUT
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "(checking the kept secret)" in again.stdout
+    assert "POST /v1/session/totp\n" not in again.stdout  # no second enrolment
+    for label in ("password", "TOTP secret"):
+        assert printed(again.stdout, label) == printed(first.stdout, label)
+    assert printed(again.stdout, "otpauth URI") == printed(first.stdout, "otpauth URI")
+    assert json.loads(state_file.read_text())["totp_enrolled"] is True

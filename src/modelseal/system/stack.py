@@ -387,6 +387,14 @@ class _Process:
             self.proc.wait(10)
 
 
+class _RefusedError(SystemRunError):
+    """The control plane answered a session call with an error (its body kept for the caller)."""
+
+    def __init__(self, message: str, body: str) -> None:
+        super().__init__(message)
+        self.body = body
+
+
 class _SessionClient:
     """A person's browser-like session against the control plane (cookie + CSRF header).
 
@@ -414,7 +422,7 @@ class _SessionClient:
                 return json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             detail = exc.read(500).decode(errors="replace")
-            raise SystemRunError(f"POST {path} answered HTTP {exc.code}: {detail}") from None
+            raise _RefusedError(f"POST {path} answered HTTP {exc.code}: {detail}", detail) from None
         except (OSError, ValueError) as exc:
             raise SystemRunError(f"POST {path} failed: {exc}") from None
 
@@ -909,9 +917,14 @@ class SystemStack:
             self._report("Vendor: the owner's first login, enrolling TOTP")
             client = _SessionClient(self.controlplane_url, self.options.startup_timeout_s)
             self._echo(f"POST /v1/session {{vendor: {VENDOR}, username: {OWNER}, password}}")
-            login = client.post(
-                "/v1/session", {"vendor": VENDOR, "username": OWNER, "password": password}
-            )
+            body = {"vendor": VENDOR, "username": OWNER, "password": password}
+            try:
+                login = client.post("/v1/session", body)
+            except _RefusedError as exc:
+                if "totp_required" not in exc.body:
+                    raise
+                self._recover_enrolment(client, body)
+                return self._admin_login()
             client.csrf = str(login["csrf_token"])
             self._echo("POST /v1/session/totp")
             enrolment = client.post("/v1/session/totp", {})
@@ -934,6 +947,42 @@ class SystemStack:
             totp_secret=self.layout.owner_totp.read_text().strip(),
             otpauth_uri=str(self._state["otpauth_uri"]),
             recovery_codes=self.layout.owner_recovery_codes,
+        )
+
+    def _recover_enrolment(self, client: _SessionClient, body: dict[str, str]) -> None:
+        """A run stopped after confirming TOTP and before recording it: check the kept secret.
+
+        The owner's TOTP is on, so the secret must be the one in ``owner.totp``
+        (written before the confirmation); a login with it proves that, and the
+        enrolment is recorded. Without it the owner needs an MFA reset.
+        """
+        import pyotp
+
+        reset = (
+            f"{self._admin_env_line()} modelseal admin users reset-mfa {OWNER}, "
+            "then run modelseal up again"
+        )
+        if not self.layout.owner_totp.exists():
+            raise SystemStateError(f"the owner has TOTP on but its secret was not kept; {reset}")
+        secret = self.layout.owner_totp.read_text().strip()
+        # the code of the next step: the confirmation may have used the current one
+        code = pyotp.TOTP(secret).at(time.time() + 30)
+        self._echo(
+            "POST /v1/session {vendor, username, password, totp}  (checking the kept secret)"
+        )
+        try:
+            client.post("/v1/session", {**body, "totp": code})
+        except _RefusedError:
+            raise SystemStateError(
+                f"the kept TOTP secret does not log the owner in; {reset}"
+            ) from None
+        uri = pyotp.TOTP(secret).provisioning_uri(name=OWNER, issuer_name=f"modelseal {VENDOR}")
+        self._save(totp_enrolled=True, otpauth_uri=uri)
+
+    def _admin_env_line(self) -> str:
+        return (
+            f"MODELSEAL_SERVER={self.controlplane_url} "
+            f"MODELSEAL_TOKEN_FILE={shlex.quote(str(self.layout.owner_token))}"
         )
 
     # -- processes -------------------------------------------------------------------------------

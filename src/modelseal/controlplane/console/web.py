@@ -125,11 +125,13 @@ def templates() -> Jinja2Templates:
     return t
 
 
-def _when(ts: int | None) -> str:
+def _when(ts: int | str | None) -> str:
     from datetime import UTC, datetime
 
     if ts is None:
         return "—"
+    if isinstance(ts, str):  # already ISO (audit records)
+        return ts.replace("T", " ")[:16] + " UTC"
     return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 

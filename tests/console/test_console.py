@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelseal.crypto import ContentKey
-from tests.console.conftest import ConsoleApp, ConsoleUser, csrf_of
+from tests.console.conftest import ConsoleApp, ConsoleUser
 
 PAGES = [
     "/console/",
@@ -47,8 +47,9 @@ def _headers_ok(resp: object) -> None:
 def _customers(owner: ConsoleUser) -> list[str]:
     import re
 
-    return re.findall(r'/console/licenses\?customer=[^"]+">([^<]+)<', owner.client.get(
-        "/console/customers").text)
+    return re.findall(
+        r'/console/licenses\?customer=[^"]+">([^<]+)<', owner.client.get("/console/customers").text
+    )
 
 
 def test_every_page_renders_with_the_security_headers(console: ConsoleApp) -> None:
@@ -162,13 +163,21 @@ GARBAGE = [
 ]
 
 
-@pytest.mark.parametrize("path", ["/console/licenses/lic_nope", "/console/devices/dev_nope",
-                                  "/console/webhooks/wh_nope", "/console/nowhere",
-                                  "/console/platform/deployments/dep_nope",
-                                  "/console/platform/deploy?config=nope",
-                                  "/console/platform/documents/doc_nope/content",
-                                  "/console/reports/nope.csv", "/console/audit?after=x",
-                                  "/console/devices/dev_nope/secret.yaml?namespace=BAD_"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/licenses/lic_nope",
+        "/console/devices/dev_nope",
+        "/console/webhooks/wh_nope",
+        "/console/nowhere",
+        "/console/platform/deployments/dep_nope",
+        "/console/platform/deploy?config=nope",
+        "/console/platform/documents/doc_nope/content",
+        "/console/reports/nope.csv",
+        "/console/audit?after=x",
+        "/console/devices/dev_nope/secret.yaml?namespace=BAD_",
+    ],
+)
 def test_unknown_things_are_pages_not_500s(console: ConsoleApp, path: str) -> None:
     owner = console.user("olga", "owner")
     resp = owner.client.get(path)
@@ -186,7 +195,7 @@ def test_bad_form_input_comes_back_with_a_message(console: ConsoleApp) -> None:
     # a broken multipart body is a 400 page too
     broken = owner.client.post(
         "/console/activate",
-        content=b"--zz\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nx",
+        content=b'--zz\r\nContent-Disposition: form-data; name="csrf"\r\n\r\nx',
         headers={"Content-Type": "multipart/form-data; boundary=zz"},
     )
     assert 400 <= broken.status_code < 500
@@ -201,18 +210,24 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
     owner = console.user("olga", "owner")
     key = ContentKey.generate()
     assert owner.post("/console/customers", {"name": "Acme Clinic"}).status_code == 200
-    assert owner.post("/console/plans", {"name": "pro", "days": "3", "max_devices": "2"}
-                      ).status_code == 200
+    assert (
+        owner.post("/console/plans", {"name": "pro", "days": "3", "max_devices": "2"}).status_code
+        == 200
+    )
     jwk = json.dumps(key.to_jwk()).encode()
-    made = owner.post("/console/models", {"model_id": "acme/ocr"},
-                      files={"key_file": ("m.key", jwk, "application/json")})
+    made = owner.post(
+        "/console/models",
+        {"model_id": "acme/ocr"},
+        files={"key_file": ("m.key", jwk, "application/json")},
+    )
     assert "Model registered." in made.text, made.text
     import re
 
     model_id = re.search(r'value="(mdl_[^"]+)"', owner.client.get("/console/orders").text)
     assert model_id
-    issued = owner.post("/console/orders", {"customer": "Acme Clinic", "plan": "pro",
-                                            "models": model_id.group(1)})
+    issued = owner.post(
+        "/console/orders", {"customer": "Acme Clinic", "plan": "pro", "models": model_id.group(1)}
+    )
     assert issued.status_code == 200 and "License issued." in issued.text, issued.text
     lic = re.search(r"License (lic_[A-Za-z0-9_-]+)", issued.text).group(1)  # type: ignore[union-attr]
     license_key = re.search(r'id="license-key">([^<]+)<', issued.text).group(1)  # type: ignore[union-attr]
@@ -222,8 +237,11 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
     assert 'id="n-licenses">1<' in home.text and 'id="n-devices">0<' in home.text
     # offline activation with an uploaded request file
     request_file = json.dumps(fake_request(license_key, seed=3).to_json()).encode()
-    act = owner.post("/console/activate", {"license": lic},
-                     files={"request": ("request.json", request_file, "application/json")})
+    act = owner.post(
+        "/console/activate",
+        {"license": lic},
+        files={"request": ("request.json", request_file, "application/json")},
+    )
     assert act.status_code == 200 and "Device activated." in act.text, act.text
     device = re.search(r"/console/devices/(dev_[A-Za-z0-9_-]+)/license.jwt", act.text).group(1)  # type: ignore[union-attr]
     jwt = owner.client.get(f"/console/devices/{device}/license.jwt")

@@ -403,7 +403,7 @@ def _deployment_page(
         except (ControlPlaneError, ModelsealError) as exc:
             logs = f"(no logs: {exc})"
     name = "deployment_status.html" if fragment else "deployment.html"
-    return page(request, name, me, d=row, status=status.to_json(), route=route, logs=logs, **extra)
+    return page(request, name, me, d=row, state=status.to_json(), route=route, logs=logs, **extra)
 
 
 @router.get("/deployments")

@@ -35,7 +35,7 @@ function drawCharts() {
                        ? ["#16692b", "#a3131b", "#8a5a00", "#5b6470", "#0b5cad"]
                        : "#0b5cad" }],
       },
-      options: { animation: false, responsive: true,
+      options: { animation: false, responsive: true, maintainAspectRatio: false,
                  plugins: { legend: { display: spec[1] === "doughnut" } },
                  scales: spec[1] === "doughnut" ? {} : { y: { beginAtZero: true, ticks: { precision: 0 } } } },
     });

@@ -26,7 +26,8 @@ import pyotp
 import pytest
 
 from modelseal.crypto import ContentKey
-from tests.serve._deployment import MODEL_ID, Server, free_port, make_deployment, run_cli
+from tests.controlplane.platform.test_end_to_end import SPEC, _infer
+from tests.serve._deployment import Server, free_port, make_deployment, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -37,22 +38,6 @@ ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(os.environ.get("MODELSEAL_TEST_ARTIFACTS") or Path(__file__).parent / "artifacts")
-SPEC = """\
-apiVersion: modelseal/v1
-kind: ModelDeployment
-metadata: {{name: classifier, namespace: models}}
-spec:
-  model: {{name: classifier, version: "1.0.0"}}
-  image: registry.example.com/acme/classifier:1.0.0
-  containerPort: 8080
-  command: ["modelseal", "serve", "/models/model.mseal", "--port", "8080", "--threads", "1"]
-  replicas: 1
-  volumes: [{{name: models, hostPath: {root}, mountPath: /models}}]
-  license: {{file: license.jwt}}
-  envelopeKey: {{file: gateway-sm2.pub}}
-  trust: {{file: vendor.pub}}
-  route: {{prefix: /classifier}}
-"""
 
 
 def _browser_or_skip() -> Any:
@@ -72,24 +57,6 @@ def _browser_or_skip() -> Any:
     missing = [f for f in VENDOR_FILES if not (STATIC / "vendor" / f).is_file()]
     assert not missing, f"console assets missing ({missing}): run bash scripts/console-assets.sh"
     return sync_playwright
-
-
-def _infer(url: str, key: str) -> tuple[int, Any]:
-    body = json.dumps(
-        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
-    ).encode()
-    req = urllib.request.Request(
-        f"{url}/classifier/v2/models/{MODEL_ID}/infer",
-        data=body,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError as exc:
-        return 0, str(exc)
 
 
 def _api(url: str, token: str, method: str, path: str, body: Any = None) -> Any:

@@ -22,6 +22,7 @@ from modelseal.controlplane.console.web import (
     SecurityHeaders,
     missing_assets,
     page,
+    problem,
     redirect,
 )
 
@@ -41,13 +42,8 @@ def mount(app: FastAPI) -> None:
 
     @app.api_route(PREFIX + "/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
     def console_not_found(rest: str, request: Request) -> HTMLResponse:
-        return page(
-            request,
-            "error.html",
-            None,
-            status=404,
-            title="Not found",
-            message="There is no console page here.",
+        return problem(
+            request, None, "There is no console page here.", status=404, title="Not found"
         )
 
     @app.exception_handler(ConsoleRedirect)

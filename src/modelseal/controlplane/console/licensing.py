@@ -33,6 +33,7 @@ from modelseal.controlplane.console.web import (
     listed,
     optional_int,
     page,
+    problem,
     text,
     upload_text,
 )
@@ -61,9 +62,7 @@ def outcome(done: object, ok: str) -> dict[str, Any]:
 
 
 def _not_found(request: Request, me: Viewer, exc: ControlPlaneError) -> HTMLResponse:
-    return page(
-        request, "error.html", me, status=exc.status_code, title="Not found", message=str(exc)
-    )
+    return problem(request, me, str(exc), status=exc.status_code, title="Not found")
 
 
 # --- dashboard ------------------------------------------------------------------------------
@@ -271,13 +270,8 @@ def license_action(
         def run() -> object:
             return licensing.set_status(db, st.box, me.who, ref, STATUS_ACTIONS[action])
     else:
-        return page(
-            request,
-            "error.html",
-            me,
-            status=404,
-            title="Not found",
-            message=f"no license action {action[:40]!r}",
+        return problem(
+            request, me, f"no license action {action[:40]!r}", status=404, title="Not found"
         )
     done = attempt(db, run)
     return _license_page(request, st, db, me, ref, **outcome(done, f"Done: {action}."))
@@ -338,13 +332,8 @@ def device_action(ref: str, action: str, request: Request, st: State, db: DB, me
     allow(me, *ISSUERS)
     run = DEVICE_ACTIONS.get(action)
     if run is None:
-        return page(
-            request,
-            "error.html",
-            me,
-            status=404,
-            title="Not found",
-            message=f"no device action {action[:40]!r}",
+        return problem(
+            request, me, f"no device action {action[:40]!r}", status=404, title="Not found"
         )
     done = attempt(db, lambda: run(db, me.who, ref))
     return _device_page(request, st, db, me, ref, **outcome(done, f"Done: {action}."))
@@ -555,9 +544,7 @@ def report_list(request: Request, me: Me) -> Response:
 @router.get("/reports/{kind}.{fmt}")
 def report(kind: str, fmt: str, request: Request, db: DB, me: Me) -> Response:
     if kind not in reports.KINDS or fmt not in ("csv", "json"):
-        return page(
-            request, "error.html", me, status=404, title="Not found", message="no such report"
-        )
+        return problem(request, me, "no such report", status=404, title="Not found")
     try:
         days = min(max(int(request.query_params.get("days") or 30), 1), 3650)
     except ValueError:

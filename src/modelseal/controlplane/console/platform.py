@@ -29,6 +29,7 @@ from modelseal.controlplane.console.web import (
     download,
     listed,
     page,
+    problem,
     text,
     upload_text,
 )
@@ -89,9 +90,7 @@ def _listing(
 
 def listing(name: str, request: Request, db: DB, me: Me) -> Response:
     if name not in LISTS:
-        return page(
-            request, "error.html", me, status=404, title="Not found", message="no such page"
-        )
+        return problem(request, me, "no such page", status=404, title="Not found")
     return _listing(request, db, me, name)
 
 
@@ -186,9 +185,7 @@ def create(name: str, request: Request, db: DB, me: Me, form: Form) -> Response:
     if name == "api-keys":
         return _api_key(request, db, me, form)
     if name not in CREATE:
-        return page(
-            request, "error.html", me, status=404, title="Not found", message="no such page"
-        )
+        return problem(request, me, "no such page", status=404, title="Not found")
     ok, run = CREATE[name]
     done = attempt(db, lambda: run(db, me, form))
     return _listing(request, db, me, name, done, ok)
@@ -241,9 +238,7 @@ DELETE: dict[str, Callable[[Session, Viewer, PlatformRuntime, str], Any]] = {
 def remove(name: str, ref: str, request: Request, db: DB, me: Me, rt: Runtime) -> Response:
     allow(me, *ISSUERS)
     if name not in DELETE:
-        return page(
-            request, "error.html", me, status=404, title="Not found", message="no such page"
-        )
+        return problem(request, me, "no such page", status=404, title="Not found")
     done = attempt(db, lambda: DELETE[name](db, me, rt, ref))
     return _listing(request, db, me, name, done, "Done.")
 
@@ -278,9 +273,7 @@ def document_content(ref: str, request: Request, db: DB, me: Me, rt: Runtime) ->
         doc = svc.get_document(db, me.who, ref)
         data = svc.document_bytes(rt, doc)
     except ControlPlaneError as exc:
-        return page(
-            request, "error.html", me, status=exc.status_code, title="Not found", message=str(exc)
-        )
+        return problem(request, me, str(exc), status=exc.status_code, title="Not found")
     response = download(data, doc.filename, doc.content_type)
     response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
     return response
@@ -387,14 +380,7 @@ def _deployment_page(
     try:
         row, status = svc.deployment_status(db, me.who, rt, ref)
     except ControlPlaneError as exc:
-        return page(
-            request,
-            "error.html",
-            me,
-            status=exc.status_code,
-            title="Not available",
-            message=str(exc),
-        )
+        return problem(request, me, str(exc), status=exc.status_code, title="Not available")
     route = svc.route_of(db, row)
     logs = None
     if me.can(*ISSUERS) and not fragment:
@@ -427,7 +413,7 @@ def deployment_logs(ref: str, request: Request, db: DB, me: Me, rt: Runtime) -> 
     try:
         _row, logs = svc.deployment_logs(db, me.who, rt, ref, tail)
     except (ControlPlaneError, ModelsealError) as exc:
-        return page(request, "error.html", me, status=404, title="No logs", message=str(exc))
+        return problem(request, me, str(exc), status=404, title="No logs")
     return download(logs, f"{ref}.log", "text/plain; charset=utf-8")
 
 

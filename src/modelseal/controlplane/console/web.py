@@ -341,6 +341,18 @@ def page(
     return response
 
 
+def problem(
+    request: Request,
+    me: Viewer | None,
+    message: str,
+    *,
+    status: int = 404,
+    title: str = "Not found",
+) -> HTMLResponse:
+    """A refusal or a missing thing, as a page with its status (never a 500)."""
+    return page(request, "error.html", me, status=status, title=title, message=message)
+
+
 def json_block(data: Any) -> str:
     """Data for our script, in a non-executed JSON block (``<`` escaped: no ``</script>``)."""
     return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

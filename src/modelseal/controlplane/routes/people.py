@@ -56,25 +56,20 @@ def set_session_cookies(response: Response, st: AppState, result: people.LoginRe
     """The session cookie (``HttpOnly``, ``SameSite=Strict``) and the CSRF cookie, for the
     API's login and the console's alike."""
     secure = (st.settings.public_url or "").startswith("https://")
-    response.set_cookie(
-        people.SESSION_COOKIE,
-        result.cookie,
-        max_age=people.SESSION_SECONDS,
-        httponly=True,
-        samesite="strict",
-        secure=secure,
-        path="/",
-    )
-    # readable by the console's script: it echoes it as X-CSRF-Token (double submit)
-    response.set_cookie(
-        people.CSRF_COOKIE,
-        result.csrf,
-        max_age=people.SESSION_SECONDS,
-        httponly=False,
-        samesite="strict",
-        secure=secure,
-        path="/",
-    )
+    # the CSRF cookie is readable by the console's script: it echoes it as X-CSRF-Token
+    for name, value, httponly in (
+        (people.SESSION_COOKIE, result.cookie, True),
+        (people.CSRF_COOKIE, result.csrf, False),
+    ):
+        response.set_cookie(
+            name,
+            value,
+            max_age=people.SESSION_SECONDS,
+            httponly=httponly,
+            samesite="strict",
+            secure=secure,
+            path="/",
+        )
 
 
 def clear_session_cookies(response: Response) -> None:

@@ -40,6 +40,13 @@ def _hour(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:00")
 
 
+def _count_by(session: Session, column: Any, vendor_column: Any, vendor_id: str) -> dict[str, int]:
+    rows = session.execute(
+        select(column, func.count()).where(vendor_column == vendor_id).group_by(column)
+    ).all()
+    return {str(k): int(v) for k, v in rows}
+
+
 def figures(session: Session, vendor_id: str, *, now: int | None = None) -> dict[str, Any]:
     """Everything the dashboard shows for one vendor (read-only; no caller checks here:
     every role may read the dashboard, the console checks the session)."""
@@ -69,20 +76,8 @@ def figures(session: Session, vendor_id: str, *, now: int | None = None) -> dict
         if 0 <= index < HEARTBEAT_HOURS:
             seen[index] += 1
 
-    devices = dict(
-        session.execute(
-            select(Device.status, func.count())
-            .where(Device.vendor_id == vendor_id)
-            .group_by(Device.status)
-        ).all()
-    )
-    phases = dict(
-        session.execute(
-            select(DeploymentRecord.phase, func.count())
-            .where(DeploymentRecord.vendor_id == vendor_id)
-            .group_by(DeploymentRecord.phase)
-        ).all()
-    )
+    devices = _count_by(session, Device.status, Device.vendor_id, vendor_id)
+    phases = _count_by(session, DeploymentRecord.phase, DeploymentRecord.vendor_id, vendor_id)
     api_keys = session.execute(
         select(func.count())
         .select_from(GatewayApiKey)
@@ -94,7 +89,7 @@ def figures(session: Session, vendor_id: str, *, now: int | None = None) -> dict
     return {
         "licenses": int(licenses),
         "licenses_by_status": dict(sorted(by_status.items())),
-        "devices": {str(k): int(v) for k, v in sorted(devices.items())},
+        "devices": dict(sorted(devices.items())),
         "devices_active": int(devices.get("active", 0)),
         "activations": {"labels": days, "values": [per_day.get(d, 0) for d in days]},
         "heartbeats": {
@@ -102,6 +97,6 @@ def figures(session: Session, vendor_id: str, *, now: int | None = None) -> dict
             "values": seen,
         },
         "expiring": list(reports.expiring(session, vendor_id, None, days=EXPIRING_DAYS)),
-        "deployments": {str(k): int(v) for k, v in sorted(phases.items())},
+        "deployments": dict(sorted(phases.items())),
         "api_keys": int(api_keys),
     }

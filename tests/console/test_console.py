@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelseal.crypto import ContentKey
-from tests.console.conftest import ConsoleApp, ConsoleUser
+from tests.console.conftest import ConsoleApp, ConsoleUser, csrf_of
 
 PAGES = [
     "/console/",
@@ -192,6 +192,19 @@ def test_bad_form_input_comes_back_with_a_message(console: ConsoleApp) -> None:
         assert 400 <= resp.status_code < 500, (path, resp.status_code, resp.text[:300])
         assert resp.headers["content-type"].startswith("text/html"), path
         assert 'class="error"' in resp.text, (path, resp.text[:500])
+    # the form comes back filled in, secrets excepted
+    again = owner.post("/console/plans", {"name": "gold", "days": "thirty", "max_calls": "9"})
+    assert 'name="name" type="text" value="gold"' in again.text
+    assert 'name="days" type="number" value="thirty"' in again.text
+    assert "must be a whole number" in again.text
+    login = owner.client.get("/console/login")
+    refused = console.client().post(
+        "/console/login",
+        data={"csrf": csrf_of(login.text), "vendor": "acme", "username": "olga", "password": "p"},
+        cookies=dict(login.cookies),
+    )
+    assert refused.status_code == 401 and 'value="olga"' in refused.text
+    assert 'value="p"' not in refused.text
     # a broken multipart body is a 400 page too
     broken = owner.client.post(
         "/console/activate",
@@ -231,8 +244,6 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
     assert issued.status_code == 200 and "License issued." in issued.text, issued.text
     lic = re.search(r"License (lic_[A-Za-z0-9_-]+)", issued.text).group(1)  # type: ignore[union-attr]
     license_key = re.search(r'id="license-key">([^<]+)<', issued.text).group(1)  # type: ignore[union-attr]
-    before = console.client()
-    del before
     home = owner.client.get("/console/")
     assert 'id="n-licenses">1<' in home.text and 'id="n-devices">0<' in home.text
     # offline activation with an uploaded request file

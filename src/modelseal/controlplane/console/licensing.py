@@ -84,7 +84,7 @@ def home(request: Request, db: DB, me: Me) -> Response:
 
 @router.get("/dashboard.json")
 def home_figures(db: DB, me: Me) -> Response:
-    """The same figures as JSON, for the page's script to refresh the numbers."""
+    """The same figures as JSON, for a person's own scripts (with their session)."""
     return Response(
         json.dumps(dashboard.figures(db, me.who.vendor_id)), media_type="application/json"
     )
@@ -214,7 +214,7 @@ def order(request: Request, st: State, db: DB, me: Me, form: Form) -> Response:
         ),
     )
     if isinstance(done, str):
-        return _order_page(request, db, me, error=done, status=422, values=body)
+        return _order_page(request, db, me, error=done, status=422)
     lic, key = done
     return _license_page(request, st, db, me, lic.id, notice="License issued.", new_key=key)
 

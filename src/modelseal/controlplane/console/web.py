@@ -63,6 +63,7 @@ HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
+_REPLACED = {h for h, _ in HEADERS} | {b"cache-control"}
 ISSUERS = ("owner", "issuer")
 OWNERS = ("owner",)
 
@@ -88,12 +89,16 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                theirs = list(message.get("headers", []))
+                # a stricter policy set by the route (a document download's sandbox) stays
+                own_csp = any(k.lower() == b"content-security-policy" for k, _ in theirs)
                 headers = [
                     (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.lower() not in {h for h, _ in HEADERS} and k.lower() != b"cache-control"
+                    for k, v in theirs
+                    if (k.lower() not in _REPLACED)
+                    or (own_csp and k.lower() == b"content-security-policy")
                 ]
-                headers += HEADERS
+                headers += [(k, v) for k, v in HEADERS if not (own_csp and k == HEADERS[0][0])]
                 headers.append(
                     (b"cache-control", b"max-age=300" if static else b"no-store, max-age=0")
                 )
@@ -162,9 +167,12 @@ async def form_data(request: Request) -> FormData:
     if request.method in people.SAFE_METHODS:
         return FormData()
     try:
-        return await request.form()
+        form = await request.form()
     except Exception as exc:  # starlette raises its own MultiPartException, or ValueError
         raise ConsoleRefusal(400, "Bad request", f"the form could not be read: {exc}") from None
+    # kept for ``page``: a refused form comes back filled in (secrets excepted)
+    request.state.console_form = form
+    return form
 
 
 Form = Annotated[FormData, Depends(form_data)]
@@ -324,6 +332,8 @@ def page(
     notice: str | None = None,
     **context: Any,
 ) -> HTMLResponse:
+    if "values" not in context:
+        context["values"] = _refill(request) if status >= 400 else {}
     response = templates().TemplateResponse(
         request,
         name,
@@ -339,6 +349,17 @@ def page(
         status_code=status,
     )
     return response
+
+
+#: never echoed back into a refused form
+_SECRET_FIELDS = frozenset({"csrf", "password", "totp", "code", "content_key"})
+
+
+def _refill(request: Request) -> dict[str, str]:
+    form = getattr(request.state, "console_form", None)
+    if not isinstance(form, FormData):
+        return {}
+    return {k: v for k, v in form.items() if isinstance(v, str) and k not in _SECRET_FIELDS}
 
 
 def problem(

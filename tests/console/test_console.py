@@ -81,7 +81,8 @@ def test_every_page_renders_with_the_security_headers(console: ConsoleApp) -> No
 
 def test_state_changes_need_the_csrf_token(console: ConsoleApp) -> None:
     owner = console.user("olga", "owner")
-    for data in ({}, {"csrf": "forged"}, {"csrf": owner.csrf + "x"}):
+    other = console.user("oscar", "owner")  # another session's token is no good either
+    for data in ({}, {"csrf": "forged"}, {"csrf": owner.csrf + "x"}, {"csrf": other.csrf}):
         resp = owner.client.post("/console/customers", data={"name": "Mallory", **data})
         assert resp.status_code == 403, resp.text
         assert "security token" in resp.text

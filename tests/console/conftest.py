@@ -13,7 +13,9 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.controlplane.conftest import _vendor
+from tests.controlplane.conftest import _vendor, database_url
+
+__all__ = ["database_url"]  # the fixture: SQLite, and PostgreSQL where CI gives one
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -91,12 +93,14 @@ class ConsoleApp:
 
 
 @pytest.fixture
-def console(tmp_path: Path) -> Iterator[ConsoleApp]:
+def console(tmp_path: Path, database_url: str | None) -> Iterator[ConsoleApp]:
     from modelseal.controlplane import db
     from modelseal.controlplane.app import create_app
     from modelseal.controlplane.settings import Settings
 
-    settings = Settings(data_dir=tmp_path / "cp", node_port_range="30000-30009")
+    settings = Settings(
+        data_dir=tmp_path / "cp", database_url=database_url, node_port_range="30000-30009"
+    )
     engine = db.make_engine(settings)
     db.migrate(engine)
     engine.dispose()

@@ -268,6 +268,11 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
     assert figures["licenses_by_status"] == {"active": 1}
     assert sum(figures["activations"]["values"]) == 1
     assert [r["license"] for r in figures["expiring"]] == [lic]
+    # an unlock code with a reason and a fresh TOTP code
+    unlocked = owner.post(
+        f"/console/devices/{device}/unlock", {"reason": "lost the network", "totp": owner.code()}
+    )
+    assert unlocked.status_code == 200 and 'id="unlock-code"' in unlocked.text, unlocked.text
     # suspend, renew, revoke: the page says so, the status follows
     assert "suspended" in owner.post(f"/console/licenses/{lic}/suspend").text
     renewed = owner.post(f"/console/licenses/{lic}/renew", {"days": "30"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -319,6 +320,17 @@ def test_the_printed_curl_line_predicts_through_the_gateway_and_ctrl_c_stops_all
     login = owner_login(prepared, out)
     assert login.status_code == 200, login.text
     assert login.json()["mfa"] is True
+    # the printed console URL is the console: its login page for a stranger, the
+    # dashboard for the owner's session
+    found = re.search(r"^\s+console\s+(\S+)$", out, re.M)
+    assert found is not None, out[-3000:]
+    console = found.group(1)
+    assert console == f"http://127.0.0.1:{prepared.ports.controlplane}/console/"
+    stranger = httpx.get(console, timeout=30, follow_redirects=True)
+    assert stranger.status_code == 200 and 'name="password"' in stranger.text
+    dashboard = httpx.get(console, cookies=login.cookies, timeout=30, follow_redirects=False)
+    assert dashboard.status_code == 200, dashboard.text[:500]
+    assert 'name="password"' not in dashboard.text
     # ... and the data was reused: one deployment, one seat
     cp = f"http://127.0.0.1:{prepared.ports.controlplane}"
     token = (prepared.data_dir / "secrets" / "owner.token").read_text().strip()

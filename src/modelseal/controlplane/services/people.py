@@ -113,6 +113,19 @@ def check_password(stored: str | None, password: str) -> bool:
         return False
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two strings, whatever characters they hold.
+
+    ``hmac.compare_digest`` raises ``TypeError`` for a ``str`` with non-ASCII
+    characters; header and cookie values are latin-1 decoded by the server, so
+    a client could turn any check into a 500 (red team #12, finding 6).
+    Bytes compare without that edge: a forged value is simply unequal.
+    """
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape")
+    )
+
+
 def _check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise InvalidRequestError(f"a password needs at least {MIN_PASSWORD} characters")
@@ -178,11 +191,40 @@ def get_user(session: Session, caller: Caller, ref: str) -> User:
     return row
 
 
-def _end_sessions(session: Session, user: User) -> None:
+def _end_sessions(session: Session, user: User) -> int:
+    ended = 0
     for row in session.execute(
         select(UserSession).where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
     ).scalars():
         row.revoked_at = now_s()
+        ended += 1
+    return ended
+
+
+def _revoke_personal_tokens(session: Session, user: User) -> int:
+    """Personal tokens are minted from a session: whatever ends the sessions for a security
+    reason (new password, lost second factor) must end them too, or a thief who had the
+    session keeps a token without expiry (red team #12, finding 4). Each revocation is
+    recorded by the audit log's row diff (``token.revoked``)."""
+    from modelseal.controlplane.models import ApiToken
+
+    revoked = 0
+    for row in session.execute(
+        select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+    ).scalars():
+        row.revoked_at = now_s()
+        revoked += 1
+    return revoked
+
+
+def _note_ended(session: Session, user: User, why: str, sessions: int, tokens: int) -> None:
+    audit.note(
+        session,
+        user.vendor_id,
+        "user.sessions_ended",
+        {"target": {"kind": "user", "id": user.id}, "sessions": sessions, "tokens": tokens},
+        reason=why,
+    )
 
 
 def disable_user(session: Session, caller: Caller, ref: str) -> User:
@@ -214,15 +256,28 @@ def reset_mfa(session: Session, caller: Caller, ref: str) -> User:
         select(RecoveryCode).where(RecoveryCode.user_id == user.id)
     ).scalars():
         session.delete(code)
-    _end_sessions(session, user)
+    # a token passes require() as if it had a second factor: one that outlives the factor
+    # would be an owner without MFA
+    ended = _end_sessions(session, user)
+    _note_ended(session, user, "mfa_reset", ended, _revoke_personal_tokens(session, user))
     return user
 
 
 def change_password(session: Session, user: User, old: str, new: str) -> None:
+    """A new password ends every session of the user and revokes their personal tokens.
+
+    Changing the password is what a person does first when they suspect a
+    session was stolen, so it must end the thief's copy. The caller's own
+    session ends too; the route starts a fresh one (a new cookie, a new CSRF
+    token: :func:`start_session`), so the person stays logged in but a copied
+    cookie does not.
+    """
     if not check_password(user.password_hash, old):
         raise ForbiddenError("the current password is wrong")
     _check_new_password(new)
     user.password_hash = hash_password(new)
+    ended = _end_sessions(session, user)
+    _note_ended(session, user, "password_changed", ended, _revoke_personal_tokens(session, user))
 
 
 # --- TOTP ----------------------------------------------------------------------------------
@@ -261,7 +316,7 @@ def check_totp(box: SecretBox, user: User, code: str, *, now: float | None = Non
     for candidate in (step - 1, step, step + 1):
         if candidate <= user.totp_last_step:
             continue
-        if hmac.compare_digest(totp.at(candidate * TOTP_STEP), code):
+        if _same(totp.at(candidate * TOTP_STEP), code):
             return candidate
     return None
 
@@ -316,6 +371,7 @@ class _AddressLimiter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, deque[float]] = {}
+        self._locked: dict[str, tuple[int, int]] = {}
 
     def blocked(self, address: str | None) -> bool:
         if address is None:
@@ -336,6 +392,22 @@ class _AddressLimiter:
             if len(self._seen) > 100_000:  # bounded memory under a spray from many addresses
                 self._seen.clear()
             self._seen.setdefault(address, deque()).append(time.monotonic())
+
+    def refused_while_locked(self, user_id: str, locked_until: int) -> int:
+        """How many logins of this user this lockout has refused so far (this one included).
+
+        Kept here, not in the database: a refusal must cost no write, or
+        hammering a locked user is an unauthenticated way to grow the audit
+        log (red team #12, finding 3). Lost on restart: then a few more
+        records are written, nothing else.
+        """
+        with self._lock:
+            if len(self._locked) > 100_000:
+                self._locked.clear()
+            until, n = self._locked.get(user_id, (locked_until, 0))
+            n = n + 1 if until == locked_until else 1
+            self._locked[user_id] = (locked_until, n)
+            return n
 
 
 #: The fallback for sessions made outside a server (scripts, the CLI's init).
@@ -403,18 +475,24 @@ class LoginResult:
     csrf: str
     mfa: bool
     expires_at: int
+    session_id: str = ""
 
 
 def _cookie_key(box: SecretBox) -> bytes:
     return box.derive("session-cookie")
 
 
+def _utf8(text: str) -> bytes:
+    """Any str as bytes (a cookie's lone surrogates or latin-1 bytes must not raise)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _sign(box: SecretBox, text: str) -> str:
-    return b64url(hmac.new(_cookie_key(box), text.encode(), hashlib.sha256).digest())
+    return b64url(hmac.new(_cookie_key(box), _utf8(text), hashlib.sha256).digest())
 
 
 def csrf_token(box: SecretBox, session_id: str) -> str:
-    return b64url(hmac.new(_cookie_key(box), b"csrf\x00" + session_id.encode(), "sha256").digest())
+    return b64url(hmac.new(_cookie_key(box), b"csrf\x00" + _utf8(session_id), "sha256").digest())
 
 
 def login(
@@ -454,18 +532,30 @@ def login(
     audit.bind(
         session, actor={"kind": "user", "id": user.id, "username": username}, address=address
     )
-    wait = locked(user)
-    if wait is not None:
-        audit.note(
-            session,
-            user.vendor_id,
-            "user.auth_failed",
-            {"target": {"kind": "user", "id": user.id}, "username": username},
-            reason="locked",
-        )
-        return TooManyAttemptsError(
-            f"too many failed logins: this user is locked for {wait} more seconds"
-        )
+    if locked(user) is not None:
+        # The same answer, and the same argon2 cost, as an unknown user: a lock must not tell
+        # a prober that the name exists (red team #12, finding 5). It counts against the
+        # address like any failure, and is audited sparsely (the 1st, 2nd, 4th, 8th ...
+        # refusal of this lockout, with the count): a flood adds log2(n) records, not n.
+        check_password(None, password)
+        limiter = _addresses(session)
+        limiter.fail(address)
+        assert user.locked_until is not None
+        n = limiter.refused_while_locked(user.id, user.locked_until)
+        if n & (n - 1) == 0:
+            audit.note(
+                session,
+                user.vendor_id,
+                "user.auth_failed",
+                {
+                    "target": {"kind": "user", "id": user.id},
+                    "username": username,
+                    "refused_while_locked": n,
+                    "locked_until": user.locked_until,
+                },
+                reason="locked",
+            )
+        return refused
     if not check_password(user.password_hash, password):
         record_failure(session, user, address, "password")
         return refused
@@ -492,6 +582,20 @@ def login(
             return UnauthorizedError("a TOTP code is required", code="totp_required")
         mfa = True
     _ok(user)
+    result = start_session(session, box, user, mfa=mfa, address=address)
+    audit.note(
+        session,
+        user.vendor_id,
+        "user.login",
+        {"target": {"kind": "user", "id": user.id}, "session": result.session_id, "mfa": mfa},
+    )
+    return result
+
+
+def start_session(
+    session: Session, box: SecretBox, user: User, *, mfa: bool, address: str | None
+) -> LoginResult:
+    """A new session row and its cookie (a login, or the rotation after a password change)."""
     secret = secrets.token_urlsafe(32)
     row = UserSession(
         id=new_id("ses"),
@@ -504,12 +608,6 @@ def login(
         address=address,
     )
     session.add(row)
-    audit.note(
-        session,
-        user.vendor_id,
-        "user.login",
-        {"target": {"kind": "user", "id": user.id}, "session": row.id, "mfa": mfa},
-    )
     value = f"{row.id}.{secret}"
     return LoginResult(
         user=user,
@@ -517,6 +615,7 @@ def login(
         csrf=csrf_token(box, row.id),
         mfa=mfa,
         expires_at=row.expires_at,
+        session_id=row.id,
     )
 
 
@@ -534,18 +633,18 @@ def session_caller(
     if len(parts) != 3:
         raise invalid
     sid, secret, sig = parts
-    if not hmac.compare_digest(_sign(box, f"{sid}.{secret}"), sig):
+    if not _same(_sign(box, f"{sid}.{secret}"), sig):
         raise invalid
     row = session.get(UserSession, sid)
     if (
         row is None
         or row.revoked_at is not None
         or row.expires_at <= now_s()
-        or not hmac.compare_digest(row.secret_hash, hashlib.sha256(secret.encode()).hexdigest())
+        or not _same(row.secret_hash, hashlib.sha256(_utf8(secret)).hexdigest())
     ):
         raise invalid
     if method.upper() not in SAFE_METHODS and (
-        csrf is None or not hmac.compare_digest(csrf, csrf_token(box, sid))
+        csrf is None or not _same(csrf, csrf_token(box, sid))
     ):
         raise ForbiddenError(
             "a state-changing request with a session needs the X-CSRF-Token header", code="csrf"

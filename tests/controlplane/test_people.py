@@ -445,3 +445,44 @@ def test_a_flood_on_a_locked_user_adds_log2_audit_records(
     )
     locked = [e for e in events if e["reason"] == "locked" and e["data"]["username"] == "hal"]
     assert [e["data"]["refused_while_locked"] for e in locked][-1] == 1
+
+
+def test_usernames_that_differ_only_by_case_or_width_are_one_name(api: Api) -> None:
+    owner = api.as_("a")
+    assert owner.post("/v1/users", json={"username": "alice", "role": "issuer"}).status_code == 201
+    for twin in ("Alice", "ALICE", "\uff41lice"):  # the last: a full-width "a"
+        resp = owner.post("/v1/users", json={"username": twin, "role": "owner"})
+        assert resp.status_code == 409, (twin, resp.text)
+    # another vendor may have its own alice
+    assert api.as_("b").post("/v1/users", json={"username": "Alice"}).status_code == 201
+
+
+def test_one_recovery_code_or_totp_code_logs_in_once_under_concurrency(api: Api) -> None:
+    """Two logins at once with the same one-time code: exactly one gets in. On PostgreSQL
+    (READ COMMITTED) both used to read the code unused (or the step unseen) and pass; the
+    user row is now locked for the check and a recovery code spent by a conditional
+    UPDATE. On SQLite every transaction holds the write lock, so this holds there too."""
+    import threading
+
+    ida = make_person(api, "ida", "issuer")
+
+    def race(extra: dict[str, str]) -> list[int]:
+        clients = [session_client(api) for _ in range(2)]
+        barrier = threading.Barrier(2)
+        codes: list[int] = []
+
+        def one(c: TestClient) -> None:
+            barrier.wait()
+            codes.append(login(c, "ida", ida.password, **extra).status_code)
+
+        threads = [threading.Thread(target=one, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return sorted(codes)
+
+    for rc in ida.recovery[:3]:
+        assert race({"recovery_code": rc}) == [200, 401]
+    # the next step's code (within the ±1 step window; one round: a step is good once)
+    assert race({"totp": ida.code(1)}) == [200, 401]

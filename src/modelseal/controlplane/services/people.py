@@ -44,7 +44,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelseal.controlplane.errors import (
@@ -146,11 +146,15 @@ def create_user(
     """A new user; returns the generated password (shown once) when none was given."""
     if role not in ROLES:
         raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
-    exists = session.execute(
-        select(User.id).where(User.vendor_id == vendor_id, User.username == username)
-    ).first()
-    if exists is not None:
-        raise ConflictError(f"user {username!r} exists")
+    key = _name_key(username)
+    for (existing,) in session.execute(select(User.username).where(User.vendor_id == vendor_id)):
+        if _name_key(existing) == key:
+            raise ConflictError(
+                f"user {username!r} exists"
+                if existing == username
+                else f"user {existing!r} exists: names that differ only by case or width "
+                "would be confusable in the audit log and the console"
+            )
     shown = None
     if password is None:
         password = shown = generate_password()
@@ -168,6 +172,14 @@ def create_user(
     )
     session.add(user)
     return user, shown
+
+
+def _name_key(username: str) -> str:
+    """What two usernames must not share: ``alice``, ``Alice`` and ``ａｌｉｃｅ`` are one name
+    to a reader of the audit log."""
+    import unicodedata
+
+    return unicodedata.normalize("NFKC", username).casefold()
 
 
 def list_users(session: Session, caller: Caller) -> list[User]:
@@ -349,17 +361,28 @@ def _sha(text: str) -> str:
 
 
 def _use_recovery_code(session: Session, user: User, code: str) -> bool:
-    row = session.execute(
-        select(RecoveryCode).where(
+    """Spend a recovery code: a conditional UPDATE, so two concurrent logins (PostgreSQL, READ
+    COMMITTED) cannot both spend it; the second finds no unused row."""
+    result: Any = session.execute(
+        update(RecoveryCode)
+        .where(
             RecoveryCode.user_id == user.id,
             RecoveryCode.code_hash == _sha(code),
             RecoveryCode.used_at.is_(None),
         )
-    ).scalar_one_or_none()
-    if row is None:
-        return False
-    row.used_at = now_s()
-    return True
+        .values(used_at=now_s())
+    )
+    return bool(result.rowcount == 1)
+
+
+def _lock_user(session: Session, user_id: str) -> User | None:
+    """The user row, re-read under a row lock on PostgreSQL: the TOTP step, the failure count
+    and the lock are read-modify-write, and two concurrent logins must not both pass with one
+    code (SQLite: every transaction already holds the write lock)."""
+    q = select(User).where(User.id == user_id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return session.execute(q).scalar_one_or_none()
 
 
 # --- failures and lockout --------------------------------------------------------------------
@@ -512,11 +535,12 @@ def login(
     if _addresses(session).blocked(address):
         return TooManyAttemptsError("too many failed logins from this address; try later")
     audit.bind(session, actor={"kind": "anonymous", "username": username}, address=address)
-    user = session.execute(
-        select(User)
+    user_id = session.execute(
+        select(User.id)
         .join(Vendor, Vendor.id == User.vendor_id)
         .where(Vendor.name == vendor, User.username == username)
     ).scalar_one_or_none()
+    user = None if user_id is None else _lock_user(session, user_id)
     if user is None or user.disabled_at is not None:
         check_password(None, password)
         _addresses(session).fail(address)
@@ -690,9 +714,13 @@ def require_fresh_totp(
     user's lockout and is audited, and both must commit with the refusal.
     """
     try:
-        user = user_of(session, caller)
+        user_of(session, caller)
     except ControlPlaneError as exc:
         return ForbiddenError(str(exc), code="mfa_required")
+    locked_user = _lock_user(session, str(caller.user_id))
+    if locked_user is None:
+        return ForbiddenError("the user is gone", code="mfa_required")
+    user = locked_user
     if not user.totp_enabled:
         return ForbiddenError("enrol TOTP first: this needs a fresh TOTP code", code="mfa_required")
     wait = locked(user)

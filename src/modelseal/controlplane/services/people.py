@@ -28,6 +28,12 @@ what a token of a role may do, a user of that role may do. Why each piece:
   minutes (doubling with each further lockout, up to a day); every failure
   is audited with the address it came from. A per-address limit in the
   process (30 failures in five minutes) slows a spray across many users.
+  A locked user is answered like an unknown one (same message, same
+  argon2 cost: no username oracle), counts against the address, and is
+  audited sparsely (log2(n) records per lockout: no free log growth).
+* A new password, or an MFA reset, ends every session of the user and
+  revokes their personal tokens: it is what a person does when they fear
+  a stolen session, and a token minted from that session must die too.
   A wrong TOTP code counts as a failure wherever it is asked for (the
   unlock-code endpoint too), so a stolen token cannot search the 10^6
   codes.

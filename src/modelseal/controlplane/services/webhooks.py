@@ -434,6 +434,7 @@ def send(
     }
     deadline: _Deadline | None = None
     conn: http.client.HTTPConnection | None = None
+    sock: socket.socket | None = None
     try:
         port = parts.port or (443 if https else 80)
         _family, address = _resolve(host, port, allow_private=allow_private)
@@ -461,6 +462,8 @@ def send(
             deadline.cancel()
         if conn is not None:
             conn.close()
+        if sock is not None:  # a failed TLS handshake leaves no conn to close it
+            sock.close()
 
 
 def backoff(attempt: int, *, base: float, cap: float) -> float:

@@ -490,6 +490,7 @@ def hooks_add(request: Request, st: State, db: DB, me: Me, form: Form) -> Respon
             **build(
                 s.WebhookCreate, {"url": text(form, "url"), "events": listed(form, "events")}
             ).model_dump(),
+            allow_private=st.settings.webhook_allow_private,
         ),
     )
     secret = None if isinstance(done, str) else done[1]

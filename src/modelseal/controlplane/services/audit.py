@@ -424,13 +424,23 @@ class Verdict:
         }
 
 
-def verify(session: Session, keys: AuditKeys, vendor_id: str) -> Verdict:
-    """Walk the chain from the genesis; name the first record that does not fit."""
+#: records per read transaction of :func:`verify` with ``release`` (each holds SQLite's lock)
+VERIFY_BATCH = 1000
+
+
+def verify(session: Session, keys: AuditKeys, vendor_id: str, *, release: bool = False) -> Verdict:
+    """Walk the chain from the genesis; name the first record that does not fit.
+
+    ``release``: read in short transactions of ``VERIFY_BATCH`` records (see
+    :func:`iter_all`), for a session of its own; the server's route uses it so
+    that a long chain never holds the write lock (SQLite) or one long-running
+    transaction (PostgreSQL) for the whole walk.
+    """
     key = keys.for_vendor(vendor_id)
     prev = genesis_hash(key)
     count = 0
     last: tuple[int, str] | None = None
-    for record in iter_all(session, vendor_id):
+    for record in iter_all(session, vendor_id, batch=VERIFY_BATCH, release=release):
         seq = record["seq"]
         problem = None
         if seq != count:

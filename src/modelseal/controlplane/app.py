@@ -224,13 +224,14 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.state.cp = app_state
     limit = app_state.settings.max_body_bytes
 
+    documents = app_state.settings.max_document_bytes
     app.add_middleware(
         BodyLimit,
         limit=limit,
         large=(
-            ("/v1/platform/models/", "/documents", app_state.settings.max_document_bytes),
+            ("/v1/platform/models/", "/documents", documents),
             # the console's multipart form: the document plus its form fields and boundaries
-            ("/console/platform/documents/upload", "", app_state.settings.max_document_bytes + (64 << 10)),
+            ("/console/platform/documents/upload", "", documents + (64 << 10)),
         ),
     )
     if app_state.settings.heartbeat_fast_path:

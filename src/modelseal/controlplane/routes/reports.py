@@ -21,6 +21,8 @@ DESCRIPTIONS = {
     "activations": "device activations per UTC day",
     "usage": "calls reported per license and customer, against the plan's quota",
     "expiring": "active licenses expiring within `days` days",
+    "refusals": "refusals by reason code, customer and license, from device audit records "
+    "shipped by heartbeats (`since`: on the record's time)",
 }
 
 

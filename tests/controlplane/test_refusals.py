@@ -247,7 +247,7 @@ class RawDevice:
     time: int = 1000
 
     def beat(
-        self, records: list[dict[str, Any]], head: tuple[int, str] | None
+        self, records: list[dict[str, Any]], head: tuple[int, str] | None, *, lease: int = 0
     ) -> tuple[str, int | None]:
         self.time += 1
         nonce = new_nonce()
@@ -258,6 +258,7 @@ class RawDevice:
             time=self.time,
             audit_head=head,
             audit_records=tuple(records),
+            lease=lease,
         ).to_body()
         resp = self.client.post(
             "/v1/heartbeat",
@@ -275,8 +276,7 @@ class RawDevice:
         return verdict.code, verdict.audit_ack
 
 
-@pytest.fixture
-def raw(fleet: Fleet) -> RawDevice:
+def _raw(fleet: Fleet, key: str) -> RawDevice:
     fp = make_device(
         {
             "os.hostname": "raw",
@@ -285,10 +285,8 @@ def raw(fleet: Fleet) -> RawDevice:
             "net.mac": "mac-raw",
         }
     )
-    req = make_request(fp, label="raw", salt=activation_salt(fleet.key))
-    resp = fleet.client.post(
-        "/v1/activate", json={"license_key": fleet.key, "request": req.to_json()}
-    )
+    req = make_request(fp, label="raw", salt=activation_salt(key))
+    resp = fleet.client.post("/v1/activate", json={"license_key": key, "request": req.to_json()})
     lic = verify_license(resp.json()["license"], fleet.trust, fingerprint=fp)
     assert lic.claims.device is not None
     return RawDevice(
@@ -299,6 +297,11 @@ def raw(fleet: Fleet) -> RawDevice:
         resp.json()["device"],
         device_credential(license_kek(lic, fp), jti=lic.claims.jti),
     )
+
+
+@pytest.fixture
+def raw(fleet: Fleet) -> RawDevice:
+    return _raw(fleet, fleet.key)
 
 
 def chain(path: Path, n: int, reason: str = "expired", *, same: int = 0) -> list[dict[str, Any]]:
@@ -365,3 +368,25 @@ def test_a_heartbeat_without_records_is_the_old_format_byte_for_byte() -> None:
     )
     assert b"audit_records" not in request.to_body()
     assert HeartbeatRequest.from_body(request.to_body()) == request
+
+
+def test_a_beat_that_takes_a_lease_stores_its_records_too(
+    api: Api, fleet: Fleet, content_key: ContentKey, tmp_path: Path
+) -> None:
+    """The lease path is its own transaction (it locks the license): same records, same rules."""
+    plan = fleet.client.post(
+        "/v1/plans",
+        json={"name": "metered", "days": 30, "max_calls": 100, "heartbeat_interval": 60},
+    )
+    assert plan.status_code == 201, plan.text
+    ids = catalog(fleet.client, content_key, heartbeat=60)
+    made = order(fleet.client, {**ids, "plan": plan.json()["id"]})
+    dev = _raw(fleet, made["license_key"])
+    ours = chain(tmp_path / "a.jsonl", 4)
+    assert dev.beat([], None) == ("VALID", -1)
+    assert dev.beat(ours[:2], (1, ours[1]["hash"]), lease=10) == ("VALID", 1)
+    assert dev.beat(ours, (3, ours[3]["hash"]), lease=10) == ("VALID", 3)
+    assert [r.seq for r in stored(api)] == [0, 1, 2, 3]
+    forged = [*ours[:3], {**ours[3], "data": {"i": 99}}]
+    assert dev.beat(forged, (3, ours[3]["hash"]), lease=10)[0] == "VALID"  # held: ignored
+    assert len(stored(api)) == 4

@@ -72,3 +72,43 @@ def test_every_subscribable_event_is_queued(no_worker: None, api: Api) -> None:
     assert sorted({m["event"] for m in msgs}) == sorted(EVENTS)
     assert {m["license_id"] for m in msgs} == {lic}
     assert all(m["payload"]["type"] == m["event"] for m in msgs)
+
+
+def test_quota_near_counts_the_lease_ledger(no_worker: None, api: Api) -> None:
+    """With leases the ledger (calls leased) runs out before devices report spending:
+    ``usage.quota_near`` must see it (it looked at reported calls only)."""
+    a = api.as_("a")
+    hook = a.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/h", "events": ["usage.quota_near"]}
+    )
+    ids = catalog(a, ContentKey.generate(), heartbeat=600)
+    plan = a.post(
+        "/v1/plans",
+        json={"name": "leased", "days": 30, "max_calls": 100, "offline_calls": 5,
+              "heartbeat_interval": 600},
+    ).json()  # fmt: skip
+    made = a.post(
+        "/v1/orders",
+        json={"customer": ids["customer"], "plan": plan["id"], "models": [ids["model"]]},
+    ).json()
+    key = made["license_key"]
+    act = a.post(
+        "/v1/activate", json={"license_key": key, "request": fake_request(key, seed=4).to_json()}
+    )
+    assert act.status_code == 201, act.text
+    state = api.client.app.state.cp  # type: ignore[attr-defined]
+
+    def scan() -> int:
+        with state.sessions() as s, s.begin():
+            return webhook_events.scan(s)
+
+    with state.engine.begin() as conn:
+        conn.execute(text("UPDATE devices SET calls_used = 10"))
+        conn.execute(text("UPDATE licenses SET calls_leased = 80 WHERE id = :l"), {"l": made["id"]})
+    assert scan() == 0  # 80 % leased: not yet
+    with state.engine.begin() as conn:
+        conn.execute(text("UPDATE licenses SET calls_leased = 95 WHERE id = :l"), {"l": made["id"]})
+    assert scan() == 1
+    msgs = a.get(f"/v1/webhooks/{hook.json()['id']}/messages").json()
+    data = msgs[0]["payload"]["data"]
+    assert (data["calls_used"], data["calls_leased"], data["quota"]) == (10, 95, 100)

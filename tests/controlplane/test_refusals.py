@@ -390,3 +390,24 @@ def test_a_beat_that_takes_a_lease_stores_its_records_too(
     forged = [*ours[:3], {**ours[3], "data": {"i": 99}}]
     assert dev.beat(forged, (3, ours[3]["hash"]), lease=10)[0] == "VALID"  # held: ignored
     assert len(stored(api)) == 4
+
+
+def test_a_lease_is_audited_in_the_device_name_without_its_freshness_bookkeeping(
+    fleet: Fleet, content_key: ContentKey
+) -> None:
+    plan = fleet.client.post(
+        "/v1/plans",
+        json={"name": "metered", "days": 30, "max_calls": 100, "heartbeat_interval": 60},
+    )
+    ids = catalog(fleet.client, content_key, heartbeat=60)
+    made = order(fleet.client, {**ids, "plan": plan.json()["id"]})
+    dev = _raw(fleet, made["license_key"])
+    before = len(fleet.client.get("/v1/audit", params={"limit": 1000}).json())
+    assert dev.beat([], None, lease=10)[0] == "VALID"
+    new = fleet.client.get("/v1/audit", params={"limit": 1000}).json()[before:]
+    assert {r["event"] for r in new} == {"device.updated", "license.updated"}
+    for record in new:
+        assert record["data"]["actor"] == {"kind": "device", "id": dev.record}
+        assert not {"hb_time", "hb_nonces"} & set(record["data"]["after"])
+    ledger = next(r for r in new if r["event"] == "license.updated")
+    assert ledger["data"]["after"] == {"calls_leased": 10}

@@ -82,6 +82,8 @@ SKIP_COLUMNS = frozenset(
         "calls_used",
         "audit_seq",
         "audit_hash",
+        "hb_time",
+        "hb_nonces",
         "events_seq",
         "events_hash",
         "failed_logins",

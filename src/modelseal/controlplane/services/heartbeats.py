@@ -62,7 +62,7 @@ from modelseal.controlplane.errors import (
 )
 from modelseal.controlplane.models import Device, License, Plan
 from modelseal.controlplane.secretbox import SecretBox
-from modelseal.controlplane.services import licensing
+from modelseal.controlplane.services import audit, licensing
 from modelseal.controlplane.services.vendors import unseal_signing_key
 from modelseal.crypto import PrivateKey
 from modelseal.guard.shipping import check_shipped, initial_anchor
@@ -581,6 +581,8 @@ class HeartbeatService:
         quota. Rare by design (one per lease, not per beat), so the ORM is fine.
         """
         with self._sessions() as session, session.begin():
+            # the ledger moves (calls leased): audited, in the device's name
+            audit.bind(session, actor={"kind": "device", "id": device_row_id})
             postgres = session.get_bind().dialect.name == "postgresql"
             lic_q = select(License).where(License.id == request.license_id)
             dev_q = select(Device).where(Device.id == device_row_id)

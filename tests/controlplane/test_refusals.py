@@ -8,6 +8,8 @@ refused.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from modelseal.license.heartbeat import (
 )
 from modelseal.license.licensekey import activation_salt
 from modelseal.license.verify import license_kek, verify_license
-from tests.controlplane.conftest import Api, catalog, order, trust_of
+from tests.controlplane.conftest import Api, Server, catalog, order, run_cli, trust_of
 from tests.license.conftest import make_device
 
 
@@ -411,3 +413,27 @@ def test_a_lease_is_audited_in_the_device_name_without_its_freshness_bookkeeping
         assert not {"hb_time", "hb_nonces"} & set(record["data"]["after"])
     ledger = next(r for r in new if r["event"] == "license.updated")
     assert ledger["data"]["after"] == {"calls_leased": 10}
+
+
+def test_the_cli_writes_the_refusals_report(
+    server: Server, tmp_path: Path, content_key: ContentKey
+) -> None:
+    """``modelseal admin report refusals [--since] [--format] [--out]`` against a real server."""
+    with server.client() as c:
+        ids = catalog(c, content_key, heartbeat=60)
+        made = order(c, ids)
+        fleet = Fleet(c, trust_of(c, tmp_path), made["license_key"], ClientBeats(c), tmp_path)  # type: ignore[arg-type]
+        dev = _raw(fleet, made["license_key"])
+        records = chain(tmp_path / "a.jsonl", 3)  # three refusals on 2026-12-01
+        assert dev.beat([], None) == ("VALID", -1)
+        assert dev.beat(records, (2, records[2]["hash"])) == ("VALID", 2)
+    base = ["admin", "--server", server.url, "--token-file", str(server.token_file)]
+    out = tmp_path / "refusals.csv"
+    run_cli(*base, "report", "refusals", "--since", "2026-11-30", "--out", str(out))
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [(r["reason"], r["license"], r["refusals"], r["devices"]) for r in rows] == [
+        ("expired", dev.jti, "3", "1")
+    ]
+    assert rows[0]["first_at"] == rows[0]["last_at"] == "2026-12-01T00:00:00Z"
+    later = run_cli(*base, "report", "refusals", "--since", "2026-12-02", "--format", "json")
+    assert json.loads(later.stdout) == []

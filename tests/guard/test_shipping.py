@@ -148,3 +148,12 @@ def test_the_request_round_trips_and_refuses_bad_batches() -> None:
         except LicenseFormatError:
             continue
         raise AssertionError(f"accepted {json.dumps(value)[:80]}")
+
+
+def test_an_unreadable_log_ships_nothing_and_never_stops_the_beat(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    _log(path, [("refused", "expired", {})] * 3)
+    shipper = AuditShipper(path)
+    path.unlink()
+    path.mkdir()  # reading a directory: IsADirectoryError, an OSError
+    assert shipper.batch(-1, 2) == () and not shipper.backlog

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -76,11 +77,26 @@ class AuditShipper:
         self.path = os.fspath(path)
         self._next_seq = 0
         self._offset = 0
+        # the (seq, offset) pair moves together: a manual beat may race the thread's
+        self._lock = threading.Lock()
         #: records left after the last batch (a full batch): beat again soon
         self.backlog = False
 
     def batch(self, after: int, upto: int) -> tuple[dict[str, Any], ...]:
-        """Records with ``after < seq <= upto`` in shipped form, bounded in count and bytes."""
+        """Records with ``after < seq <= upto`` in shipped form, bounded in count and bytes.
+
+        Never raises for the log's sake: a log that cannot be read ships nothing
+        this beat (the beat itself must still go out, or the offline grace runs
+        out), and the Guard's own checks report the log.
+        """
+        with self._lock:
+            try:
+                return self._batch(after, upto)
+            except (OSError, ValueError):
+                self.backlog = False
+                return ()
+
+    def _batch(self, after: int, upto: int) -> tuple[dict[str, Any], ...]:
         self.backlog = False
         if upto <= after:
             return ()

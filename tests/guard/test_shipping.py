@@ -157,3 +157,13 @@ def test_an_unreadable_log_ships_nothing_and_never_stops_the_beat(tmp_path: Path
     path.unlink()
     path.mkdir()  # reading a directory: IsADirectoryError, an OSError
     assert shipper.batch(-1, 2) == () and not shipper.backlog
+
+
+def test_json_no_guard_writes_is_a_break_not_a_crash(tmp_path: Path) -> None:
+    """``strict_loads`` lets ``1e400`` (inf) and a lone surrogate through; they have no
+    canonical form, so the hash check must say no rather than raise (a 500 on the server)."""
+    records = _log(tmp_path / "a.jsonl", [("refused", "expired", {})])
+    anchor = initial_anchor((None, None))
+    for odd in (float("inf"), "\ud800"):
+        bad = {**records[0], "data": {"x": odd}}
+        assert check_shipped(anchor, [bad]).problem is not None

@@ -169,6 +169,16 @@ def initial_anchor(head: tuple[int | None, str | None]) -> tuple[int, str]:
     return (int(seq), str(digest))
 
 
+def _hash_matches(record: Mapping[str, Any]) -> bool:
+    """The unkeyed hash over the record's canonical JSON. JSON the Guard cannot have
+    written (an infinite number, a lone surrogate) has no canonical form: no match."""
+    try:
+        digest = record_hash(record)
+    except ValueError:  # UnicodeEncodeError is one
+        return False
+    return hmac.compare_digest(digest, str(record["hash"]))
+
+
 def check_shipped(
     anchor: tuple[int, str],
     records: Sequence[Mapping[str, Any]],
@@ -200,9 +210,7 @@ def check_shipped(
                 problem=f"record {rec['seq']} does not link to record {rec['seq'] - 1} "
                 "the server holds",
             )
-        if len(rec) == len(FULL_RECORD_KEYS) and not hmac.compare_digest(
-            record_hash(rec), str(rec["hash"])
-        ):
+        if len(rec) == len(FULL_RECORD_KEYS) and not _hash_matches(rec):
             return ShipCheck(
                 anchor=anchor, problem=f"record {rec['seq']} does not match its hash (edited)"
             )

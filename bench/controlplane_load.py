@@ -162,13 +162,14 @@ async def _load(
 ) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
+    shipped = 0
     stop = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=len(devices))
 
     async def device_loop(
         session: aiohttp.ClientSession, lic: str, dev: str, credential: bytes
     ) -> None:
-        nonlocal errors
+        nonlocal errors, shipped
         from modelseal.guard.audit import genesis_hash
 
         # this device's audit chain: the server acks -1 on a first beat, then takes records
@@ -211,6 +212,7 @@ async def _load(
                     latencies.append(time.perf_counter() - started)
                     first = False
                     if pending is not None:
+                        shipped += 1
                         head = (pending["seq"], pending["hash"])
                         prev, seq, pending = pending["hash"], seq + 1, None
                 else:
@@ -225,6 +227,7 @@ async def _load(
     return {
         "heartbeats": len(latencies),
         "errors": errors,
+        "records_shipped": shipped,
         "seconds": elapsed,
         "per_second": len(latencies) / elapsed,
         "p50_ms": q[49] * 1000,
@@ -264,6 +267,14 @@ def _run(database_url: str | None, args: argparse.Namespace, group_commit: bool)
             result["server_cpu_ms_per_heartbeat"] = 1000 * cpu / max(1, result["heartbeats"])
             result["load_average_1m"] = os.getloadavg()[0]
             result["ship"] = args.ship
+            if args.ship == "refusal":
+                # every answered record must be stored once: the chain check held under load
+                report = httpx.get(
+                    f"{url}/v1/reports/refusals?format=json",
+                    headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
+                    timeout=60,
+                ).json()
+                result["refusals_stored"] = sum(row["refusals"] for row in report)
             return result
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -323,6 +334,11 @@ def main() -> None:
             f"p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  "
             f"server CPU {r['server_cpu_ms_per_heartbeat']:.2f} ms/heartbeat  "
             f"load average {r['load_average_1m']:.1f}  ship {args.ship}"
+            + (
+                f"  records {r['records_shipped']} stored {r['refusals_stored']}"
+                if "refusals_stored" in r
+                else ""
+            )
         )
     if args.group_commit_only:
         OUT.mkdir(exist_ok=True)

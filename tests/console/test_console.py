@@ -218,6 +218,36 @@ def test_bad_form_input_comes_back_with_a_message(console: ConsoleApp) -> None:
         assert "No " in owner.client.get(page).text
 
 
+def _shipped_refusals(console: ConsoleApp, device: str, reasons: list[str]) -> None:
+    """Refusal records as the heartbeat path stores them (tests/controlplane cover the
+    shipping itself), plus one older than the dashboard's window."""
+    import time
+
+    from modelseal.controlplane.models import Device, DeviceEvent
+    from modelseal.controlplane.services.reports import REFUSAL_EVENT
+
+    now = int(time.time())
+    with console.app.state.cp.sessions() as session, session.begin():
+        row = session.get(Device, device)
+        assert row is not None
+        ages = [60] * len(reasons) + [8 * 86400]
+        for seq, (reason, age) in enumerate(zip([*reasons, "OLD"], ages, strict=True)):
+            session.add(
+                DeviceEvent(
+                    vendor_id=row.vendor_id,
+                    license_id=row.license_id,
+                    device_id=row.id,
+                    seq=seq,
+                    ts=str(now - age),
+                    at=now - age,
+                    event=REFUSAL_EVENT,
+                    reason=reason,
+                    data={},
+                    hash=f"{seq:064x}",
+                )
+            )
+
+
 def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_path: Path) -> None:
     from tests.controlplane.conftest import fake_request
 
@@ -268,6 +298,18 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
     assert figures["licenses_by_status"] == {"active": 1}
     assert sum(figures["activations"]["values"]) == 1
     assert [r["license"] for r in figures["expiring"]] == [lic]
+    assert figures["refusals"] == []
+    assert "No refusals shipped by devices" in home.text
+    _shipped_refusals(console, device, ["DEVICE_MISMATCH", "FEATURE_NOT_LICENSED"] * 2 + ["X"])
+    figures = owner.client.get("/console/dashboard.json").json()
+    # most frequent first, ties by code; the 8-day-old one is outside the window
+    assert figures["refusals"] == [
+        {"reason": "DEVICE_MISMATCH", "refusals": 2},
+        {"reason": "FEATURE_NOT_LICENSED", "refusals": 2},
+        {"reason": "X", "refusals": 1},
+    ]
+    home = owner.client.get("/console/")
+    assert 'data-reason="DEVICE_MISMATCH">2<' in home.text
     # an unlock code with a reason and a fresh TOTP code
     unlocked = owner.post(
         f"/console/devices/{device}/unlock", {"reason": "lost the network", "totp": owner.code()}

@@ -2,8 +2,10 @@
 
 One function (``figures``) returns every number and series the dashboard
 shows, as plain data: the page renders it and a test can compare it with
-the database. A new panel (e.g. device refusals by reason, issue #12's
-report) is one more key here and one more block in the template.
+the database. A new panel is one more key here and one more block in the
+template. "Recent refusals by reason" counts the refusals devices shipped in
+their heartbeats (``DeviceEvent``, the ``refusals`` report) over the last
+``REFUSAL_DAYS`` days, by the record's own time.
 
 What "heartbeats over time" means here: the server keeps no row per
 heartbeat (the heartbeat path writes ``Device.last_seen`` and nothing else,
@@ -30,6 +32,8 @@ ACTIVATION_DAYS = 14
 HEARTBEAT_HOURS = 24
 #: "expiring soon": active licenses ending within this many days
 EXPIRING_DAYS = 30
+#: "recent refusals": shipped device refusals of the last this many days
+REFUSAL_DAYS = 7
 
 
 def _day(ts: int) -> str:
@@ -99,4 +103,8 @@ def figures(session: Session, vendor_id: str, *, now: int | None = None) -> dict
         "expiring": list(reports.expiring(session, vendor_id, None, days=EXPIRING_DAYS)),
         "deployments": dict(sorted(phases.items())),
         "api_keys": int(api_keys),
+        "refusals": [
+            r._asdict()
+            for r in reports.refusal_counts(session, vendor_id, now - REFUSAL_DAYS * 86400)
+        ],
     }

@@ -59,7 +59,7 @@ SPEC_EXAMPLE = (
 )
 
 
-# --- canonical JSON ----------------------------------------------------------------
+# --- canonical JSON -------------------------------------------------------------------
 
 
 def test_canonical_json_is_sorted_compact_utf8_and_refuses_nan() -> None:
@@ -105,7 +105,7 @@ def test_a_non_ascii_record_is_hashed_over_its_utf8_bytes(tmp_path: Path) -> Non
     assert digest != record["hash"] == record_hash(record)
 
 
-# --- timestamps ---------------------------------------------------------------------
+# --- timestamps -----------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_a_hostile_over_long_line_is_read_in_bounded_memory(tmp_path: Path) -> N
     assert peak < 1024 * 1024, peak
 
 
-# --- the tail reader --------------------------------------------------------------------
+# --- the tail reader ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("pad", [0, 7000, 16000, 20000, 40000])
@@ -236,7 +236,7 @@ def test_the_tail_reader_reads_a_log_that_starts_with_an_empty_line(tmp_path: Pa
     assert verify(path).problem is not None  # the empty line is malformed for the verifier
 
 
-# --- appending after an anchor ---------------------------------------------------------------
+# --- appending after an anchor --------------------------------------------------------
 
 
 def test_a_rewritten_last_record_of_the_same_seq_is_not_the_anchor(tmp_path: Path) -> None:
@@ -251,6 +251,10 @@ def test_a_rewritten_last_record_of_the_same_seq_is_not_the_anchor(tmp_path: Pat
         with pytest.raises(AuditTamperedError) as info:
             attempt()
         assert info.value.kind == "head_mismatch"
+        assert str(info.value) == (
+            "the audit log ends at seq 2, not at the head the guard anchored "
+            "(seq 2): it was rewritten, cut or replaced"
+        )
     assert lines_of(path) == lines
 
 
@@ -290,7 +294,7 @@ def test_a_tampered_error_without_a_kind_has_an_empty_kind() -> None:
     assert AuditTamperedError("m").line is None
 
 
-# --- errors name their line -------------------------------------------------------------------
+# --- errors name their line -----------------------------------------------------------
 
 _FIELD_VALUES = [
     ("seq", -1, "seq must be a non-negative integer"),
@@ -389,3 +393,156 @@ def test_every_chain_problem_names_its_line(tmp_path: Path) -> None:
     )
     line, kind, message = problem_of([], expected_head=(0, written[0]["hash"]))
     assert message.startswith("log is empty but")
+
+
+# --- keys, modes, durability ----------------------------------------------------------
+
+
+def test_a_mac_key_of_sixteen_bytes_is_enough_and_fifteen_is_not(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.log", mac_key=bytes(range(16)), clock=ticking_clock())
+    log.append("e")
+    assert verify(tmp_path / "a.log", mac_key=bytes(range(16))).ok
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        AuditLog(tmp_path / "b.log", mac_key=bytes(15))
+
+
+def test_a_new_log_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        AuditLog(tmp_path / "a.log", clock=ticking_clock()).append("e")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_fsync_is_per_append_when_asked_and_not_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    AuditLog(tmp_path / "a.log", clock=ticking_clock()).append("e")
+    assert synced == []
+    durable = AuditLog(tmp_path / "b.log", clock=ticking_clock(), fsync=True)
+    durable.append("e")
+    durable.append("f")
+    assert len(synced) == 2
+
+
+def _half_then_full_disk(fd: int, buf: bytes) -> None:
+    os.write(fd, buf[: len(buf) // 2])
+    raise OSError(28, "No space left on device")
+
+
+def test_a_write_that_fails_part_way_leaves_the_log_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "a.log"
+    make_log(path, 3)
+    before = path.read_bytes()
+    monkeypatch.setattr("modelseal.guard.audit._write_all", _half_then_full_disk)
+    log = AuditLog(path, clock=ticking_clock())
+    with pytest.raises(OSError, match="No space left") as info:
+        log.append("e", data={"pad": "z" * 200})
+    assert info.value.errno == 28
+    assert path.read_bytes() == before
+
+    # if even the cut-back fails, the caller still sees the write's error
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
+    with pytest.raises(OSError, match="No space left"):
+        log.append("e", data={"pad": "z" * 200})
+
+
+def test_the_last_record_edited_stops_an_append_as_a_hash_problem(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    make_log(path, 2)
+    lines = lines_of(path)
+    lines[-1] = lines[-1].replace(b'"event_1"', b'"event_X"')
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(AuditTamperedError) as info:
+        AuditLog(path, clock=ticking_clock()).append("e")
+    assert info.value.kind == "hash"
+    assert str(info.value) == (
+        "the last audit record does not match its hash "
+        "(it was edited, or the log was written under another key)"
+    )
+    assert lines_of(path) == lines
+
+
+# --- the tail reader's bound ----------------------------------------------------------
+
+
+def test_a_maximal_record_then_a_maximal_torn_tail_is_repaired(tmp_path: Path) -> None:
+    """The most a crash can leave: a record of the maximum size, then a torn
+    write of the next one. The tail reader must reach back over both (2 x 64 KiB
+    + 2 newlines) and the append cut the torn bytes off and say so."""
+    at = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+    path = tmp_path / "a.log"
+    make_log(path, 3)
+    log = AuditLog(path, clock=lambda: at)
+    big = log.append("e", data=_padded(MAX_LINE_SIZE))
+    with path.open("ab") as f:
+        f.write(b"t" * MAX_LINE_SIZE)
+    record = log.append("after", after=Head(big["seq"], big["hash"]))
+    events = [r["event"] for r in iter_records(path)]
+    assert events[-3:] == ["e", "audit_tail_repaired", "after"]
+    assert list(iter_records(path))[-2]["data"] == {"dropped_bytes": MAX_LINE_SIZE}
+    assert record["seq"] == big["seq"] + 2
+    assert verify(path).ok
+
+
+def test_a_tail_longer_than_any_record_is_refused_not_cut(tmp_path: Path) -> None:
+    """More bytes after the last newline than a torn record can have is not a
+    crash: the append refuses, and the log is left as found."""
+    path = tmp_path / "a.log"
+    make_log(path, 3)
+    with path.open("ab") as f:
+        f.write(b"g" * (150 * 1024))
+    before = path.read_bytes()
+    for attempt in (
+        lambda: AuditLog(path, clock=ticking_clock()).append("e"),
+        lambda: AuditLog(path).head(),
+    ):
+        with pytest.raises(AuditFormatError) as info:
+            attempt()
+        assert str(info.value) == "the audit log ends in a line longer than any record"
+    assert path.read_bytes() == before
+
+
+# --- messages of the verifier ---------------------------------------------------------
+
+
+def test_every_first_line_and_hash_problem_says_what_is_wrong(tmp_path: Path) -> None:
+    plain, keyed = tmp_path / "plain.log", tmp_path / "keyed.log"
+    make_log(plain, 2)
+    make_log(keyed, 2, mac_key=KEY)
+
+    def message(path: Path, mac_key: bytes | None) -> str:
+        p = verify(path, mac_key=mac_key).problem
+        assert p is not None
+        return p.message
+
+    assert message(keyed, None) == (
+        "line 1: prev is not the genesis value: the log is keyed (verify it with its key) "
+        "or its first record was replaced"
+    )
+    assert message(keyed, bytes(32)) == (
+        "line 1: prev is not the genesis value for this key: another key, "
+        "or the first record was replaced"
+    )
+    assert message(plain, KEY) == "line 1: the log is not keyed (plain SHA-256), but it should be"
+    lines = lines_of(plain)
+    lines[1] = lines[1].replace(b'"event_1"', b'"event_X"')
+    plain.write_bytes(b"".join(lines))
+    assert message(plain, None) == (
+        "line 2: hash does not match the record's content (the record was edited)"
+        "; if the log is keyed, verify it with its key"
+    )

@@ -23,6 +23,7 @@ from modelseal.crypto import ContentKey
 from modelseal.errors import FormatError, TruncatedError, UnsupportedVersionError
 from modelseal.sealed.format import (
     MAGIC,
+    MAX_CHUNKS,
     MAX_HEADER_SIZE,
     Header,
     check_key,
@@ -106,6 +107,34 @@ def test_every_header_refusal_says_what_is_wrong(raw_header: bytes) -> None:  # 
         (_with(raw_header, chunk_size=True), "header field 'chunk_size' has the wrong type"),
         (_with(raw_header, salt="AAAAA"), "salt is not base64url"),
     ]
+    one = [{"path": "a.bin", "offset": 0, "size": 3010}]
+    cases += [
+        (_with(raw_header, salt="AAAA"), "salt must be 32 bytes"),
+        (_with(raw_header, key_id=""), "key id has an invalid length"),
+        (_with(raw_header, key_id="k" * 129), "key id has an invalid length"),
+        (_with(raw_header, model_id=5), "model_id must be a string or null"),
+        (_with(raw_header, framework="keras"), "unknown framework hint 'keras'"),
+        (_with(raw_header, kind="archive"), "unknown kind 'archive'"),
+        (_with(raw_header, payload_size=-1, entries=[]), "payload size is negative"),
+        (_with(raw_header, entries=[["a.bin", 0, 3010]]), "each entry needs exactly path, offset"),
+        (
+            _with(raw_header, entries=[*one, {"path": "a.bin", "offset": 3010, "size": 0}]),
+            "duplicate entry 'a.bin'",
+        ),
+        (
+            _with(raw_header, entries=[{"path": "a.bin", "offset": 1, "size": 3009}]),
+            "entries must be contiguous and in payload order",
+        ),
+        (
+            _with(raw_header, entries=[{"path": "a.bin", "offset": 0, "size": 3009}]),
+            "entry sizes do not add up to the payload size",
+        ),
+        (_with(raw_header, kind="file", entries=[]), "entry sizes do not add up"),
+        (
+            _with(raw_header, kind="file", payload_size=0, entries=[]),
+            "a sealed file has exactly one entry",
+        ),
+    ]
     for raw, message in cases:
         with pytest.raises(FormatError) as info:
             parse_header(raw)
@@ -125,3 +154,16 @@ def test_a_wrong_key_names_both_key_ids(raw_header: bytes) -> None:  # noqa: F81
     assert str(info.value) == (
         f"this file was sealed with key {header.key_id}, not with key {other.key_id}"
     )
+
+
+def test_a_payload_of_exactly_2_to_the_32_chunks_is_the_largest(raw_header: bytes) -> None:  # noqa: F811
+    """The chunk counter is 32 bits (docs/format-mseal.md): 2^32 chunks fit, one byte
+    more does not."""
+    largest = MAX_CHUNKS * 1024
+    entries = [{"path": "a.bin", "offset": 0, "size": largest}]
+    header = parse_header(_with(raw_header, payload_size=largest, entries=entries))
+    assert header.chunk_count == MAX_CHUNKS
+    entries = [{"path": "a.bin", "offset": 0, "size": largest + 1}]
+    with pytest.raises(FormatError) as info:
+        parse_header(_with(raw_header, payload_size=largest + 1, entries=entries))
+    assert str(info.value) == "payload needs more chunks than the 32-bit counter allows"

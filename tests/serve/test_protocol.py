@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelseal.serve.protocol import (
+    DATATYPES,
     InferenceRequestError,
     InferRequest,
     encode_infer_response,
@@ -179,3 +180,58 @@ def test_parser_never_raises_anything_else(body: bytes, header: str | None) -> N
 def test_structured_junk_is_a_request_error(inputs: list[dict[str, object]]) -> None:
     with contextlib.suppress(InferenceRequestError):
         parse_infer_request(json.dumps({"inputs": inputs}).encode(), None)
+
+
+def _one(datatype: str, data: object, shape: object = None) -> bytes:
+    spec = {"name": "x", "datatype": datatype, "shape": shape or [1], "data": data}
+    return json.dumps({"inputs": [spec]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "match"),
+    [
+        # numpy alone would turn each of these into a plausible number
+        ("FP32", ["1.5"], "not FP32"),
+        ("FP32", [True], "true/false is not FP32"),
+        ("INT32", [False], "true/false is not INT32"),
+        ("FP32", [None], "not FP32"),
+        ("FP64", [{"a": 1}], "not FP64"),
+        ("INT32", [2.7], "whole numbers"),
+        ("INT64", [1.0], "whole numbers"),
+        ("UINT8", [256], "out of range"),
+        ("UINT8", [-1], "out of range"),
+        ("INT8", [-129], "out of range"),
+        ("INT64", [2**64], "not INT64"),
+        ("BOOL", [1], "BOOL data must be true/false"),
+        ("BOOL", ["true"], "BOOL data must be true/false"),
+    ],
+)
+def test_json_data_must_hold_the_datatypes_own_json_values(
+    datatype: str, data: object, match: str
+) -> None:
+    """The protocol's JSON form carries JSON numbers (booleans for BOOL), never coerced."""
+    with pytest.raises(InferenceRequestError, match=match):
+        parse_infer_request(_one(datatype, data), None)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "shape", "expected"),
+    [
+        ("FP32", [1, 2.5], [2], [1.0, 2.5]),
+        ("FP64", [[1, 2], [3, 4]], [2, 2], [[1.0, 2.0], [3.0, 4.0]]),
+        ("INT64", [-(2**63), 2**63 - 1], [2], [-(2**63), 2**63 - 1]),
+        ("UINT64", [2**64 - 1], [1], [2**64 - 1]),
+        ("UINT8", [0, 255], [2], [0, 255]),
+        ("BOOL", [True, False], [2], [True, False]),
+        ("FP32", [], [0], []),
+        ("FP32", [2**70], [1], [float(2**70)]),
+    ],
+)
+def test_json_data_at_the_edges_of_each_datatype_is_accepted_exactly(
+    datatype: str, data: object, shape: list[int], expected: object
+) -> None:
+    request = parse_infer_request(_one(datatype, data, shape), None)
+    arr = request.inputs["x"]
+    assert arr.dtype == DATATYPES[datatype]
+    assert list(arr.shape) == shape
+    assert arr.tolist() == expected

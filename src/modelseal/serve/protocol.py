@@ -178,8 +178,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
                         dtype=object,
                     )
                 else:
-                    with np.errstate(over="ignore"):
-                        arr = np.asarray(spec["data"], dtype=dtype).reshape(-1)
+                    arr = _json_numbers(spec["data"], datatype, dtype, what)
             except (ValueError, TypeError, OverflowError):
                 raise InferenceRequestError(f"{what}: data is not {datatype}") from None
             if arr.size != count:
@@ -205,6 +204,47 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             bool(p.get("binary_data", binary_default)) if isinstance(p, dict) else binary_default
         )
     return InferRequest(rid, inputs, outputs, binary_default)
+
+
+def _json_numbers(
+    data: Any, datatype: str, dtype: np.dtype[Any], what: str
+) -> np.ndarray[Any, Any]:
+    """A JSON tensor's values as ``dtype``, refusing what numpy would silently coerce.
+
+    ``np.asarray(data, dtype=...)`` alone turns ``"1.5"`` into 1.5, ``true``
+    into 1, ``null`` into NaN and truncates 2.7 to 2 in an integer tensor: a
+    malformed request would reach the model as plausible numbers. The
+    protocol's JSON form holds JSON numbers (booleans for ``BOOL``), so the
+    values' own types are checked before they are converted.
+    """
+    seen = np.asarray(data)
+    kind = seen.dtype.kind
+    if seen.size == 0:
+        return np.empty(0, dtype=dtype)
+    if kind == "O":
+        # Python ints beyond 64 bits (numpy keeps them as objects); anything
+        # else here (null, objects, mixed nesting) is not a number.
+        if not all(type(x) is int for x in seen.reshape(-1)):
+            raise InferenceRequestError(f"{what}: data is not {datatype}")
+        with np.errstate(over="ignore"):
+            return np.asarray(seen.reshape(-1).tolist(), dtype=dtype)
+    if datatype == "BOOL":
+        if kind != "b":
+            raise InferenceRequestError(f"{what}: BOOL data must be true/false")
+        return seen.reshape(-1)
+    if kind == "b":
+        raise InferenceRequestError(f"{what}: true/false is not {datatype}")
+    if kind not in "iuf":
+        raise InferenceRequestError(f"{what}: data is not {datatype}")
+    flat = seen.reshape(-1)
+    if dtype.kind in "iu":
+        if kind == "f":
+            raise InferenceRequestError(f"{what}: {datatype} data must be whole numbers")
+        info = np.iinfo(dtype)
+        if int(flat.min()) < info.min or int(flat.max()) > info.max:
+            raise InferenceRequestError(f"{what}: a value is out of range for {datatype}")
+    with np.errstate(over="ignore"):
+        return flat.astype(dtype, copy=False)
 
 
 def encode_infer_response(

@@ -31,7 +31,7 @@ import pytest
 from modelseal.crypto import ContentKey, PrivateKey, generate_private_key
 from modelseal.errors import ModelsealError
 from modelseal.guard import NotLicensedError
-from modelseal.guard.audit import iter_records
+from modelseal.guard.audit import format_ts, iter_records
 from modelseal.guard.audit import verify as verify_audit
 from tests.guard_core.test_guard import FakeClock, _guard, _license
 from tests.license.conftest import NOW, make_device
@@ -287,6 +287,7 @@ def test_a_refusal_for_a_tampered_log_is_recorded_beside_it(
     assert record["data"]["license"] == read_jti(token)
     assert record["data"]["detail"].startswith("the audit log was modified")
     assert record["data"]["audit_log_tampered"] not in ("", "None")
+    assert record["ts"] == format_ts(NOW)  # the Guard's clock, as for every record
     assert verify_audit(unverified).ok
     # still refused on the next start, and recorded again
     with pytest.raises(NotLicensedError) as info:

@@ -325,3 +325,43 @@ def test_a_refusal_that_finds_the_log_tampered_keeps_its_reason_and_records_both
         guard.check()
     assert info.value.reason == "state_tampered"
     assert [r["reason"] for r in _refused(unverified)] == ["key_unavailable", "state_tampered"]
+
+
+def test_the_genuine_check_uses_the_licenses_own_dates_not_the_wall_clock(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """Rule: "genuine" (signature, issuer, audience) is checked at the license's
+    ``nbf``, never at the machine's wall clock: a license of 2031, expired on the
+    Guard's clock, is still refused in its own log while the real date is 2026."""
+    _, cek = model
+    era = NOW + timedelta(days=5 * 365)
+    clock = FakeClock(era)
+    token = _license(vendor, cek, now=era)
+    _guard(vendor, token, tmp_path, clock).close()
+    clock.now = era + timedelta(days=31)
+    guard = _guard(vendor, token, tmp_path, clock, verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        guard.verify()
+    assert info.value.reason == "expired"
+    (record,) = _refused(tmp_path / "state" / f"{read_jti(token)}.audit.jsonl")
+    assert record["reason"] == "expired"
+    assert not (tmp_path / "state" / "unverified.audit.jsonl").exists()
+
+
+def test_an_expired_license_for_another_product_is_not_genuine_here(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """Rule: a license for another product (audience) or from another issuer is not
+    this service's, even on its bound device: its refusal goes to the unverified log
+    and no state is created for it."""
+    _, cek = model
+    clock = FakeClock(NOW + timedelta(days=31))
+    for kw, label in (({"audience": ["acme/other"]}, "aud"), ({"issuer": "evil"}, "iss")):
+        token = _license(vendor, cek, **kw)
+        guard = _guard(vendor, token, tmp_path / label, clock, verify=False, issuer="acme")
+        with pytest.raises(NotLicensedError):
+            guard.verify()
+        state = tmp_path / label / "state"
+        assert not (state / f"{read_jti(token)}.audit.jsonl").exists()
+        assert not list(state.glob("*.state"))
+        assert len(_refused(state / "unverified.audit.jsonl")) == 1

@@ -3,7 +3,7 @@
 run:  ## set up, then the whole system on this machine (modelseal up; Ctrl-C stops it)
 	bash scripts/run.sh
 
-demo:  ## set up, then the offline library demo (seal, load, license by hand)
+demo:  ## set up, then the offline library demo (modelseal demo: seal, load, license by hand)
 	bash scripts/bootstrap.sh
 	.venv/bin/python scripts/demo.py
 

@@ -9,6 +9,8 @@ VENV="${VENV:-.venv}"
 STAMP="$VENV/.modelseal-installed"
 
 bash scripts/system-packages.sh "${MODELSEAL_SETUP:-run}"
+# the web console's htmx and Chart.js, from npm into the package's static dir (run and test)
+bash scripts/console-assets.sh
 
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"

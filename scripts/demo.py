@@ -1,177 +1,19 @@
-"""The offline demo (`make demo`): a model sealed, loaded from memory and licensed by hand.
+"""The offline demo (`make demo`): `modelseal demo` in .demo/offline/ of the project directory.
 
-The whole system (control plane, model service, gateway) is `make run`
-(`modelseal up`); this one shows the library and the offline licensing flow
-with no server. Everything happens under .demo/offline/ in the project directory.
+The demo itself is src/modelseal/system/offline_demo.py (also `modelseal demo`);
+the whole system (control plane, platform deployment, gateway) is `make run`
+(`modelseal up`).
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
-import time
 from pathlib import Path
 
-import torch
-from rich.console import Console
-from rich.table import Table
-from safetensors.torch import save_file
-
-import modelseal
-
-console = Console()
 ROOT = Path(__file__).resolve().parent.parent
-WORK = ROOT / ".demo" / "offline"
-
-
-class TinyClassifier(torch.nn.Module):
-    """A small MLP: enough weights to span several chunks, fast on a CPU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(64, 512),
-            torch.nn.ReLU(),
-            torch.nn.Linear(512, 512),
-            torch.nn.ReLU(),
-            torch.nn.Linear(512, 10),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(x), dim=-1)
-
-
-def step(title: str) -> None:
-    console.rule(f"[bold]{title}")
-
-
-def main() -> int:
-    if WORK.exists():
-        shutil.rmtree(WORK)
-    WORK.mkdir(parents=True)
-    torch.manual_seed(0)
-
-    step("1. vendor: build and save a model")
-    model = TinyClassifier().eval()
-    plain = WORK / "classifier.safetensors"
-    save_file(model.state_dict(), str(plain))
-    console.print(
-        f"{plain.name}: {plain.stat().st_size / 1e6:.2f} MB, "
-        f"{sum(p.numel() for p in model.parameters()):,} parameters"
-    )
-
-    step("2. vendor: seal it (AES-256-GCM, 64 KiB chunks)")
-    sealed = WORK / "classifier.mseal"
-    key = modelseal.seal(plain, sealed, model_id="demo/classifier", chunk_size=1 << 16)
-    key.save(WORK / "classifier.key")
-    header = modelseal.inspect(sealed)
-    console.print(f"{sealed.name}: {header.chunk_count} chunks, key id {key.key_id}")
-    console.print("the file holds no readable weights:", b"net.0.weight" not in sealed.read_bytes())
-
-    step("3. customer: load from memory and run")
-    started = time.perf_counter()
-    state = modelseal.load(sealed, key=WORK / "classifier.key", framework="torch")
-    loaded = TinyClassifier().eval()
-    loaded.load_state_dict(state)
-    console.print(f"loaded {len(state)} tensors in {(time.perf_counter() - started) * 1e3:.1f} ms")
-    x = torch.randn(4, 64)
-    with torch.no_grad():
-        expected, got = model(x), loaded(x)
-    table = Table("sample", "predicted class", "confidence", "same as unsealed")
-    for i in range(4):
-        table.add_row(
-            str(i),
-            str(int(got[i].argmax())),
-            f"{float(got[i].max()):.3f}",
-            str(bool(torch.equal(expected[i], got[i]))),
-        )
-    console.print(table)
-    if not torch.equal(expected, got):
-        console.print("[red]outputs differ from the unsealed model")
-        return 1
-
-    step("4. lazy read: one tensor row, only the chunks it spans")
-    with modelseal.open(sealed, key=key) as m:
-        row = m.safetensors().get_slice("net.2.weight", framework="torch")[7]
-    console.print("row 7 of net.2.weight matches:", bool(torch.equal(row, model.net[2].weight[7])))
-
-    step("5. attacker: flip one byte, try a wrong key")
-    tampered = WORK / "tampered.mseal"
-    data = bytearray(sealed.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    tampered.write_bytes(bytes(data))
-    for label, path, k in (
-        ("flipped byte", tampered, key),
-        ("wrong key", sealed, modelseal.ContentKey.generate()),
-    ):
-        try:
-            modelseal.load(path, key=k, framework="torch")
-            console.print(f"[red]{label}: loaded?!")
-            return 1
-        except modelseal.ModelsealError as exc:
-            console.print(f"{label}: refused with {type(exc).__name__}: {exc}")
-
-    step("6. vendor: signing keys; customer: device activation request")
-    from modelseal.crypto import generate_private_key
-    from modelseal.device import collect, make_request
-    from modelseal.guard import Guard, NotLicensedError
-    from modelseal.license import TrustStore, issue_license
-
-    vendor = generate_private_key("ed25519")
-    vendor.save(WORK / "vendor.pem")
-    vendor.public_key().save(WORK / "vendor.pub")
-    device = collect()
-    console.print(f"this device: {device.strength_report().summary()}")
-    request = make_request(device, label="demo box")
-    request.save(WORK / "request.json")
-
-    step("7. vendor: issue a license bound to this device (offline)")
-    issued = issue_license(
-        signing_key=vendor,
-        issuer="demo-vendor",
-        customer="ACME Hospital",
-        audience=["demo/classifier"],
-        request=request,
-        content_keys=[(key, "demo/classifier")],
-        features=["classify"],
-        max_calls=1000,
-    )
-    (WORK / "license.jwt").write_text(issued.token)
-    (WORK / "request.json").unlink()  # it holds per-component secrets: delete after activation
-    for warning in issued.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
-    console.print(
-        f"license {issued.claims.jti}: {len(issued.token)} bytes, features "
-        f"{list(issued.claims.entitlements)}, 1000 calls, content key delivered"
-    )
-
-    step("8. customer: load with the license (no key file) and run, guarded")
-    (WORK / "classifier.key").unlink()  # the customer never had it
-    guard = Guard(
-        WORK / "license.jwt",
-        TrustStore.load(WORK / "vendor.pub"),
-        audience="demo/classifier",
-        state_dir=WORK / "state",
-    )
-    state = guard.load(sealed, framework="torch")
-    licensed = TinyClassifier().eval()
-    licensed.load_state_dict(state)
-    guard.check("classify")
-    with torch.no_grad():
-        same = torch.equal(licensed(x), expected)
-    console.print(f"feature 'classify': allowed; outputs identical: {same}")
-    try:
-        guard.check("explain")
-        console.print("[red]feature 'explain' was allowed?!")
-        return 1
-    except NotLicensedError as exc:
-        console.print(f"feature 'explain': refused ({exc}); audit reason: {exc.reason}")
-    console.print(f"calls used: {guard.usage()}; audit log: {guard.audit_path.relative_to(ROOT)}")
-    guard.close()
-
-    console.rule("[green]demo complete")
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    work = str(ROOT / ".demo" / "offline")
+    argv = [sys.executable, "-m", "modelseal", "demo", "--work-dir", work]
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, fixed arguments

@@ -2,13 +2,14 @@
 # Debian packages the set-up needs, installed when missing (root, or sudo without a password).
 #   run:  what `make run` uses (curl, to try the printed prediction line)
 #   test: what the tests drive for real: strace (no plaintext on disk), openssl (interop
-#         oracle), softhsm2 (PKCS#11 signing keys), podman + runc + debootstrap (containers)
+#         oracle), softhsm2 (PKCS#11 signing keys), podman + runc + debootstrap (containers),
+#         chromium (the console's browser tests drive Debian's Chromium, never a downloaded one)
 # Without apt-get or root rights it says what is missing and goes on: those tests then
 # skip with the reason, and CI (.ci/run) requires them.
 set -euo pipefail
 want=(curl)
 if [ "${1:-run}" = "test" ]; then
-    want+=(strace openssl softhsm2 podman runc debootstrap)
+    want+=(strace openssl softhsm2 podman runc debootstrap chromium)
 fi
 missing=()
 for pkg in "${want[@]}"; do

@@ -17,6 +17,7 @@ from modelseal.cli import (
     admin_people,  # noqa: F401 (registers admin users|audit, licenses unlock-code)
     audit,
     controlplane,
+    demo,
     deploy,
     device,
     device_activate,
@@ -85,6 +86,7 @@ app.add_typer(gateway.app, name="gateway")
 app.add_typer(image.app, name="image")
 app.add_typer(platform.app, name="platform")
 app.command("up")(up.up)
+app.command("demo")(demo.demo)
 
 
 def main() -> NoReturn:

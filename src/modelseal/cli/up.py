@@ -7,11 +7,14 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from modelseal.cli._common import errors_as_exit_codes, out
+
+if TYPE_CHECKING:
+    from modelseal.system import Summary
 
 
 def _default_data_dir() -> Path:
@@ -24,10 +27,15 @@ def up(
         Path | None,
         typer.Option(help="where everything is kept (default: $XDG_DATA_HOME/modelseal/system)"),
     ] = None,
-    host: Annotated[str, typer.Option(help="address every server listens on")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="address the control plane and the gateway listen on")
+    ] = "127.0.0.1",
     controlplane_port: Annotated[int, typer.Option(help="the control plane's port")] = 8400,
     gateway_port: Annotated[int, typer.Option(help="the gateway's port")] = 8000,
-    serve_port: Annotated[int, typer.Option(help="the model service's port")] = 8080,
+    node_port: Annotated[
+        int,
+        typer.Option(min=1, max=65535, help="the demo deployment's NodePort (on 127.0.0.1)"),
+    ] = 30080,
     timeout: Annotated[
         float, typer.Option(min=1.0, help="seconds each step and server may take to start")
     ] = 120.0,
@@ -35,12 +43,15 @@ def up(
         bool, typer.Option(help="start, check one prediction, stop (for scripts and CI)")
     ] = False,
 ) -> None:
-    """Run the control plane, a licensed demo model service and the gateway, on SQLite.
+    """Run the control plane, a demo model deployed by the platform, and the gateway, on SQLite.
 
-    The first run sets everything up (vendor, demo model sealed and ordered,
-    this machine activated, gateway keys) and says each command it runs; later
-    runs reuse the data directory. Prints a curl line for a prediction through
-    the gateway; Ctrl-C stops everything.
+    The first run sets everything up and says each command it runs: the
+    vendor's control plane and owner login (password + TOTP), the demo model
+    sealed, ordered and activated on this machine; the model manager's
+    registry, a deployment with the local backend, an API key; the gateway
+    follows the control plane's routes. Later runs reuse the data directory.
+    Prints the console URL, the owner's login and a curl line for a prediction
+    through the gateway; Ctrl-C stops everything.
 
     Example: modelseal up --data-dir .demo/system
     """
@@ -52,7 +63,7 @@ def up(
             host=host,
             controlplane_port=controlplane_port,
             gateway_port=gateway_port,
-            serve_port=serve_port,
+            node_port=node_port,
             python=sys.executable,
             startup_timeout_s=timeout,
         )
@@ -68,37 +79,7 @@ def up(
 
         out.print(f"Data directory: {options.data_dir}", highlight=False)
         summary = stack.start()
-        out.print()
-        out.print("[bold green]modelseal is up[/bold green]")
-        out.print(
-            f"  control plane   {summary.controlplane_url}  (OpenAPI: /openapi.json)",
-            highlight=False,
-        )
-        out.print(
-            f"  model service   {summary.serve_url}  (answers only envelopes)", highlight=False
-        )
-        out.print(f"  gateway         {summary.gateway_url}", highlight=False)
-        out.print(f"  owner token     {summary.owner_token}", highlight=False)
-        out.print(
-            f"  license         {summary.license_id} (key {summary.license_key})", highlight=False
-        )
-        out.print(f"  logs            {summary.logs}", highlight=False)
-        out.print(
-            "  first prediction through the gateway: "
-            + ", ".join(f"{p:.4f}" for p in summary.prediction),
-            highlight=False,
-        )
-        out.print()
-        out.print("Try it (a prediction through the gateway with the demo API key):")
-        # Printed raw, on one line, so it can be copied or read by a script.
-        print(summary.curl_line(), flush=True)
-        out.print()
-        out.print(
-            "Admin: MODELSEAL_SERVER="
-            f"{summary.controlplane_url} MODELSEAL_TOKEN_FILE={summary.owner_token} "
-            "modelseal admin licenses list",
-            highlight=False,
-        )
+        _print_summary(summary)
         if once:
             stack.stop()
             out.print("stopped (--once)")
@@ -113,3 +94,41 @@ def up(
             out.print("stopping...")
             stack.stop()
         out.print("stopped; run it again to restart with the same data")
+
+
+def _print_summary(summary: Summary) -> None:
+    """What to do next. Lines a script reads are printed raw, each on one line."""
+    admin = summary.admin
+    rows = [
+        ("console", f"{summary.console_url}"),
+        ("control plane", f"{summary.controlplane_url}  (OpenAPI: /openapi.json)"),
+        ("gateway", summary.gateway_url),
+        ("model service", f"{summary.serve_url}  (NodePort of deployment {summary.deployment_id})"),
+        ("license", f"{summary.license_id} (key {summary.license_key})"),
+        ("logs", str(summary.logs)),
+        (
+            "first prediction",
+            ", ".join(f"{p:.4f}" for p in summary.prediction) + "  (through the gateway)",
+        ),
+    ]
+    out.print()
+    out.print("[bold green]modelseal is up[/bold green]")
+    for label, value in rows:
+        out.print(f"  {label:<17} {value}", highlight=False, soft_wrap=True)
+    out.print()
+    out.print("Console login (the first owner; TOTP from an authenticator app):")
+    for label, value in (
+        ("vendor", admin.vendor),
+        ("username", admin.username),
+        ("password", admin.password),
+        ("TOTP secret", admin.totp_secret),
+        ("otpauth URI", admin.otpauth_uri),
+        ("recovery codes", str(admin.recovery_codes)),
+    ):
+        print(f"  {label + ':':<17} {value}", flush=True)
+    out.print()
+    out.print("Try it (a prediction through the gateway with the demo API key):")
+    print(summary.curl_line(), flush=True)
+    out.print()
+    out.print("Admin with the owner's API token:")
+    print(f"  {summary.admin_command()}", flush=True)

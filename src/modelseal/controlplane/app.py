@@ -272,6 +272,10 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(replacement.router)
     app.include_router(reports.router)
     app.include_router(platform_routes.router)
+    # the web console (/console, not in the OpenAPI document; docs/console.md)
+    from modelseal.controlplane import console
+
+    console.mount(app)
     return app
 
 

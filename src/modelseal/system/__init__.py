@@ -9,6 +9,7 @@ imports no server framework itself.
 from __future__ import annotations
 
 from modelseal.system.stack import (
+    AdminLogin,
     Layout,
     Summary,
     SystemOptions,
@@ -18,6 +19,7 @@ from modelseal.system.stack import (
 )
 
 __all__ = [
+    "AdminLogin",
     "Layout",
     "Summary",
     "SystemOptions",

@@ -9,7 +9,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from modelseal.controlplane import schemas as s
-from modelseal.controlplane.deps import DB, Issuer, Owner, Reader, State, Who, client_address
+from modelseal.controlplane.deps import (
+    DB,
+    AppState,
+    Issuer,
+    Owner,
+    Reader,
+    State,
+    Who,
+    client_address,
+)
 from modelseal.controlplane.errors import ControlPlaneError, ForbiddenError
 from modelseal.controlplane.models import User, UserSession
 from modelseal.controlplane.routes import AUTH, errors
@@ -41,6 +50,31 @@ def _person(who: Who) -> Caller:
 
 
 Person = Annotated[Caller, Depends(_person)]
+
+
+def set_session_cookies(response: Response, st: AppState, result: people.LoginResult) -> None:
+    """The session cookie (``HttpOnly``, ``SameSite=Strict``) and the CSRF cookie, for the
+    API's login and the console's alike."""
+    secure = (st.settings.public_url or "").startswith("https://")
+    # the CSRF cookie is readable by the console's script: it echoes it as X-CSRF-Token
+    for name, value, httponly in (
+        (people.SESSION_COOKIE, result.cookie, True),
+        (people.CSRF_COOKIE, result.csrf, False),
+    ):
+        response.set_cookie(
+            name,
+            value,
+            max_age=people.SESSION_SECONDS,
+            httponly=httponly,
+            samesite="strict",
+            secure=secure,
+            path="/",
+        )
+
+
+def clear_session_cookies(response: Response) -> None:
+    response.delete_cookie(people.SESSION_COOKIE, path="/")
+    response.delete_cookie(people.CSRF_COOKIE, path="/")
 
 
 # --- sessions ------------------------------------------------------------------------------------
@@ -75,26 +109,7 @@ def login(body: s.LoginIn, request: Request, st: State, db: DB) -> Response:
         expires_at=result.expires_at,
     )
     response = JSONResponse(out.model_dump(mode="json"))
-    secure = (st.settings.public_url or "").startswith("https://")
-    response.set_cookie(
-        people.SESSION_COOKIE,
-        result.cookie,
-        max_age=people.SESSION_SECONDS,
-        httponly=True,
-        samesite="strict",
-        secure=secure,
-        path="/",
-    )
-    # readable by the console's script: it echoes it as X-CSRF-Token (double submit)
-    response.set_cookie(
-        people.CSRF_COOKIE,
-        result.csrf,
-        max_age=people.SESSION_SECONDS,
-        httponly=False,
-        samesite="strict",
-        secure=secure,
-        path="/",
-    )
+    set_session_cookies(response, st, result)
     return response
 
 
@@ -119,8 +134,7 @@ def logout(st: State, db: DB, who: Person, request: Request) -> Response:
     if row is not None and row.revoked_at is None:
         people.logout(db, row)
     response = Response(status_code=204)
-    response.delete_cookie(people.SESSION_COOKIE, path="/")
-    response.delete_cookie(people.CSRF_COOKIE, path="/")
+    clear_session_cookies(response)
     return response
 
 

@@ -365,3 +365,20 @@ def test_an_expired_license_for_another_product_is_not_genuine_here(
         assert not (state / f"{read_jti(token)}.audit.jsonl").exists()
         assert not list(state.glob("*.state"))
         assert len(_refused(state / "unverified.audit.jsonl")) == 1
+
+
+def test_a_refusal_before_verification_survives_a_tampered_unverified_log(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """Rule: refusing never depends on the log, also when the log that cannot take
+    the record is ``unverified.audit.jsonl`` itself (nothing else to record it in)."""
+    _, cek = model
+    forged = _license(generate_private_key("ed25519"), cek)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "unverified.audit.jsonl").write_bytes(b"not a record\n")
+    guard = _guard(vendor, forged, tmp_path, FakeClock(NOW), verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        guard.verify()
+    assert info.value.reason == "untrusted_key"
+    assert (state / "unverified.audit.jsonl").read_bytes() == b"not a record\n"

@@ -610,3 +610,26 @@ def test_an_unlock_of_an_expired_license_is_a_typed_refusal_in_its_own_log(
     jti = read_unverified(token)[1]["jti"]
     last = list(iter_records(tmp_path / "state" / f"{jti}.audit.jsonl"))[-1]
     assert (last["event"], last["reason"]) == ("refused", "expired")
+
+
+def test_a_list_older_than_the_last_imported_is_refused(vendor: PrivateKey, tmp_path: Path) -> None:
+    """Rule (docs/cli.md, guard import-revocations): a revocation list no older than
+    the newest one imported on this device, so an old list cannot replace a newer
+    one that revoked; the newest ``issued_at`` is kept in the Guard's state, also
+    across a restart. Found by mutation testing (guard/core.py
+    ``import_revocations``: the kept ``issued_at`` could be dropped)."""
+    clock = Clock(NOW)
+    token = _issue(vendor, ContentKey.generate())
+    guard = _guard(token, [vendor], tmp_path, clock)
+    newer, crl_new = _crl(vendor, issued_at=int(NOW.timestamp()) - 60)
+    _, crl_old = _crl(vendor, issued_at=int(NOW.timestamp()) - 3600)
+    assert guard.import_revocations(crl_new) is False
+    assert guard.import_revocations(crl_new) is False  # the same one again: fine
+    for g in (guard, _guard(token, [vendor], tmp_path, clock)):
+        with pytest.raises(ModelsealError) as info:
+            g.import_revocations(crl_old)
+        assert type(info.value).__name__ == "StaleRevocationListError"
+        assert str(info.value) == (
+            f"this revocation list (issued at {int(NOW.timestamp()) - 3600}) is older than "
+            f"the one already imported (issued at {newer.issued_at})"
+        )

@@ -8,7 +8,12 @@ their batch commits) and with one commit per heartbeat, so the figures are
 a ratio against the plain alternative on the same machine at the same time.
 
     .venv/bin/python bench/controlplane_load.py --devices 256 --seconds 10 \
-        [--database-url postgresql://postgres@127.0.0.1:5432/test] [--workers 2]
+        [--database-url postgresql://postgres@127.0.0.1:5432/test] [--workers 2] \
+        [--ship none|link|refusal] [--group-commit-only]
+
+``--ship`` makes every beat carry one new device audit record (guard/shipping.py):
+``link`` a record the server only chains (a heartbeat's), ``refusal`` one it
+checks and stores (one ``device_events`` row per beat: the worst case).
 
 With a PostgreSQL URL the benchmark creates its own database and drops it.
 Writes JSON to bench/out/controlplane_load.json.
@@ -135,23 +140,63 @@ def _setup(url: str, token: str, devices: int) -> list[tuple[str, str, bytes]]:
     return out
 
 
-async def _load(url: str, devices: list[tuple[str, str, bytes]], seconds: float) -> dict[str, Any]:
+def _next_record(seq: int, prev: str, ship: str) -> dict[str, Any]:
+    from modelseal.guard.audit import record_hash
+
+    if ship == "link":
+        return {"seq": seq, "prev": prev, "hash": b64url(secrets.token_bytes(32))}
+    record: dict[str, Any] = {
+        "seq": seq,
+        "ts": "2026-12-04T00:00:00.000Z",
+        "event": "refused",
+        "reason": "feature_missing",
+        "data": {"feature": "bench", "also_refused_since_last_record": 0},
+        "prev": prev,
+    }
+    record["hash"] = record_hash(record)
+    return record
+
+
+async def _load(
+    url: str, devices: list[tuple[str, str, bytes]], seconds: float, ship: str = "none"
+) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
+    shipped = 0
     stop = time.monotonic() + seconds
     connector = aiohttp.TCPConnector(limit=len(devices))
 
     async def device_loop(
         session: aiohttp.ClientSession, lic: str, dev: str, credential: bytes
     ) -> None:
-        nonlocal errors
+        nonlocal errors, shipped
+        from modelseal.guard.audit import genesis_hash
+
+        # this device's audit chain: the server acks -1 on a first beat, then takes records
+        pending: dict[str, Any] | None = None
+        head: tuple[int, str] | None = None
+        prev, seq = genesis_hash(None), 0
+        first = True
         while time.monotonic() < stop:
+            if ship != "none" and not first and pending is None:
+                pending = _next_record(seq, prev, ship)
+            # the shipping fields only when shipping: the same script then measures
+            # a server from before shipping existed (A/B on one machine)
+            shipping: dict[str, Any] = (
+                {
+                    "audit_head": (pending["seq"], pending["hash"]) if pending else head,
+                    "audit_records": (pending,) if pending else (),
+                }
+                if ship != "none"
+                else {}
+            )
             body = HeartbeatRequest(
                 license_id=lic,
                 device_id=dev,
                 nonce=b64url(secrets.token_bytes(16)),
                 time=int(time.time()),
                 calls_used=1,
+                **shipping,
             ).to_body()
             started = time.perf_counter()
             async with session.post(
@@ -165,8 +210,13 @@ async def _load(url: str, devices: list[tuple[str, str, bytes]], seconds: float)
                 await resp.read()
                 if resp.status == 200:
                     latencies.append(time.perf_counter() - started)
+                    first = False
+                    if pending is not None:
+                        shipped += 1
+                        head = (pending["seq"], pending["hash"])
+                        prev, seq, pending = pending["hash"], seq + 1, None
                 else:
-                    errors += 1
+                    errors += 1  # a record not taken goes again with the next beat
 
     async with aiohttp.ClientSession(connector=connector) as session:
         began = time.monotonic()
@@ -177,6 +227,7 @@ async def _load(url: str, devices: list[tuple[str, str, bytes]], seconds: float)
     return {
         "heartbeats": len(latencies),
         "errors": errors,
+        "records_shipped": shipped,
         "seconds": elapsed,
         "per_second": len(latencies) / elapsed,
         "p50_ms": q[49] * 1000,
@@ -211,10 +262,19 @@ def _run(database_url: str | None, args: argparse.Namespace, group_commit: bool)
             devices = _setup(url, token_file.read_text().strip(), args.devices)
             asyncio.run(_load(url, devices[: min(16, len(devices))], 1.0))  # warm up
             cpu_before = _server_cpu(proc.pid)
-            result = asyncio.run(_load(url, devices, args.seconds))
+            result = asyncio.run(_load(url, devices, args.seconds, args.ship))
             cpu = _server_cpu(proc.pid) - cpu_before
             result["server_cpu_ms_per_heartbeat"] = 1000 * cpu / max(1, result["heartbeats"])
             result["load_average_1m"] = os.getloadavg()[0]
+            result["ship"] = args.ship
+            if args.ship == "refusal":
+                # every answered record must be stored once: the chain check held under load
+                report = httpx.get(
+                    f"{url}/v1/reports/refusals?format=json",
+                    headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
+                    timeout=60,
+                ).json()
+                result["refusals_stored"] = sum(row["refusals"] for row in report)
             return result
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -243,6 +303,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--database-url", default=None, help="postgresql://... (else SQLite)")
+    parser.add_argument(
+        "--ship",
+        choices=("none", "link", "refusal"),
+        default="none",
+        help="each beat ships one device audit record: a link, or a refusal the server stores",
+    )
+    parser.add_argument(
+        "--group-commit-only", action="store_true", help="skip the commit-per-heartbeat run"
+    )
     args = parser.parse_args()
     if not 1 <= args.devices <= 5000 or not 1 <= args.seconds <= 120:
         raise SystemExit("--devices 1..5000, --seconds 1..120")
@@ -251,7 +320,7 @@ def main() -> None:
         "workers": args.workers,
         "database": "postgresql" if args.database_url else "sqlite",
     }
-    for group_commit in (True, False):
+    for group_commit in (True,) if args.group_commit_only else (True, False):
         name = "group_commit" if group_commit else "commit_per_heartbeat"
         url, db_name = _fresh_pg(args.database_url) if args.database_url else (None, "")
         try:
@@ -264,8 +333,18 @@ def main() -> None:
             f"{results['database']:10} {name:22} {r['per_second']:8.0f}/s  "
             f"p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  "
             f"server CPU {r['server_cpu_ms_per_heartbeat']:.2f} ms/heartbeat  "
-            f"load average {r['load_average_1m']:.1f}"
+            f"load average {r['load_average_1m']:.1f}  ship {args.ship}"
+            + (
+                f"  records {r['records_shipped']} stored {r['refusals_stored']}"
+                if "refusals_stored" in r
+                else ""
+            )
         )
+    if args.group_commit_only:
+        OUT.mkdir(exist_ok=True)
+        name = f"controlplane_load_{results['database']}_ship_{args.ship}.json"
+        (OUT / name).write_text(json.dumps(results, indent=2) + "\n")
+        return
     ratio = results["group_commit"]["per_second"] / results["commit_per_heartbeat"]["per_second"]
     results["ratio_group_over_per_heartbeat"] = ratio
     print(f"group commit / commit per heartbeat: {ratio:.2f}x")

@@ -262,3 +262,21 @@ def test_the_asyncio_task_beats_off_the_event_loop() -> None:
     asyncio.run(run())
     assert len(threads) >= 3
     assert threading.main_thread().name not in threads
+
+
+def test_a_guard_ships_no_records_to_a_server_that_never_acked(
+    vendor: PrivateKey, tmp_path: Path
+) -> None:
+    """A server from before shipping would refuse ``audit_records`` (unknown member): the
+    Guard sends them only after a verified reply carried ``ack``."""
+    clock = Clock(NOW)
+    server = Server(vendor, clock)  # its replies carry no ack
+    guard = _guard(_issue(vendor, ContentKey.generate()), vendor, tmp_path, clock, server)
+    guard.check()
+    for feature in ("a", "b"):
+        with pytest.raises(NotLicensedError):
+            guard.check(feature)
+        clock.now += timedelta(seconds=2)
+        guard.heartbeat_now()
+    assert all(report.audit_records == () for report in server.reports)
+    assert all(report.audit_head is not None for report in server.reports)

@@ -382,6 +382,6 @@ def test_the_fast_path_and_the_route_answer_alike(
             assert status == 409 and answer["error"]["code"] == "stale_heartbeat"
             bad = via.post("/v1/heartbeat", content=b"{}", headers={"Authorization": "x"})
             assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
-            big = via.post("/v1/heartbeat", content=(b" " * 8192 for _ in range(2)))
+            big = via.post("/v1/heartbeat", content=(b" " * 8192 for _ in range(4)))
             assert big.status_code == 413 and big.json()["error"]["code"] == "too_large"
     app.state.cp.engine.dispose()

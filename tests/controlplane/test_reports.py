@@ -150,3 +150,32 @@ def test_the_cli_writes_reports(server: Server, tmp_path: Path) -> None:
     assert len(json.loads(shown.stdout)) == 3
     bad = run_cli(*base, "report", "refunds", check=False)
     assert bad.returncode == 2
+
+
+def test_a_report_read_on_sqlite_does_not_hold_the_write_lock(api: Api) -> None:
+    """Reports stream from ``db.read_session``: a writer commits while the read is open
+    (before, SQLite reports were read whole first because every transaction took the
+    write lock)."""
+    import sqlite3
+
+    from sqlalchemy import select
+
+    from modelseal.controlplane import db
+    from modelseal.controlplane.models import Vendor
+
+    state = api.client.app.state.cp  # type: ignore[attr-defined]
+    if not state.settings.is_sqlite:
+        return  # PostgreSQL readers never block writers; the server-side cursor is enough
+    with db.read_session(state.engine) as session:
+        rows = session.execute(select(Vendor.name).execution_options(yield_per=1))
+        first = next(iter(rows))
+        writer = sqlite3.connect(state.engine.url.database, timeout=2)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE vendors SET name = name || '-renamed'")
+            writer.execute("COMMIT")
+        finally:
+            writer.close()
+        rest = [r[0] for r in rows]
+        # the read sees its own snapshot: none of the renames
+        assert not any(name.endswith("-renamed") for name in [first[0], *rest])

@@ -122,3 +122,51 @@ def test_heartbeat_lease_request_and_reply() -> None:
         issuer="acme",
     )
     assert verdict.lease == Lease(start=42, end=1042, exp=claims["time"] + 3600)
+
+
+def test_heartbeat_shipping_audit_records_and_the_ack() -> None:
+    """docs/controlplane.md, "Shipped audit records", checked with hashlib, json and
+    cryptography alone: the records are under the same MAC as the rest of the body, each
+    whole record hashes to its ``hash`` and each ``prev`` is the hash before it."""
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from modelseal.license.heartbeat import HeartbeatRequest
+
+    v = V["heartbeat_audit_records"]
+    body = v["body"].encode()
+    mac = hmac.new(
+        bytes.fromhex(v["credential"]), b"modelseal/heartbeat/v1\x00" + body, hashlib.sha256
+    ).digest()
+    assert b64url(mac) == v["mac"]
+    parsed = json.loads(body)
+    assert body == json.dumps(parsed, separators=(",", ":"), sort_keys=True).encode()
+    whole, link = parsed["audit_records"]
+    assert set(link) == {"seq", "prev", "hash"} and link["seq"] == whole["seq"] + 1
+    genesis = b64url(hashlib.sha256(b"modelseal/audit/v1/genesis").digest())
+    assert whole["prev"] == genesis and link["prev"] == whole["hash"]
+    content = {k: val for k, val in whole.items() if k != "hash"}
+    canonical = json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode()
+    assert b64url(hashlib.sha256(canonical).digest()) == whole["hash"]
+    assert parsed["audit_head"] == [link["seq"], link["hash"]]
+    assert HeartbeatRequest.from_body(body).audit_records == (whole, link)
+    head, payload, signature = v["reply"].split(".")
+    public = load_pem_public_key(v["vendor_public_pem"].encode())
+    assert isinstance(public, Ed25519PublicKey)
+    public.verify(b64url_decode(signature), f"{head}.{payload}".encode())
+    claims = json.loads(b64url_decode(payload))
+    assert claims["ack"] == 1 and claims["nonce"] == parsed["nonce"]
+    trust = TrustStore([load_public_key(v["vendor_public_pem"].encode())])
+    verdict = verify_reply(
+        v["reply"],
+        trust,
+        license_id=parsed["license"],
+        device_id=parsed["device"],
+        nonce=parsed["nonce"],
+        issuer="acme",
+    )
+    assert verdict.audit_ack == 1

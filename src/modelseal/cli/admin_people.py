@@ -226,9 +226,10 @@ def licenses_unlock_code(
 @app.command("report")
 def report(
     ctx: typer.Context,
-    kind: Annotated[str, typer.Argument(help="licenses, activations, usage or expiring")],
+    kind: Annotated[str, typer.Argument(help="licenses, activations, usage, expiring or refusals")],
     since: Annotated[
-        str | None, typer.Option(help="only what was created since (ISO date or time)")
+        str | None,
+        typer.Option(help="only what was created (refusals: happened) since (ISO date or time)"),
     ] = None,
     days: Annotated[int, typer.Option(min=1, max=3650, help="expiring: the horizon")] = 30,
     format: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
@@ -240,12 +241,15 @@ def report(
     """A report as CSV or JSON, streamed by the server.
 
     Example: modelseal admin report usage --format csv --out usage.csv
+
+    Example: modelseal admin report refusals --since 2026-12-01 --format json
     """
     import sys
 
     with errors_as_exit_codes():
-        if kind not in ("licenses", "activations", "usage", "expiring"):
-            fail(f"unknown report {kind!r}: choose licenses, activations, usage or expiring", 2)
+        kinds = ("licenses", "activations", "usage", "expiring", "refusals")
+        if kind not in kinds:
+            fail(f"unknown report {kind!r}: choose {', '.join(kinds)}", 2)
         if format not in ("csv", "json"):
             fail("--format must be csv or json", 2)
         query: dict[str, Any] = {"format": format, "days": days}

@@ -236,6 +236,14 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     )
     if app_state.settings.heartbeat_fast_path:
         app.add_middleware(HeartbeatFastPath, service=app_state.heartbeats)
+    if app_state.settings.rate_limit_credential or app_state.settings.rate_limit_address:
+        from modelseal.controlplane.ratelimit import RateLimit
+
+        app.add_middleware(
+            RateLimit,
+            per_credential=app_state.settings.rate_limit_credential,
+            per_address=app_state.settings.rate_limit_address,
+        )
     # one deployment backend per process, built on first use, closed on shutdown
     # (in the lifespan above); tests replace it with their own runtime before
     # the first request

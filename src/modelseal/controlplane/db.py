@@ -4,7 +4,11 @@ SQLite (the default, one file in the data directory) runs in WAL mode with
 every transaction started as ``BEGIN IMMEDIATE``: writers queue on the
 database lock up front instead of failing with ``database is locked`` when
 a read transaction tries to upgrade, which is what makes the device-limit
-check-then-insert atomic there. On PostgreSQL the same check takes a row
+check-then-insert atomic there. A connection marked read-only
+(:func:`read_session`, for long reads such as reports) begins a deferred
+transaction instead: a WAL reader holds no lock that writers wait on, so a
+report streamed to a slow client does not stop heartbeats or activations.
+On PostgreSQL the same check takes a row
 lock on the license (``SELECT ... FOR UPDATE``).
 
 Migrations are Alembic's, run in one transaction (DDL is transactional on
@@ -25,6 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from modelseal.controlplane.settings import Settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: execution option of a connection that only reads (SQLite: a deferred BEGIN)
+READ_ONLY = "modelseal_read_only"
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -47,7 +53,8 @@ def make_engine(settings: Settings) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -62,6 +69,23 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any exception."""
     with factory() as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[Session]:
+    """A session for reading only, on a connection that never takes SQLite's write lock.
+
+    Nothing it does is committed (it is rolled back at the end); changes made
+    through it would not be audited either (no audit hooks on this session).
+    """
+    with (
+        engine.connect().execution_options(**{READ_ONLY: True}) as conn,
+        Session(bind=conn) as session,
+    ):
+        try:
+            yield session
+        finally:
+            session.rollback()
 
 
 def ping(engine: Engine) -> None:

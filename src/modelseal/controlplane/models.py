@@ -172,6 +172,10 @@ class Device(Base):
     #: the device's call counter may run up to here on leases (docs/controlplane.md)
     lease_end: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     lease_exp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: the end of the device audit chain the server holds records of (shipped by
+    #: heartbeats, guard/shipping.py): the ``ack`` of each reply
+    events_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    events_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 # --- people, sessions, the server audit log, unlock codes (issue #12) -------------------
@@ -327,6 +331,36 @@ class WebhookMark(Base):
     subject: Mapped[str] = mapped_column(String(64))
     occasion: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+
+
+class DeviceEvent(Base):
+    """A record of a device's audit log the device shipped and the server keeps.
+
+    Refusals with their reason code, warnings, unlocks (guard/shipping.py,
+    ``kept``); the chain they came in was checked against what the server
+    already held. Unique per device, ``seq`` and ``hash``: a batch sent twice
+    is stored once, while a new chain after ``devices clear-flag`` (a
+    reinstalled device reusing seq numbers) is a different record.
+    """
+
+    __tablename__ = "device_events"
+    __table_args__ = (
+        UniqueConstraint("device_id", "seq", "hash"),
+        Index("ix_device_events_vendor_at", "vendor_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"))
+    license_id: Mapped[str] = mapped_column(ForeignKey("licenses.id"), index=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    #: the record's own time (the device's clock), as written and in Unix seconds
+    ts: Mapped[str] = mapped_column(String(40))
+    at: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    data: Mapped[dict[str, object]] = mapped_column(JSON)
+    hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
 
 
 # The Platform area's rows share this metadata (migrations and the schema check see them).

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     node_port_range: str = "30000-32767"
     #: Platform: largest design/usage/test document accepted, bytes
     max_document_bytes: int = Field(default=16 << 20, ge=1024, le=1 << 30)
+    #: requests per minute (and burst) per token or session on /v1/ (0: no limit)
+    rate_limit_credential: int = Field(default=3000, ge=0)
+    #: requests per minute (and burst) per client address without a credential
+    #: (activation, release, login; 0: no limit); behind a proxy all share one
+    rate_limit_address: int = Field(default=600, ge=0)
 
     @field_validator("node_port_range")
     @classmethod

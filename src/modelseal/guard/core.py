@@ -143,6 +143,8 @@ class HeartbeatReport:
     credential: bytes | None = field(default=None, repr=False)
     #: calls this beat asks to lease (server-side quotas); 0 asks for none
     lease: int = 0
+    #: device audit records after the server's ``ack`` (guard/shipping.py)
+    audit_records: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -299,6 +301,9 @@ class Guard:
         self._license: License | None = None
         self._store: StateStore | None = None
         self._audit: Any = None
+        # audit shipping (guard/shipping.py): the server's last ack, None until it says one
+        self._audit_ack: int | None = None
+        self._shipper: Any = None
         self._keys: dict[str, ContentKey] = {}
         self._kek: tuple[str, bytes] | None = None
         # hot-path fields
@@ -947,6 +952,13 @@ class Guard:
             now_ts = self._clock().timestamp()
             if current is not None and current.high_water is not None:
                 now_ts = max(now_ts, current.high_water)
+            shipped: tuple[dict[str, Any], ...] = ()
+            if self._audit_ack is not None and current is not None and current.audit_head:
+                from modelseal.guard.shipping import AuditShipper
+
+                if self._shipper is None or self._shipper.path != os.fspath(self.audit_path):
+                    self._shipper = AuditShipper(self.audit_path)
+                shipped = self._shipper.batch(self._audit_ack, int(str(current.audit_head[0])))
         want = 0
         if _leased(lic) and current is not None:
             left = current.lease_end - current.calls_reserved
@@ -964,6 +976,7 @@ class Guard:
             nonce=nonce,
             credential=credential,
             lease=want,
+            audit_records=shipped,
         )
         reply = self._heartbeat.send(report)
         token = reply.token if isinstance(reply, HeartbeatReply) else None
@@ -982,6 +995,7 @@ class Guard:
             with contextlib.suppress(OSError, ModelsealError):
                 self._log("heartbeat_refused", reason=exc.reason, detail=str(exc))
             raise
+        self._audit_ack = verdict.audit_ack
         with self._txn() as t:
             st = t.state
             now = self._clock()

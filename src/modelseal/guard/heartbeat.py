@@ -31,6 +31,15 @@ if TYPE_CHECKING:
 
 MIN_BACKOFF: Final = 5.0
 JITTER: Final = 0.1
+#: Seconds to the next beat while audit records wait to ship (a full batch
+#: went out): a device back from offline catches up in minutes, not intervals,
+#: at a pace a fleet coming back together cannot turn into a flood.
+BACKLOG_DELAY: Final = 5.0
+
+
+def _backlog(guard: Guard) -> bool:
+    shipper = getattr(guard, "_shipper", None)
+    return bool(getattr(shipper, "backlog", False))
 
 
 class HttpHeartbeatClient:
@@ -58,6 +67,7 @@ class HttpHeartbeatClient:
             calls_used=max(0, report.calls_reserved),
             audit_head=(int(str(head[0])), str(head[1])) if head else None,
             lease=report.lease,
+            audit_records=report.audit_records,
         )
         body = request.to_body()
         _, data = call(
@@ -137,6 +147,8 @@ class HeartbeatThread:
                 if verdict.interval:
                     self._interval = float(verdict.interval)
             delay = next_delay(self._interval, self.failures)
+            if self.failures == 0 and _backlog(self._guard):
+                delay = min(delay, BACKLOG_DELAY)
 
 
 async def heartbeat_task(guard: Guard, interval: float) -> None:
@@ -158,6 +170,8 @@ async def heartbeat_task(guard: Guard, interval: float) -> None:
             if verdict.interval:
                 interval = float(verdict.interval)
         delay = next_delay(interval, failures)
+        if failures == 0 and _backlog(guard):
+            delay = min(delay, BACKLOG_DELAY)
 
 
 __all__ = ["HeartbeatThread", "HttpHeartbeatClient", "heartbeat_task", "next_delay"]

@@ -39,7 +39,20 @@ HEARTBEAT_TYP: Final = "modelseal-heartbeat+jwt"
 PROTOCOL_VERSION: Final = 1
 NONCE_SIZE: Final = 16
 AUTH_SCHEME: Final = "Modelseal-Device"
-MAX_BODY_BYTES: Final = 4096
+#: A beat's body without shipped audit records stays far below 4 KiB; the
+#: shipped records add at most ``MAX_SHIPPED_BYTES`` (and their JSON framing).
+MAX_BODY_BYTES: Final = 24 * 1024
+#: Shipped device audit records per beat, and their canonical JSON bytes
+#: (docs/controlplane.md, "Shipped audit records"): small enough that a
+#: catching-up device never makes one beat slow, large enough that a device
+#: back from a week offline catches up in a few beats.
+MAX_SHIPPED_RECORDS: Final = 64
+MAX_SHIPPED_BYTES: Final = 16 * 1024
+#: The members of a shipped record: a whole record of the device audit log
+#: (docs/guard-audit-unlock.md §1), or its link alone (seq, prev, hash) for
+#: records the server does not keep (the chain stays checkable either way).
+FULL_RECORD_KEYS: Final = frozenset({"seq", "ts", "event", "reason", "data", "prev", "hash"})
+LINK_RECORD_KEYS: Final = frozenset({"seq", "prev", "hash"})
 _CREDENTIAL_INFO: Final = b"modelseal/license/v1/heartbeat/"
 _MAC_LABEL: Final = b"modelseal/heartbeat/v1\x00"
 
@@ -114,6 +127,9 @@ class HeartbeatRequest:
     #: calls the device asks to lease (0: none); sent only when non-zero, so a
     #: request without a lease is byte-for-byte what it was before leases
     lease: int = 0
+    #: device audit records after the server's last acknowledged one, in seq
+    #: order (whole or links only); sent only when non-empty, like ``lease``
+    audit_records: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -127,6 +143,8 @@ class HeartbeatRequest:
         }
         if self.lease:
             body["lease"] = self.lease
+        if self.audit_records:
+            body["audit_records"] = [dict(r) for r in self.audit_records]
         return body
 
     def to_body(self) -> bytes:
@@ -144,9 +162,10 @@ class HeartbeatRequest:
         except StrictJSONError as exc:
             raise LicenseFormatError(f"heartbeat is not strict JSON ({exc})") from None
         expected = {"v", "license", "device", "nonce", "time", "calls_used", "audit_head"}
-        if not isinstance(obj, dict) or set(obj) - {"lease"} != expected:
+        if not isinstance(obj, dict) or set(obj) - {"lease", "audit_records"} != expected:
             raise LicenseFormatError(
-                f"heartbeat must have exactly {sorted(expected)} (and optionally lease)"
+                f"heartbeat must have exactly {sorted(expected)} "
+                "(and optionally lease, audit_records)"
             )
         if obj["v"] != PROTOCOL_VERSION or isinstance(obj["v"], bool):
             raise LicenseFormatError(f"heartbeat version must be {PROTOCOL_VERSION}")
@@ -190,6 +209,7 @@ class HeartbeatRequest:
             ):
                 raise LicenseFormatError("heartbeat audit_head must be [seq, hash]")
             parsed_head = (head[0], head[1])
+        records = parse_shipped_records(obj.get("audit_records", []))
         return cls(
             license_id=obj["license"],
             device_id=obj["device"],
@@ -198,7 +218,65 @@ class HeartbeatRequest:
             calls_used=obj["calls_used"],
             audit_head=parsed_head,
             lease=lease,
+            audit_records=records,
         )
+
+
+def _short_text(value: object, limit: int) -> bool:
+    return isinstance(value, str) and len(value) <= limit and value.isprintable()
+
+
+def _link_hash(value: object) -> bool:
+    """43 base64url characters: a SHA-256 or HMAC-SHA256 of the device audit chain."""
+    return (
+        isinstance(value, str)
+        and len(value) == 43
+        and value.isascii()
+        and value.replace("-", "").replace("_", "").isalnum()
+    )
+
+
+def parse_shipped_records(value: object) -> tuple[dict[str, Any], ...]:
+    """Shape-check the ``audit_records`` of a heartbeat (the server's side).
+
+    Only the shape: that the records extend the chain the server holds is the
+    server's check (it knows the head), and a record's hash is checked there
+    against its content. Consecutive ``seq`` is checked here, so a batch is
+    one piece of chain or nothing.
+    """
+    if value == []:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_SHIPPED_RECORDS:
+        raise LicenseFormatError(
+            f"heartbeat audit_records must be a list of 1..{MAX_SHIPPED_RECORDS} records"
+        )
+    records: list[dict[str, Any]] = []
+    for rec in value:
+        if not isinstance(rec, dict) or set(rec) not in (FULL_RECORD_KEYS, LINK_RECORD_KEYS):
+            raise LicenseFormatError(
+                "a shipped audit record has exactly seq, ts, event, reason, data, prev, hash "
+                "(or seq, prev, hash)"
+            )
+        seq = rec["seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2**53:
+            raise LicenseFormatError("a shipped audit record's seq must be a non-negative integer")
+        if records and seq != records[-1]["seq"] + 1:
+            raise LicenseFormatError("shipped audit records must have consecutive seq")
+        if not _link_hash(rec["prev"]) or not _link_hash(rec["hash"]):
+            raise LicenseFormatError("a shipped audit record's prev and hash are 43 base64url")
+        if len(rec) == len(FULL_RECORD_KEYS) and not (
+            _short_text(rec["ts"], 40)
+            and _short_text(rec["event"], 64)
+            and rec["event"]
+            and (rec["reason"] is None or _short_text(rec["reason"], 64))
+            and isinstance(rec["data"], dict)
+        ):
+            raise LicenseFormatError(
+                "a shipped audit record needs ts and event strings, reason a string or null "
+                "(at most 64 characters) and data an object"
+            )
+        records.append(rec)
+    return tuple(records)
 
 
 def mac_body(credential: bytes, body: bytes) -> str:
@@ -264,6 +342,9 @@ class HeartbeatVerdict:
     license_token: str | None = field(default=None, repr=False)
     #: calls leased to this device by this reply (bound to its nonce like the rest)
     lease: Lease | None = None
+    #: the seq of the device audit record the server holds last (-1: none yet):
+    #: the device ships what comes after it; absent from servers that take none
+    audit_ack: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -287,6 +368,8 @@ def sign_reply(verdict: HeartbeatVerdict, key: PrivateKey, *, issuer: str) -> st
         claims["license"] = verdict.license_token
     if verdict.lease is not None:
         claims["lease"] = verdict.lease.to_json()
+    if verdict.audit_ack is not None:
+        claims["ack"] = verdict.audit_ack
     return jws.encode(
         claims,
         key,
@@ -356,6 +439,11 @@ def verify_reply(
     if interval is not None and (not isinstance(interval, int) or isinstance(interval, bool)):
         raise HeartbeatReplyError("interval must be an integer")
     lease = Lease.from_json(claims["lease"]) if "lease" in claims else None
+    ack = claims.get("ack")
+    if ack is not None and (
+        not isinstance(ack, int) or isinstance(ack, bool) or not -1 <= ack < 2**53
+    ):
+        raise HeartbeatReplyError("ack must be an integer >= -1")
     return HeartbeatVerdict(
         code=str(code),
         server_time=server_time,
@@ -366,6 +454,7 @@ def verify_reply(
         interval=interval,
         license_token=renewed,
         lease=lease,
+        audit_ack=ack,
     )
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from modelseal.controlplane import db
 from modelseal.controlplane.deps import Reader, State
 from modelseal.controlplane.errors import InvalidRequestError
 from modelseal.controlplane.routes import AUTH, errors
@@ -21,6 +22,8 @@ DESCRIPTIONS = {
     "activations": "device activations per UTC day",
     "usage": "calls reported per license and customer, against the plan's quota",
     "expiring": "active licenses expiring within `days` days",
+    "refusals": "refusals by reason code, customer and license, from device audit records "
+    "shipped by heartbeats (`since`: on the record's time)",
 }
 
 
@@ -49,13 +52,11 @@ def _route(kind: str) -> Callable[..., StreamingResponse]:
         start = _since(since)
 
         def body() -> Iterator[bytes]:
-            with st.sessions() as session:
+            # SQLite: a deferred read (db.read_session), so streaming to a slow client
+            # holds no lock writers wait on; PostgreSQL: a server-side cursor
+            opened = db.read_session(st.engine) if st.settings.is_sqlite else st.sessions()
+            with opened as session:
                 rows = reports.rows(session, who.vendor_id, kind, since=start, days=days)
-                if st.settings.is_sqlite:
-                    # an SQLite read holds the database write lock (BEGIN IMMEDIATE): read
-                    # it all and let go before a slow client reads the stream
-                    rows = iter(list(rows))
-                    session.rollback()
                 yield from reports.render(kind, rows, format)
 
         media = "text/csv; charset=utf-8" if format == "csv" else "application/json"

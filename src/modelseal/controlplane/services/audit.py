@@ -72,6 +72,7 @@ SKIP_TABLES = frozenset(
         "webhook_messages",
         "webhook_attempts",
         "webhook_marks",
+        "device_events",
     }
 )
 #: columns the device reports (heartbeats) or bookkeeping of the login limiter: not admin changes
@@ -81,6 +82,10 @@ SKIP_COLUMNS = frozenset(
         "calls_used",
         "audit_seq",
         "audit_hash",
+        "hb_time",
+        "hb_nonces",
+        "events_seq",
+        "events_hash",
         "failed_logins",
         "totp_last_step",
         "lease_until",

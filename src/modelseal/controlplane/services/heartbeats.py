@@ -21,6 +21,17 @@ sequence number, or the same one with another hash) on a newer beat flags
 the device (``audit_rollback``, persisted) and every reply until the vendor
 clears it says ``AUDIT_ROLLBACK``, on which the Guard locks.
 
+Shipped audit records (guard/shipping.py): a beat may carry the device
+audit records after the ``ack`` of the last reply. They must continue the
+chain the server holds (``events_seq``/``events_hash``, starting from the
+stored head or the genesis); the cursor moves in the same conditional
+``UPDATE``, and the records the server keeps (refusals, warnings, unlocks)
+are inserted by the same group-commit transaction, ``ON CONFLICT DO
+NOTHING`` on (device, seq, hash): a batch resent after a lost reply, or by
+another process of the device, is stored once. A batch that does not link
+flags the device ``audit_chain_break`` (persisted, like a rollback). A beat
+that ships nothing costs two more columns in the read and the write.
+
 Leases (server-side quotas): a beat asking for a lease takes the rare path,
 one ORM transaction that locks the license row, so concurrent leases of one
 license never grant more than its quota (docs/controlplane.md, "Leases").
@@ -31,14 +42,16 @@ Signing keys and device credentials are cached per process once unsealed.
 from __future__ import annotations
 
 import contextlib
+import json
 import queue
 import re
 import threading
 import time
 from concurrent.futures import Future
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelseal.controlplane.errors import (
@@ -49,9 +62,10 @@ from modelseal.controlplane.errors import (
 )
 from modelseal.controlplane.models import Device, License, Plan
 from modelseal.controlplane.secretbox import SecretBox
-from modelseal.controlplane.services import licensing
+from modelseal.controlplane.services import audit, licensing
 from modelseal.controlplane.services.vendors import unseal_signing_key
 from modelseal.crypto import PrivateKey
+from modelseal.guard.shipping import check_shipped, initial_anchor
 from modelseal.license.errors import LicenseFormatError
 from modelseal.license.heartbeat import (
     MAX_LEASE,
@@ -72,7 +86,7 @@ _LOOKUP = (
     " CASE WHEN p.max_devices IS NULL THEN NULL ELSE p.max_devices - (SELECT count(*)"
     " FROM devices o WHERE o.license_id = d.license_id AND o.status <> 'deactivated'"
     " AND (o.activated_at < d.activated_at OR (o.activated_at = d.activated_at AND o.id < d.id)))"
-    " END"
+    " END, d.events_seq, d.events_hash"
     " FROM devices d JOIN licenses l ON l.id = d.license_id"
     " JOIN plans p ON p.id = l.plan_id JOIN vendors v ON v.id = l.vendor_id"
     " WHERE d.license_id = :lic AND d.device_id = :dev"
@@ -93,11 +107,61 @@ _RECORD = (
     " flagged_at = CASE WHEN flag IS NULL AND CAST(:flag AS TEXT) IS NOT NULL THEN :now"
     " ELSE flagged_at END,"
     " flag = COALESCE(flag, CAST(:flag AS TEXT)),"
+    # the end of the shipped chain only moves forward (two beats of one device may race)
+    " events_hash = CASE WHEN events_seq IS NULL OR :eseq > events_seq"
+    " THEN CAST(:ehash AS TEXT) ELSE events_hash END,"
+    " events_seq = CASE WHEN events_seq IS NULL OR :eseq > events_seq"
+    " THEN :eseq ELSE events_seq END,"
     " hb_nonces = CASE WHEN hb_time = CAST(:time AS BIGINT)"
     " THEN hb_nonces || ' ' || CAST(:nonce AS TEXT) ELSE CAST(:nonce AS TEXT) END,"
     " hb_time = :time"
     " WHERE id = :id AND {fresh} RETURNING id"
 )
+
+
+_EVENT = (
+    "INSERT INTO device_events (vendor_id, license_id, device_id, seq, ts, at, event, reason,"
+    " data, hash, received_at) VALUES (:vendor, :license, :device, :seq, :ts, :at, :event,"
+    " :reason, {data}, :hash, :now) ON CONFLICT (device_id, seq, hash) DO NOTHING"
+)
+
+
+def event_statement(dialect: str) -> str:
+    """Insert one kept device audit record; a copy already stored is skipped."""
+    return _EVENT.format(data="CAST(:data AS JSON)" if dialect == "postgresql" else ":data")
+
+
+def _record_time(ts: str, default: int) -> int:
+    """A record's RFC 3339 time in Unix seconds (the device's clock; the receipt time if odd)."""
+    try:
+        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return default
+    if when.tzinfo is None:
+        return default
+    return max(0, min(int(when.timestamp()), 2**53))
+
+
+def event_rows(
+    kept: list[dict[str, Any]], *, vendor: str, license_id: str, device: str, now: int
+) -> list[dict[str, Any]]:
+    """The ``device_events`` rows of the records a beat shipped and the server keeps."""
+    return [
+        {
+            "vendor": vendor,
+            "license": license_id,
+            "device": device,
+            "seq": rec["seq"],
+            "ts": rec["ts"],
+            "at": _record_time(rec["ts"], now),
+            "event": rec["event"],
+            "reason": rec["reason"],
+            "data": json.dumps(rec["data"], sort_keys=True, separators=(",", ":")),
+            "hash": rec["hash"],
+            "now": now,
+        }
+        for rec in kept
+    ]
 
 
 def record_statement(dialect: str) -> str:
@@ -186,16 +250,28 @@ class PlainSQL:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def write_many(self, conn: Any, statement: str, rows: list[dict[str, Any]]) -> list[bool]:
+    def write_many(
+        self,
+        conn: Any,
+        statement: str,
+        rows: list[dict[str, Any]],
+        events: list[list[dict[str, Any]]] | None = None,
+    ) -> list[bool]:
         """One transaction, committed before this returns; per row, whether it applied.
 
         ``statement`` ends in ``RETURNING``: a row that returns nothing did
-        not match its ``WHERE`` (a stale heartbeat).
+        not match its ``WHERE`` (a stale heartbeat). ``events[i]`` are the
+        ``device_events`` rows of row ``i``, inserted in the same transaction
+        only when row ``i`` applied (a stale beat's records are not taken).
         """
+        insert = self.sql(event_statement(self.dialect))
         if self.dialect == "sqlite":
             conn.execute("BEGIN IMMEDIATE")
             try:
                 applied = [conn.execute(statement, row).fetchone() is not None for row in rows]
+                taken = _taken(applied, events)
+                if taken:
+                    conn.executemany(insert, taken)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -208,7 +284,16 @@ class PlainSQL:
                 applied.append(cur.fetchone() is not None)
                 if not cur.nextset():
                     break
+            taken = _taken(applied, events)
+            if taken:
+                cur.executemany(insert, taken)
         return applied
+
+
+def _taken(applied: list[bool], events: list[list[dict[str, Any]]] | None) -> list[dict[str, Any]]:
+    if not events:
+        return []
+    return [row for ok, rows in zip(applied, events, strict=True) if ok for row in rows]
 
 
 class GroupCommitter:
@@ -224,7 +309,9 @@ class GroupCommitter:
         self._plain = plain
         self._statement = plain.sql(record_statement(plain.dialect))
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[dict[str, Any], Future[bool]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[
+            tuple[dict[str, Any], list[dict[str, Any]], Future[bool]]
+        ] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.batches = 0
@@ -240,11 +327,17 @@ class GroupCommitter:
                 )
                 self._thread.start()
 
-    def submit(self, params: dict[str, Any], *, timeout: float = 30.0) -> bool:
+    def submit(
+        self,
+        params: dict[str, Any],
+        events: list[dict[str, Any]] | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> bool:
         """Whether the write applied (False: a stale heartbeat), once its batch committed."""
         self._ensure_started()
         done: Future[bool] = Future()
-        self._queue.put((params, done))
+        self._queue.put((params, events or [], done))
         try:
             return done.result(timeout)
         except TimeoutError:
@@ -266,20 +359,24 @@ class GroupCommitter:
             try:
                 if conn is None:
                     conn = self._plain.connect()
-                applied = self._plain.write_many(
-                    conn, self._statement, [params for params, _ in batch]
+                events = [rows for _, rows, _ in batch]
+                rows = [params for params, _, _ in batch]
+                applied = (
+                    self._plain.write_many(conn, self._statement, rows, events)
+                    if any(events)
+                    else self._plain.write_many(conn, self._statement, rows)
                 )
             except Exception as exc:  # the database is down: fail the batch, keep serving
                 with contextlib.suppress(Exception):
                     conn.close()
                 conn = None
                 error = ServerUnavailableError(f"heartbeat not recorded: {type(exc).__name__}")
-                for _, done in batch:
+                for _, _, done in batch:
                     done.set_exception(error)
             else:
                 self.batches += 1
                 self.writes += len(batch)
-                for (_, done), ok in zip(batch, applied, strict=True):
+                for (_, _, done), ok in zip(batch, applied, strict=True):
                     done.set_result(ok)
 
 
@@ -350,6 +447,7 @@ class HeartbeatService:
             vendor_id, interval, vendor_name = match[6], match[7], match[8]
             hb_time, hb_nonces, flag, audit_seq, audit_hash = match[9:14]
             max_calls, calls_leased, lease_end, _, seats_left = match[14:19]
+            events_seq, events_hash = match[19:21]
             key = self._signing_key(conn, vendor_id)
         except (UnauthorizedError, InvalidRequestError):
             raise
@@ -369,6 +467,16 @@ class HeartbeatService:
             and audit_rolled_back((audit_seq, audit_hash), request.audit_head)
         ):
             new_flag = "audit_rollback"
+        # the shipped chain: where the server's copy ends, and what this beat adds
+        stored_head = (audit_seq, audit_hash) if audit_seq is not None else None
+        anchor = (
+            (int(events_seq), str(events_hash))
+            if events_seq is not None and events_hash is not None
+            else initial_anchor((audit_seq, audit_hash))
+        )
+        shipped = check_shipped(anchor, request.audit_records, (stored_head, request.audit_head))
+        if shipped.problem is not None and flag is None and new_flag is None:
+            new_flag = "audit_chain_break"
         flag = flag or new_flag
         if lic_status == "revoked" or device_status == "deactivated":
             code, message = (
@@ -382,7 +490,11 @@ class HeartbeatService:
             code, message = "EXPIRED", "the license has expired"
         elif flag is not None:
             code = "AUDIT_ROLLBACK"
-            message = "the device's audit log went back; the vendor must clear the flag"
+            message = (
+                "the device's audit log no longer continues the records it shipped"
+                if flag == "audit_chain_break"
+                else "the device's audit log went back"
+            ) + "; the vendor must clear the flag"
         elif seats_left is not None and seats_left <= 0:
             code, message = "TOO_MANY_DEVICES", "the license has more devices than its plan allows"
         elif (
@@ -403,23 +515,32 @@ class HeartbeatService:
             "time": request.time,
             "nonce": request.nonce,
             "id": device_row_id,
+            "eseq": shipped.anchor[0],
+            "ehash": shipped.anchor[1],
         }
+        events = event_rows(
+            shipped.kept,
+            vendor=vendor_id,
+            license_id=request.license_id,
+            device=device_row_id,
+            now=now,
+        )
         lease = None
         if code == "VALID" and request.lease and max_calls is not None:
             try:
-                code, message, lease = self._lease(device_row_id, request, record, interval)
+                code, message, lease = self._lease(device_row_id, request, record, interval, events)
             except StaleRequestError:
                 raise
             except Exception as exc:  # the database went away mid-lease: nothing granted
                 raise ServerUnavailableError(f"lease not recorded: {type(exc).__name__}") from None
         else:
             if self._committer is not None:
-                applied = self._committer.submit(record)
+                applied = self._committer.submit(record, events)
             else:
                 try:
-                    applied = self._plain.write_many(self._plain.reader(), self._record, [record])[
-                        0
-                    ]
+                    applied = self._plain.write_many(
+                        self._plain.reader(), self._record, [record], [events] if events else None
+                    )[0]
                 except Exception as exc:
                     self._plain.drop_reader()
                     raise ServerUnavailableError(
@@ -441,6 +562,7 @@ class HeartbeatService:
             interval=interval,
             license_token=renewed,
             lease=lease,
+            audit_ack=shipped.anchor[0],
         )
         return sign_reply(verdict, key, issuer=vendor_name)
 
@@ -450,6 +572,7 @@ class HeartbeatService:
         request: HeartbeatRequest,
         record: dict[str, Any],
         interval: int | None,
+        events: list[dict[str, Any]],
     ) -> tuple[str, str, Lease | None]:
         """Record the beat and grant a lease in one transaction that locks the license.
 
@@ -458,6 +581,8 @@ class HeartbeatService:
         quota. Rare by design (one per lease, not per beat), so the ORM is fine.
         """
         with self._sessions() as session, session.begin():
+            # the ledger moves (calls leased): audited, in the device's name
+            audit.bind(session, actor={"kind": "device", "id": device_row_id})
             postgres = session.get_bind().dialect.name == "postgresql"
             lic_q = select(License).where(License.id == request.license_id)
             dev_q = select(Device).where(Device.id == device_row_id)
@@ -475,6 +600,10 @@ class HeartbeatService:
             head = request.audit_head
             if head is not None and (device.audit_seq is None or head[0] > device.audit_seq):
                 device.audit_seq, device.audit_hash = head
+            if device.events_seq is None or record["eseq"] > device.events_seq:
+                device.events_seq, device.events_hash = record["eseq"], record["ehash"]
+            if events:
+                session.execute(text(event_statement(self._plain.dialect)), events)
             device.hb_nonces = (
                 f"{device.hb_nonces} {request.nonce}"
                 if device.hb_time == request.time

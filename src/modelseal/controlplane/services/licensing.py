@@ -228,13 +228,17 @@ def clear_device_flag(session: Session, caller: Caller, ref: str) -> Device:
     """The vendor has looked at a flagged device (e.g. a reinstall lost its audit log).
 
     The stored audit head is forgotten too: the device's next report starts
-    the chain the server follows afresh.
+    the chain the server follows afresh. So is the end of the shipped records:
+    the device ships its log again from its first record (records the server
+    already holds, same seq and hash, are not stored twice).
     """
     device = get_device(session, caller, ref)
     device.flag = None
     device.flagged_at = None
     device.audit_seq = None
     device.audit_hash = None
+    device.events_seq = None
+    device.events_hash = None
     return device
 
 

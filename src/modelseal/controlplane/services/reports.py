@@ -9,6 +9,11 @@ recomputes them from the API's own lists.
 
 ``status`` in the licenses report is the effective one: an ``active``
 license past its ``expires_at`` counts as ``expired``.
+
+``refusals`` counts the Guard's ``refused`` records that devices shipped
+with their heartbeats (``device_events``, guard/shipping.py), by reason code
+and license; ``since`` is on the record's own time (when the device refused,
+which may be long before it came back online to report it).
 """
 
 from __future__ import annotations
@@ -18,15 +23,17 @@ import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from modelseal.controlplane.errors import InvalidRequestError
-from modelseal.controlplane.models import Customer, Device, License, Plan, now_s
+from modelseal.controlplane.models import Customer, Device, DeviceEvent, License, Plan, now_s
 
-KINDS: Final = ("licenses", "activations", "usage", "expiring")
+KINDS: Final = ("licenses", "activations", "usage", "expiring", "refusals")
+#: the device audit event of a refusal (guard/core.py ``_refuse``); its reason is the code
+REFUSAL_EVENT: Final = "refused"
 COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     "licenses": ("plan", "status", "licenses", "active_devices"),
     "activations": ("day", "activations", "licenses"),
@@ -41,6 +48,7 @@ COLUMNS: Final[dict[str, tuple[str, ...]]] = {
         "quota_used_percent",
     ),
     "expiring": ("license", "customer", "plan", "status", "expires_at", "days_left", "devices"),
+    "refusals": ("reason", "customer", "license", "refusals", "devices", "first_at", "last_at"),
 }
 BATCH: Final = 500
 
@@ -182,6 +190,64 @@ def expiring(
         }
 
 
+def refusals(session: Session, vendor_id: str, since: int | None) -> Iterator[dict[str, Any]]:
+    """Refusals per reason code, customer and license (one row each), most frequent reason
+    first; aggregated by the database, so the rows are as many as (reason, license) pairs."""
+    reason = func.coalesce(DeviceEvent.reason, "unknown")
+    q = (
+        select(
+            reason,
+            Customer.name,
+            License.id,
+            func.count(),
+            func.count(distinct(DeviceEvent.device_id)),
+            func.min(DeviceEvent.at),
+            func.max(DeviceEvent.at),
+        )
+        .join(License, License.id == DeviceEvent.license_id)
+        .join(Customer, Customer.id == License.customer_id)
+        .where(DeviceEvent.vendor_id == vendor_id, DeviceEvent.event == REFUSAL_EVENT)
+        .group_by(reason, Customer.name, License.id)
+        .order_by(reason, Customer.name, License.id)
+    )
+    if since is not None:
+        q = q.where(DeviceEvent.at >= since)
+    for code, cust, lic, n, devices, first, last in session.execute(
+        q.execution_options(yield_per=BATCH)
+    ):
+        yield {
+            "reason": code,
+            "customer": cust,
+            "license": lic,
+            "refusals": int(n),
+            "devices": int(devices),
+            "first_at": _iso(first),
+            "last_at": _iso(last),
+        }
+
+
+class RefusalCount(NamedTuple):
+    """One line of "recent refusals by reason": a reason code and how often devices said it."""
+
+    reason: str
+    refusals: int
+
+
+def refusal_counts(session: Session, vendor_id: str, since: int | None) -> list[RefusalCount]:
+    """Refusals by reason code since ``since`` (Unix seconds, on the record's time; None: all),
+    most frequent first: the console dashboard's panel. A handful of rows, one query."""
+    reason = func.coalesce(DeviceEvent.reason, "unknown")
+    q = (
+        select(reason, func.count())
+        .where(DeviceEvent.vendor_id == vendor_id, DeviceEvent.event == REFUSAL_EVENT)
+        .group_by(reason)
+        .order_by(func.count().desc(), reason)
+    )
+    if since is not None:
+        q = q.where(DeviceEvent.at >= since)
+    return [RefusalCount(str(code), int(n)) for code, n in session.execute(q)]
+
+
 def rows(
     session: Session, vendor_id: str, kind: str, *, since: int | None, days: int
 ) -> Iterator[dict[str, Any]]:
@@ -193,6 +259,8 @@ def rows(
         return usage(session, vendor_id, since)
     if kind == "expiring":
         return expiring(session, vendor_id, since, days=days)
+    if kind == "refusals":
+        return refusals(session, vendor_id, since)
     raise InvalidRequestError(f"unknown report {kind!r}; choose {', '.join(KINDS)}")
 
 

@@ -3,7 +3,8 @@
 ``license.expiring`` (an active license's ``exp`` is within
 ``EXPIRING_DAYS``), ``heartbeat.missed`` (an active device of a heartbeat
 plan has been silent for three intervals), ``usage.quota_near`` (a
-license's reported calls reach ``QUOTA_NEAR`` of its plan's quota). The
+license's reported calls, or with leases its calls leased, reach
+``QUOTA_NEAR`` of its plan's quota). The
 delivery worker scans for them every ``SCAN_SECONDS``; each occasion fires
 once: a row in ``webhook_marks`` (unique per vendor, event, subject and
 occasion) is written in the same transaction as the outbox rows, so two
@@ -130,17 +131,20 @@ def scan(session: Session, *, now: int | None = None) -> int:
                 .subquery()
             )
             quotas = session.execute(
-                select(License.id, Plan.max_calls, used.c.calls)
+                select(License.id, Plan.max_calls, used.c.calls, License.calls_leased)
                 .join(Plan, Plan.id == License.plan_id)
                 .join(used, used.c.license_id == License.id)
                 .where(License.vendor_id == vendor, Plan.max_calls.is_not(None))
             ).all()
-            for lic, quota, calls in quotas:
-                if not quota or int(calls or 0) < QUOTA_NEAR * int(quota):
+            for lic, quota, calls, leased in quotas:
+                # with leases (server-side quotas) the ledger is what runs out: calls
+                # leased to devices count before the devices report spending them
+                if not quota or max(int(calls or 0), int(leased or 0)) < QUOTA_NEAR * int(quota):
                     continue
                 data = {
                     "target": {"kind": "license", "id": lic},
-                    "calls_used": int(calls),
+                    "calls_used": int(calls or 0),
+                    "calls_leased": int(leased or 0),
                     "quota": quota,
                     "threshold": QUOTA_NEAR,
                 }

@@ -43,6 +43,7 @@ HEARTBEAT="tests/controlplane/test_guard_heartbeat.py"
 CRL="tests/controlplane/test_api.py::test_a_signed_revocation_list_locks_an_air_gapped_guard[sqlite]"
 AUDIT="tests/guard/test_audit.py tests/guard/test_audit_cli.py"
 AUDIT+=" tests/guard/test_rule_audit_hash_covers_every_member.py tests/guard/test_rule_audit_key_and_report.py"
+AUDIT+=" tests/guard/test_rule_audit_log_edges.py"
 declare -A TESTS=(
     [license/verify.py]="tests/license"
     [license/keydelivery.py]="tests/license"

@@ -31,7 +31,7 @@ import pytest
 from modelseal.crypto import ContentKey, PrivateKey, generate_private_key
 from modelseal.errors import ModelsealError
 from modelseal.guard import NotLicensedError
-from modelseal.guard.audit import iter_records
+from modelseal.guard.audit import format_ts, iter_records
 from modelseal.guard.audit import verify as verify_audit
 from tests.guard_core.test_guard import FakeClock, _guard, _license
 from tests.license.conftest import NOW, make_device
@@ -221,3 +221,164 @@ def test_a_deleted_state_is_refused_in_the_log_unanchored(
     with pytest.raises(NotLicensedError) as info:
         _guard(vendor, token, tmp_path, clock)
     assert info.value.reason == "state_tampered"
+
+
+def test_the_first_feature_refusal_is_recorded_even_just_after_boot(
+    vendor: PrivateKey, model: Model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: a feature's first refusal is always recorded; only refusals within a
+    second of that feature's last *record* are summarised. ``time.monotonic``
+    counts from boot on Linux, so a default "last record at 0.0" hid the first
+    refusal of a service started within a second of boot (a container, a
+    fresh VM)."""
+    _, cek = model
+    guard = _guard(vendor, _license(vendor, cek), tmp_path, FakeClock(NOW))
+    mono = Monotonic()
+    mono.now = 0.5  # half a second after boot; the recheck is not due (far in the "future")
+    monkeypatch.setattr(time, "monotonic", mono)
+    guard._recheck_at = 30.0
+    with pytest.raises(NotLicensedError) as info:
+        guard.check("hd")
+    assert info.value.reason == "feature_missing"
+    records = [(r["reason"], r["data"]) for r in _refused(guard.audit_path)]
+    assert records == [("feature_missing", {"feature": "hd", "also_refused_since_last_record": 0})]
+
+
+def _edit_last_record(path: Path) -> bytes:
+    """Change the last record's data without re-hashing it; return the log's bytes."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[-1] = lines[-1].replace(b'"event":"', b'"event":"x', 1)
+    path.write_bytes(b"".join(lines))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("tamper", ["edited_last_record", "garbage_line"])
+def test_a_refusal_for_a_tampered_log_is_recorded_beside_it(
+    vendor: PrivateKey, model: Model, tmp_path: Path, tamper: str
+) -> None:
+    """Rule (docs/guard-audit-unlock.md, "Refusals the license's log cannot take"):
+    when the license's own log was tampered so that it cannot be extended (its
+    last record no longer verifies, or is not a record), the ``state_tampered``
+    refusal is still raised with its reason, and recorded, unanchored, in
+    ``unverified.audit.jsonl`` naming the license and what is wrong with its log;
+    the tampered log is left exactly as found (it is the evidence). Before, the
+    append failed and the refusal was recorded nowhere."""
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek)
+    guard = _guard(vendor, token, tmp_path, clock)
+    guard.close()
+    own = guard.audit_path
+    if tamper == "edited_last_record":
+        evidence = _edit_last_record(own)
+    else:
+        with own.open("ab") as f:
+            f.write(b"not a record\n")
+        evidence = own.read_bytes()
+    restarted = _guard(vendor, token, tmp_path, clock, verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        restarted.verify()
+    assert info.value.reason == "state_tampered"
+    assert own.read_bytes() == evidence
+    unverified = tmp_path / "state" / "unverified.audit.jsonl"
+    (record,) = _refused(unverified)
+    assert record["reason"] == "state_tampered"
+    assert set(record["data"]) == {"detail", "license", "audit_log_tampered"}
+    assert record["data"]["license"] == read_jti(token)
+    assert record["data"]["detail"].startswith("the audit log was modified")
+    assert record["data"]["audit_log_tampered"] not in ("", "None")
+    assert record["ts"] == format_ts(NOW)  # the Guard's clock, as for every record
+    assert verify_audit(unverified).ok
+    # still refused on the next start, and recorded again
+    with pytest.raises(NotLicensedError) as info:
+        _guard(vendor, token, tmp_path, clock)
+    assert info.value.reason == "state_tampered"
+    assert len(_refused(unverified)) == 2
+    assert own.read_bytes() == evidence
+
+
+def test_a_refusal_that_finds_the_log_tampered_keeps_its_reason_and_records_both(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """Rule: a refusal that is not about tampering (here: a model this license
+    does not cover), whose record cannot be appended because the log was
+    tampered while the Guard ran, is still raised with its own reason, and is
+    recorded in ``unverified.audit.jsonl`` with the tamper it found; the next
+    call's recheck then refuses the license as ``state_tampered``."""
+    _, cek = model
+    clock = FakeClock(NOW)
+    token = _license(vendor, cek)
+    guard = _guard(vendor, token, tmp_path, clock)
+    evidence = _edit_last_record(guard.audit_path)
+    with pytest.raises(NotLicensedError) as info:
+        guard.content_key("another-key-id")
+    assert info.value.reason == "key_unavailable"
+    unverified = tmp_path / "state" / "unverified.audit.jsonl"
+    (record,) = _refused(unverified)
+    assert record["reason"] == "key_unavailable"
+    assert set(record["data"]) == {"detail", "license", "audit_log_tampered"}
+    assert record["data"]["license"] == read_jti(token)
+    assert "modified" in record["data"]["audit_log_tampered"]
+    assert guard.audit_path.read_bytes() == evidence
+    guard._recheck_at = 0.0
+    with pytest.raises(NotLicensedError) as info:
+        guard.check()
+    assert info.value.reason == "state_tampered"
+    assert [r["reason"] for r in _refused(unverified)] == ["key_unavailable", "state_tampered"]
+
+
+def test_the_genuine_check_uses_the_licenses_own_dates_not_the_wall_clock(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """Rule: "genuine" (signature, issuer, audience) is checked at the license's
+    ``nbf``, never at the machine's wall clock: a license of 2031, expired on the
+    Guard's clock, is still refused in its own log while the real date is 2026."""
+    _, cek = model
+    era = NOW + timedelta(days=5 * 365)
+    clock = FakeClock(era)
+    token = _license(vendor, cek, now=era)
+    _guard(vendor, token, tmp_path, clock).close()
+    clock.now = era + timedelta(days=31)
+    guard = _guard(vendor, token, tmp_path, clock, verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        guard.verify()
+    assert info.value.reason == "expired"
+    (record,) = _refused(tmp_path / "state" / f"{read_jti(token)}.audit.jsonl")
+    assert record["reason"] == "expired"
+    assert not (tmp_path / "state" / "unverified.audit.jsonl").exists()
+
+
+def test_an_expired_license_for_another_product_is_not_genuine_here(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """Rule: a license for another product (audience) or from another issuer is not
+    this service's, even on its bound device: its refusal goes to the unverified log
+    and no state is created for it."""
+    _, cek = model
+    clock = FakeClock(NOW + timedelta(days=31))
+    for kw, label in (({"audience": ["acme/other"]}, "aud"), ({"issuer": "evil"}, "iss")):
+        token = _license(vendor, cek, **kw)
+        guard = _guard(vendor, token, tmp_path / label, clock, verify=False, issuer="acme")
+        with pytest.raises(NotLicensedError):
+            guard.verify()
+        state = tmp_path / label / "state"
+        assert not (state / f"{read_jti(token)}.audit.jsonl").exists()
+        assert not list(state.glob("*.state"))
+        assert len(_refused(state / "unverified.audit.jsonl")) == 1
+
+
+def test_a_refusal_before_verification_survives_a_tampered_unverified_log(
+    vendor: PrivateKey, model: Model, tmp_path: Path
+) -> None:
+    """Rule: refusing never depends on the log, also when the log that cannot take
+    the record is ``unverified.audit.jsonl`` itself (nothing else to record it in)."""
+    _, cek = model
+    forged = _license(generate_private_key("ed25519"), cek)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "unverified.audit.jsonl").write_bytes(b"not a record\n")
+    guard = _guard(vendor, forged, tmp_path, FakeClock(NOW), verify=False)
+    with pytest.raises(NotLicensedError) as info:
+        guard.verify()
+    assert info.value.reason == "untrusted_key"
+    assert (state / "unverified.audit.jsonl").read_bytes() == b"not a record\n"

@@ -212,3 +212,25 @@ def test_state_is_the_decrypted_state_after_a_verification(
     guard.check()
     state = guard.state()
     assert state is not None and state.calls_reserved == 3 and guard.usage() == 1
+
+
+def test_acheck_without_counting_uses_no_call(
+    vendor: PrivateKey, model: tuple[Path, ContentKey], tmp_path: Path
+) -> None:
+    """Rule: ``acheck(count=False)`` checks without using a licensed call, on the
+    fast path and the slow one, as ``check(count=False)`` does (a service's
+    metadata and readiness requests). Found by mutation testing (guard/core.py
+    ``acheck``: ``count`` could be dropped)."""
+    _, cek = model
+    guard = _guard(vendor, _license(vendor, cek, max_calls=5), tmp_path, FakeClock(NOW))
+
+    async def go() -> None:
+        for _ in range(10):
+            await guard.acheck(count=False)
+        await guard.acheck("ocr", count=False)
+
+    asyncio.run(go())
+    assert guard.usage() == 0
+    guard.check()
+    asyncio.run(go())  # now with a reserved block: the fast path
+    assert guard.usage() == 1

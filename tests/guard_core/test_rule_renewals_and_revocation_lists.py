@@ -50,7 +50,7 @@ from modelseal.errors import ModelsealError
 from modelseal.guard import Guard, NotLicensedError
 from modelseal.guard.audit import iter_records
 from modelseal.guard.core import HeartbeatReply, HeartbeatReport
-from modelseal.license import TrustStore, WrongDeviceError, jws, read_unverified
+from modelseal.license import TrustStore, jws, read_unverified
 from modelseal.license.claims import LICENSE_TYP
 from modelseal.license.heartbeat import (
     HeartbeatReplyError,
@@ -565,6 +565,71 @@ def test_an_unlock_on_another_device_is_refused_as_the_wrong_device(
         auto_heartbeat=False,
         verify=False,
     )
-    # refused by the device check itself, not later when the state key does not open
-    with pytest.raises(WrongDeviceError):
+    # Refused like every other refusal of the Guard: the typed NotLicensedError
+    # with the reason code only (a raw WrongDeviceError escaped before), by the
+    # device check itself, not later when the state key does not open, and
+    # audited where a refusal with no state on this device goes.
+    with pytest.raises(NotLicensedError) as info:
         guard.unlock("AAAA-BBBB-CCCC-DDDD")
+    assert type(info.value) is NotLicensedError
+    assert info.value.reason == "wrong_device"
+    assert str(info.value) == "not licensed"
+    (record,) = [
+        r
+        for r in iter_records(tmp_path / "state" / "unverified.audit.jsonl")
+        if r["event"] == "refused"
+    ]
+    assert record["reason"] == "wrong_device"
+    assert "matches weight 5 of the 6" in record["data"]["detail"]
+    assert not list((tmp_path / "state").glob("*.state"))
+
+
+def test_an_unlock_of_an_expired_license_is_a_typed_refusal_in_its_own_log(
+    vendor: PrivateKey, tmp_path: Path
+) -> None:
+    """Rule: ``Guard.unlock`` refuses a license that does not verify on this device
+    as ``verify()`` does (NotLicensedError, reason code, audited in the license's
+    own log on its bound device), never with the raw verification error."""
+    token = _issue(vendor, ContentKey.generate())
+    clock = Clock(NOW)
+    device = make_device()
+    kw: dict[str, Any] = dict(
+        state_dir=tmp_path / "state",
+        audience="acme/ocr",
+        source=StaticSource(list(device.components), device.environment),
+        clock=clock,
+        auto_heartbeat=False,
+    )
+    Guard(token, TrustStore([vendor.public_key()]), **kw).close()
+    clock.now = NOW + timedelta(days=400)
+    guard = Guard(token, TrustStore([vendor.public_key()]), verify=False, **kw)
+    with pytest.raises(NotLicensedError) as info:
+        guard.unlock("AAAA-BBBB-CCCC-DDDD")
+    assert type(info.value) is NotLicensedError
+    assert info.value.reason == "expired"
+    jti = read_unverified(token)[1]["jti"]
+    last = list(iter_records(tmp_path / "state" / f"{jti}.audit.jsonl"))[-1]
+    assert (last["event"], last["reason"]) == ("refused", "expired")
+
+
+def test_a_list_older_than_the_last_imported_is_refused(vendor: PrivateKey, tmp_path: Path) -> None:
+    """Rule (docs/cli.md, guard import-revocations): a revocation list no older than
+    the newest one imported on this device, so an old list cannot replace a newer
+    one that revoked; the newest ``issued_at`` is kept in the Guard's state, also
+    across a restart. Found by mutation testing (guard/core.py
+    ``import_revocations``: the kept ``issued_at`` could be dropped)."""
+    clock = Clock(NOW)
+    token = _issue(vendor, ContentKey.generate())
+    guard = _guard(token, [vendor], tmp_path, clock)
+    newer, crl_new = _crl(vendor, issued_at=int(NOW.timestamp()) - 60)
+    _, crl_old = _crl(vendor, issued_at=int(NOW.timestamp()) - 3600)
+    assert guard.import_revocations(crl_new) is False
+    assert guard.import_revocations(crl_new) is False  # the same one again: fine
+    for g in (guard, _guard(token, [vendor], tmp_path, clock)):
+        with pytest.raises(ModelsealError) as info:
+            g.import_revocations(crl_old)
+        assert type(info.value).__name__ == "StaleRevocationListError"
+        assert str(info.value) == (
+            f"this revocation list (issued at {int(NOW.timestamp()) - 3600}) is older than "
+            f"the one already imported (issued at {newer.issued_at})"
+        )

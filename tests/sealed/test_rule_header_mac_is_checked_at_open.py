@@ -56,8 +56,9 @@ def test_a_forged_header_with_a_stale_mac_is_refused_before_any_chunk(tmp_path: 
     assert len(forged) == len(blob) and forged != blob
     path.write_bytes(forged)
     assert read_header(path).model_id == "evil/m"
-    with pytest.raises(HeaderIntegrityError):
+    with pytest.raises(HeaderIntegrityError) as info:
         SealedReader(path, KEY)
+    assert str(info.value) == "the header was modified (authentication code mismatch)"
     with pytest.raises(HeaderIntegrityError):
         modelseal.load(path, key=KEY, framework="bytes")
 

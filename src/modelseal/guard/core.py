@@ -441,17 +441,43 @@ class Guard:
             self._recheck_at = 0.0
         elif sticky:
             self._denied = error.reason
+        from modelseal.guard.audit import AuditFormatError, AuditTamperedError
+
         # refusing must not depend on the log being writable
         with contextlib.suppress(OSError, ModelsealError):
-            if isinstance(error, StateTamperedError) or self._store is None:
-                # never anchor on top of a log or state found tampered: that
-                # would make the next start accept the tampered log
-                self._audit_log(None if self._store is None else self._license_id()).append(
-                    "refused", reason=error.reason, data={"detail": str(error)}
-                )
-            else:
-                self._log("refused", reason=error.reason, detail=str(error))
+            try:
+                if isinstance(error, StateTamperedError) or self._store is None:
+                    # never anchor on top of a log or state found tampered: that
+                    # would make the next start accept the tampered log
+                    self._audit_log(None if self._store is None else self._license_id()).append(
+                        "refused", reason=error.reason, data={"detail": str(error)}
+                    )
+                else:
+                    self._log("refused", reason=error.reason, detail=str(error))
+            except (StateTamperedError, AuditTamperedError, AuditFormatError) as tamper:
+                self._record_beside_tampered_log(error, tamper)
         return NotLicensedError(error.reason)
+
+    def _record_beside_tampered_log(self, error: LicenseError, tamper: ModelsealError) -> None:
+        """The license's log was tampered so that it cannot be extended: record the
+        refusal, unanchored, in ``unverified.audit.jsonl`` instead.
+
+        Without this the tampering that refuses the license was recorded
+        nowhere. The tampered log is left as found (it is the evidence, and
+        the state's anchor still names its genuine head), never repaired or
+        extended (docs/guard-audit-unlock.md, "Refusals the license's log
+        cannot take").
+        """
+        from modelseal.guard.audit import AuditLog
+
+        jti = self._license_id()
+        if self._store is None or jti is None:
+            return  # it was the unverified log itself that refused the record
+        AuditLog(self._audit_path(None), clock=self._clock).append(
+            "refused",
+            reason=error.reason,
+            data={"detail": str(error), "license": jti, "audit_log_tampered": str(tamper)},
+        )
 
     def _license_id(self) -> str | None:
         return self._license.claims.jti if self._license is not None else None
@@ -760,10 +786,15 @@ class Guard:
         request. The suppressed refusals are counted in the next record.
         """
         now = time.monotonic()
-        last, suppressed = self._feature_refusals.get(feature, (0.0, 0))
-        if now - last < 1.0:
-            self._feature_refusals[feature] = (last, suppressed + 1)
-            return
+        # no default "last record at 0.0": the monotonic clock counts from boot,
+        # so that default hid a first refusal in the first second after boot
+        previous = self._feature_refusals.get(feature)
+        suppressed = 0
+        if previous is not None:
+            last, suppressed = previous
+            if now - last < 1.0:
+                self._feature_refusals[feature] = (last, suppressed + 1)
+                return
         self._feature_refusals[feature] = (now, 0)
         with contextlib.suppress(OSError, ModelsealError):
             self._log(
@@ -1094,9 +1125,14 @@ class Guard:
         The code is checked against the hashes the license carries: nothing on
         this device can make a code (docs/guard-audit-unlock.md §2).
         """
-        lic = self._verify_token(with_device=True)
-        if self._store is None:
-            self._store = self._open_store(lic)
+        try:
+            lic = self._verify_token(with_device=True)
+            if self._store is None:
+                self._store = self._open_store(lic)
+        except LicenseError as exc:
+            # refused as verify() refuses (typed, reason code only, audited):
+            # a raw WrongDeviceError told the caller more than "not licensed"
+            raise self._refuse_unverified(exc) from None
         try:
             until = self._apply_unlock(lic, code)
         except OSError as exc:

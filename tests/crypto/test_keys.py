@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelseal.crypto import (
     ContentKey,
@@ -175,3 +177,20 @@ def test_content_key_file(tmp_path: Path) -> None:
             ContentKey.load(tmp_path / "bad.json")
     with pytest.raises(KeyFileError):
         ContentKey.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("text", ["!!", "A", "AB", "QUJD!", "Zm9=", "Zm 9v", "Zm9v\n", "+/8", "é"])
+def test_b64url_decode_refuses_what_is_not_strict_base64url(text: str) -> None:
+    """RFC 7515 base64url, no padding: characters outside the alphabet were silently
+    dropped ("!!" decoded to b""), so a malformed salt or verifier read as empty."""
+    from modelseal.crypto.keys import b64url_decode
+
+    with pytest.raises(ValueError, match="base64url"):
+        b64url_decode(text)
+
+
+@given(st.binary(max_size=64))
+def test_b64url_round_trips_every_byte_string(data: bytes) -> None:
+    from modelseal.crypto.keys import b64url, b64url_decode
+
+    assert b64url_decode(b64url(data)) == data

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,23 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+
+
 def b64url_decode(text: str) -> bytes:
-    if not isinstance(text, str) or any(c in text for c in "=+/ \n"):
+    """Strict base64url without padding (RFC 7515 section 2): only the alphabet, no
+    impossible length, canonical trailing bits.
+
+    ``base64.urlsafe_b64decode`` drops characters outside the alphabet, so
+    ``"!!"`` decoded to ``b""``: a malformed salt or verifier would have been
+    taken as an empty one instead of refused (mutation review, #17).
+    """
+    if not isinstance(text, str) or _B64URL.fullmatch(text) is None or len(text) % 4 == 1:
         raise ValueError("not base64url without padding")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def jwk_thumbprint(members: Mapping[str, str]) -> str:

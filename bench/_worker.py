@@ -1,7 +1,10 @@
 """One measured load in a fresh process (called by load_overhead.py).
 
-Prints one JSON line: load wall time (imports excluded), RSS before the load
-and peak RSS after it, from the kernel's own accounting (ru_maxrss, VmRSS).
+Prints one JSON line: load wall time and the process's CPU time (user +
+system, every thread; imports excluded), RSS before the load and peak RSS
+after it, from the kernel's own accounting (VmRSS, VmHWM). CPU time is the
+figure a shared machine disturbs least: a loader with more threads than
+cores takes a larger share of a busy machine and wins on wall time for it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ def status(field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"no {field}")
+
+
+def cpu_seconds() -> float:
+    """User + system time of every thread of this process so far (nanosecond clock;
+    ``os.times`` counts 10 ms ticks)."""
+    return time.process_time()
 
 
 def touch(obj: Any) -> int:
@@ -78,6 +87,11 @@ def main() -> None:
 
     import modelseal
 
+    # what modelseal.load imports on first use (the loaders, the crypto
+    # layer) is import time too, which no variant is timed with
+    import modelseal.crypto
+    import modelseal.loaders.dispatch
+
     if variant.startswith("cryptotensors"):
         import cryptotensors  # noqa: F401
     if variant.startswith("tensorizer"):
@@ -86,6 +100,7 @@ def main() -> None:
 
     torch.set_num_threads(2)
     base = status("VmRSS")
+    c0 = cpu_seconds()
     t0 = time.perf_counter()
     if variant == "plain_safetensors_mmap":
         result: Any = load_file(path)
@@ -116,12 +131,15 @@ def main() -> None:
     checksum = touch(result)
     if "slice" not in variant:
         wall = time.perf_counter() - t0
+    # a slice variant's process does 7 opens and reads: its CPU time is not one read's
+    cpu = None if "slice" in variant else cpu_seconds() - c0
     peak = status("VmHWM")
     print(
         json.dumps(
             {
                 "variant": variant,
                 "wall": wall,
+                "cpu": cpu,
                 "base_rss": base,
                 "peak_rss": peak,
                 "checksum": checksum,

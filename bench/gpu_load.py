@@ -52,6 +52,10 @@ def worker(variant: str, work: Path, device: str) -> dict[str, Any]:
 
     import modelseal
 
+    # what modelseal.load imports on first use is import time, not load time
+    import modelseal.crypto
+    import modelseal.loaders.dispatch
+
     torch.set_num_threads(2)
     cuda = device.startswith("cuda")
     if cuda:
@@ -59,6 +63,7 @@ def worker(variant: str, work: Path, device: str) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     key = str(work / "model.key")
     base = _status("VmRSS")
+    c0 = time.process_time()
     t0 = time.perf_counter()
     if variant == "torch_load":
         result = torch.load(work / "model.pt", map_location=device, weights_only=True)
@@ -82,6 +87,7 @@ def worker(variant: str, work: Path, device: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "variant": variant,
         "wall_s": wall,
+        "cpu_s": time.process_time() - c0,
         "host_extra_rss": _status("VmHWM") - base,
         "device_peak_bytes": torch.cuda.max_memory_allocated() if cuda else 0,
         "checksum": checksum,
@@ -142,6 +148,7 @@ def main() -> None:
         return
 
     size = build(args.workdir, args.mib)
+    load_before = os.getloadavg()
     samples: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for r in range(args.warmup + args.rounds):
         k = r % len(VARIANTS)
@@ -164,7 +171,7 @@ def main() -> None:
     median = {
         v: {
             key: statistics.median(s[key] for s in samples[v])
-            for key in ("wall_s", "host_extra_rss", "device_peak_bytes")
+            for key in ("wall_s", "cpu_s", "host_extra_rss", "device_peak_bytes")
         }
         for v in VARIANTS
     }
@@ -174,6 +181,8 @@ def main() -> None:
         "device": args.device,
         "model_bytes": size,
         "rounds": args.rounds,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "median": median,
         "ratios": {
             "sealed safetensors / safetensors load_file wall": median["sealed_safetensors"][
@@ -189,13 +198,19 @@ def main() -> None:
         },
         "samples": samples,
     }
-    print(f"\n{size / MIB:.0f} MiB onto {args.device}, {args.rounds} rounds (medians)")
-    print(f"{'variant':24s} {'wall ms':>10s} {'host peak MiB':>14s} {'device MiB':>11s}")
+    print(
+        f"\n{size / MIB:.0f} MiB onto {args.device}, {args.rounds} rounds (medians); "
+        f"load average {load_before[0]:.2f} before, {summary['load_average_after'][0]:.2f} after"
+    )
+    print(
+        f"{'variant':24s} {'wall ms':>10s} {'CPU ms':>8s} {'host peak MiB':>14s} "
+        f"{'device MiB':>11s}"
+    )
     for v in VARIANTS:
         m = median[v]
         print(
-            f"{v:24s} {m['wall_s'] * 1e3:10.1f} {m['host_extra_rss'] / MIB:14.1f} "
-            f"{m['device_peak_bytes'] / MIB:11.1f}"
+            f"{v:24s} {m['wall_s'] * 1e3:10.1f} {m['cpu_s'] * 1e3:8.0f} "
+            f"{m['host_extra_rss'] / MIB:14.1f} {m['device_peak_bytes'] / MIB:11.1f}"
         )
     print()
     for name, value in summary["ratios"].items():

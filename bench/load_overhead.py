@@ -1,7 +1,7 @@
 """Sealed load vs plain load, in separate processes, alternating, same run.
 
     .venv/bin/python bench/load_overhead.py [--gib 1.0] [--torch-mb 100] [--rounds 3]
-        [--embed-mib 256] [--no-peer]
+        [--embedding-mb 256] [--no-peer] [--only sealed_torch,plain_torch]
 
 Builds a ~1 GiB safetensors file of random tensors and a ~100 MB torch state
 dict, seals both, then for each round loads every variant in a fresh process
@@ -14,6 +14,12 @@ its process (a millisecond read drowns in one scheduling hiccup otherwise).
 When ``tensorizer`` is installed (bench/_peer_tensorizer.py says how)
 its plain load (default and 2 reader threads) and its encrypted load run on
 the same tensors. Round 0 warms the page cache and is not counted.
+
+Each load reports wall time and CPU time (user + system of all its threads).
+On a shared machine wall time swings with the load, and a loader with more
+threads than cores takes a larger share of a busy machine; CPU time is the
+steadier figure, so both ratios are printed. The load average is printed
+before and after the run (and saved): quote it with the figures.
 Prints a table and writes bench/out/load_overhead.json.
 """
 
@@ -98,7 +104,19 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--torch-mb", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--embed-mib", type=int, default=256, help="embedding for the row read")
+    ap.add_argument(
+        "--embedding-mb",
+        "--embed-mib",
+        dest="embed_mib",
+        type=int,
+        default=256,
+        help="size in MiB of the embedding matrix whose one row is read (the slice case)",
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated variant names to run (default: all); files are built anyway",
+    )
     ap.add_argument("--no-peer", action="store_true", help="skip cryptotensors and tensorizer")
     ap.add_argument("--workdir", type=Path, default=OUT / "work")
     args = ap.parse_args()
@@ -161,6 +179,14 @@ def main() -> None:
             ("tensorizer_encrypted", work / "model.enc.tz", tz_key),
         ]
 
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {v[0] for v in variants}
+        if unknown:
+            raise SystemExit(f"unknown or unavailable variants: {', '.join(sorted(unknown))}")
+        variants = [v for v in variants if v[0] in wanted]
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f}", file=sys.stderr)
     results: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
     for r in range(args.rounds + 1):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
@@ -168,15 +194,20 @@ def main() -> None:
             res = run_worker(name, path, extra)
             if r > 0:
                 results[name].append(res)
+            cpu = "" if res.get("cpu") is None else f"cpu {res['cpu'] * 1e3:7.0f} ms  "
             print(
-                f"round {r} {name:28s} {res['wall'] * 1e3:9.1f} ms  "
+                f"round {r} {name:28s} {res['wall'] * 1e3:9.1f} ms  {cpu}"
                 f"peak +{(res['peak_rss'] - res['base_rss']) / MIB:7.1f} MiB",
                 file=sys.stderr,
             )
+    load_after = os.getloadavg()
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f}", file=sys.stderr)
 
     def med(name: str, key: str) -> float:
         if key == "extra_rss":
             return statistics.median(x["peak_rss"] - x["base_rss"] for x in results[name])
+        if key == "cpu" and results[name][0].get("cpu") is None:
+            return float("nan")
         return statistics.median(x[key] for x in results[name])
 
     summary: dict[str, Any] = {
@@ -184,12 +215,18 @@ def main() -> None:
         "safetensors_bytes": st_size,
         "torch_bytes": pt_size,
         "rounds": args.rounds,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "seal_seconds": seal_times,
         "median": {
-            n: {"wall_s": med(n, "wall"), "extra_rss": med(n, "extra_rss")} for n in results
+            n: {"wall_s": med(n, "wall"), "cpu_s": med(n, "cpu"), "extra_rss": med(n, "extra_rss")}
+            for n in results
         },
     }
     m = summary["median"]
+    if args.only:
+        _print_table(summary, results, st_size, pt_size, args.rounds, {})
+        return
     ratios = {
         "sealed / plain safetensors (mmap) wall": m["sealed_safetensors"]["wall_s"]
         / m["plain_safetensors_mmap"]["wall_s"],
@@ -200,6 +237,7 @@ def main() -> None:
         "plain (read+load) peak RSS / model size": m["plain_safetensors_read"]["extra_rss"]
         / st_size,
         "sealed/plain torch.load wall": m["sealed_torch"]["wall_s"] / m["plain_torch"]["wall_s"],
+        "sealed/plain torch.load CPU": m["sealed_torch"]["cpu_s"] / m["plain_torch"]["cpu_s"],
         "sealing GB/s (safetensors)": st_size / seal_times["st.mseal"] / 1e9,
     }
     if peer:
@@ -207,6 +245,9 @@ def main() -> None:
         ratios["cryptotensors encrypt GB/s"] = st_size / ct_seconds / 1e9
         ratios["sealed/cryptotensors wall"] = (
             m["sealed_safetensors"]["wall_s"] / m["cryptotensors_safetensors"]["wall_s"]
+        )
+        ratios["sealed/cryptotensors CPU"] = (
+            m["sealed_safetensors"]["cpu_s"] / m["cryptotensors_safetensors"]["cpu_s"]
         )
         ratios["cryptotensors peak RSS / model size"] = (
             m["cryptotensors_safetensors"]["extra_rss"] / st_size
@@ -224,20 +265,42 @@ def main() -> None:
             sealed / m["tensorizer_plain_2readers"]["wall_s"]
         )
         ratios["sealed/tensorizer encrypted wall"] = sealed / m["tensorizer_encrypted"]["wall_s"]
+        sealed_cpu = m["sealed_safetensors"]["cpu_s"]
+        ratios["sealed/tensorizer plain CPU"] = sealed_cpu / m["tensorizer_plain"]["cpu_s"]
+        ratios["sealed/tensorizer plain (2 readers) CPU"] = (
+            sealed_cpu / m["tensorizer_plain_2readers"]["cpu_s"]
+        )
+        ratios["sealed/tensorizer encrypted CPU"] = sealed_cpu / m["tensorizer_encrypted"]["cpu_s"]
         ratios["tensorizer peak RSS / model size"] = m["tensorizer_plain"]["extra_rss"] / st_size
         ratios["tensorizer encrypted peak RSS / model size"] = (
             m["tensorizer_encrypted"]["extra_rss"] / st_size
         )
         ratios["tensorizer encrypted save GB/s"] = st_size / tz_seconds[1] / 1e9
-    summary["ratios"] = ratios
+    _print_table(summary, results, st_size, pt_size, args.rounds, ratios)
 
+
+def _print_table(
+    summary: dict[str, Any],
+    results: dict[str, list[dict[str, Any]]],
+    st_size: int,
+    pt_size: int,
+    rounds: int,
+    ratios: dict[str, float],
+) -> None:
+    summary["ratios"] = ratios
+    m = summary["median"]
     print(
         f"\nsafetensors {st_size / MIB:.0f} MiB, torch {pt_size / MIB:.0f} MiB, "
-        f"{args.rounds} rounds (medians)"
+        f"{rounds} rounds (medians); load average "
+        f"{summary['load_average_before'][0]:.2f} before, "
+        f"{summary['load_average_after'][0]:.2f} after"
     )
-    print(f"{'variant':30s} {'wall ms':>10s} {'peak RSS above base MiB':>24s}")
+    print(f"{'variant':30s} {'wall ms':>10s} {'CPU ms':>8s} {'peak RSS above base MiB':>24s}")
     for name in results:
-        print(f"{name:30s} {m[name]['wall_s'] * 1e3:10.1f} {m[name]['extra_rss'] / MIB:24.1f}")
+        print(
+            f"{name:30s} {m[name]['wall_s'] * 1e3:10.1f} {m[name]['cpu_s'] * 1e3:8.0f} "
+            f"{m[name]['extra_rss'] / MIB:24.1f}"
+        )
     print()
     for k, v in ratios.items():
         print(f"{k:45s} {v:8.3f}")

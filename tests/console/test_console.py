@@ -306,3 +306,32 @@ def test_missing_assets_are_named_with_the_set_up_command(
         monkeypatch.undo()
         web.missing_assets.cache_clear()
     assert "bash scripts/console-assets.sh" not in owner.client.get("/console/").text
+
+
+def test_documents_up_to_the_document_limit_upload_through_the_console(
+    console: ConsoleApp,
+) -> None:
+    """The console's document form takes what the API takes (16 MiB), not the 1 MiB form limit."""
+    from tests.controlplane.platform.test_api import P, _vendor_and_model
+
+    api = console.client()
+    api.headers["Authorization"] = f"Bearer {console.owner_token}"
+    _vendor_and_model(api)
+    owner = console.user("olga", "owner")
+    data = b"%PDF-1.7\n" + bytes(3 << 20)
+    resp = owner.post(
+        "/console/platform/documents/upload",
+        {"model": "demo", "kind": "design"},
+        files={"file": ("design.pdf", data, "application/pdf")},
+    )
+    assert resp.status_code == 200, resp.text[:500]
+    assert "Document stored." in resp.text
+    docs = api.get(f"{P}/documents", params={"model": "demo"}).json()
+    assert [d["size"] for d in docs] == [len(data)]
+    # over the document limit: refused before the body is read
+    too_big = owner.post(
+        "/console/platform/documents/upload",
+        {"model": "demo", "kind": "design"},
+        files={"file": ("big.pdf", bytes((16 << 20) + (64 << 10)), "application/pdf")},
+    )
+    assert too_big.status_code == 413

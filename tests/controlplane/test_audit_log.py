@@ -8,6 +8,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from modelseal.controlplane.services.audit import AuditKeys
@@ -171,3 +172,46 @@ def _tamper(server: Server) -> None:
     with engine.begin() as conn:
         conn.execute(text("UPDATE audit_events SET reason = 'nothing to see' WHERE seq = 3"))
     engine.dispose()
+
+
+def test_verify_reads_in_short_transactions_and_holds_no_write_lock(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team #12, finding 3: verify walked the whole chain inside the request's
+    transaction, which on SQLite holds the database write lock (BEGIN IMMEDIATE): a long
+    chain stalled every writer. Here a writer tries mid-walk with a short busy timeout."""
+    import sqlite3
+
+    from modelseal.controlplane.services import audit
+
+    a = api.as_("a")
+    catalog(a, ContentKey.generate())
+    for i in range(6):
+        assert a.post("/v1/customers", json={"name": f"c{i}"}).status_code == 201
+    monkeypatch.setattr(audit, "VERIFY_BATCH", 4, raising=False)  # absent before the fix
+    real = audit.record_hash
+    calls: list[int] = []
+    writes: list[str] = []
+
+    def hashing(record: dict, key: bytes) -> str:  # type: ignore[type-arg]
+        calls.append(1)
+        if len(calls) == 6 and api.settings.database_url is None:  # in the second batch
+            conn = sqlite3.connect(api.settings.data_dir / "controlplane.db", timeout=0.3)
+            conn.isolation_level = None
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+                writes.append("ok")
+            except sqlite3.OperationalError as exc:
+                writes.append(str(exc))
+            finally:
+                conn.close()
+        return str(real(record, key))
+
+    monkeypatch.setattr(audit, "record_hash", hashing)
+    verdict = a.get("/v1/audit/verify").json()
+    monkeypatch.setattr(audit, "record_hash", real)
+    total = len(a.get("/v1/audit", params={"limit": 1000}).json())
+    assert verdict["ok"] is True and verdict["records"] == total > 8
+    if api.settings.database_url is None:
+        assert writes == ["ok"]  # "database is locked" before the fix

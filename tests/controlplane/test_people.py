@@ -121,8 +121,9 @@ def test_totp_login_replay_recovery_codes_and_lockout(api: Api) -> None:
     for _ in range(5):
         assert login(session_client(api), "bob", "not-the-password-at-all").status_code == 401
     locked = login(session_client(api), "bob", bob.password, totp=bob.code(1))
-    assert locked.status_code == 429, locked.text
-    assert "locked" in locked.json()["error"]["message"]
+    # even the right password is refused, with the answer an unknown user gets (no oracle)
+    assert locked.status_code == 401, locked.text
+    assert locked.json()["error"]["message"] == "wrong vendor, username or password"
     # the failures are audited with the address they came from
     events = api.as_("a").get("/v1/audit", params={"event": "user.auth_failed"}).json()
     bobs = [e for e in events if e["data"].get("username") == "bob"]
@@ -300,3 +301,188 @@ def test_the_per_address_login_limit_belongs_to_one_server_not_the_process() -> 
         assert people._addresses(a2).blocked("10.0.0.7")  # the same server: every session
         assert not people._addresses(b).blocked("10.0.0.7")
         assert not people.ADDRESSES.blocked("10.0.0.7")
+
+
+def test_a_non_ascii_cookie_or_csrf_header_is_refused_not_a_500(api: Api) -> None:
+    """Red team #12, finding 6: compare_digest raised TypeError on non-ASCII str -> 500."""
+    anon = TestClient(api.client.app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+    for value in ("a.b.\xe9", "\xe9.b.c", "s\xe9s.x.y"):
+        resp = anon.get("/v1/plans", headers={"Cookie": f"ms_session={value}".encode("latin-1")})
+        assert resp.status_code == 401, (value, resp.status_code, resp.text)
+    fay = make_person(api, "fay", "issuer")
+    c = TestClient(
+        api.client.app,
+        base_url="http://127.0.0.1",
+        raise_server_exceptions=False,
+        cookies=dict(fay.client.cookies),
+    )
+    for bad in ("\xe9", fay.csrf[:-1] + "\xe9"):
+        resp = c.post(
+            "/v1/customers", json={"name": "x"}, headers={"X-CSRF-Token": bad.encode("latin-1")}
+        )
+        assert resp.status_code == 403 and resp.json()["error"]["code"] == "csrf", resp.text
+    # a TOTP code that is not ASCII never reaches the comparison as a 500 either
+    from modelseal.controlplane.services import people
+
+    assert people._same("\xe9", "\xe9") and not people._same("\xe9", "e")
+
+
+def test_a_password_change_ends_every_other_session_and_the_personal_tokens(api: Api) -> None:
+    """Red team #12, finding 4: a stolen session (or a token minted from it) outlived the
+    password change meant to end it; a personal token also outlived reset-mfa."""
+    carol = make_person(api, "carol", "owner")
+    thief = TestClient(
+        api.client.app, base_url="http://127.0.0.1", cookies=dict(carol.client.cookies)
+    )
+    other = TestClient(api.client.app, base_url="http://127.0.0.1")
+    assert login(other, "carol", carol.password, totp=carol.code(1)).status_code == 200
+    tok = carol.post("/v1/session/tokens", json={"name": "cli"}).json()["token"]
+    personal = {"Authorization": f"Bearer {tok}"}
+    assert api.client.get("/v1/users", headers=personal).status_code == 200
+    old_cookie = carol.client.cookies.get("ms_session")
+    changed = carol.post(
+        "/v1/session/password", json={"old": carol.password, "new": "a-brand-new-password-1"}
+    )
+    assert changed.status_code == 204, changed.text
+    # the thief's copy, the other login and the personal token are dead
+    assert thief.get("/v1/users").status_code == 401
+    assert thief.post("/v1/users", json={"username": "mallory", "role": "owner"},
+                      headers={"X-CSRF-Token": carol.csrf}).status_code == 401  # fmt: skip
+    assert other.get("/v1/users").status_code == 401
+    assert api.client.get("/v1/users", headers=personal).status_code == 401
+    # carol goes on under a new cookie and a new CSRF token
+    assert carol.client.cookies.get("ms_session") != old_cookie
+    assert carol.client.get("/v1/users").status_code == 200
+    me = carol.client.get("/v1/session").json()
+    assert me["csrf_token"] != carol.csrf
+    assert carol.client.cookies.get("ms_csrf") == me["csrf_token"]
+    assert carol.post("/v1/customers", json={"name": "stale"}).status_code == 403
+    carol.csrf = me["csrf_token"]
+    assert carol.post("/v1/customers", json={"name": "fresh"}).status_code == 201
+    ended = api.as_("a").get("/v1/audit", params={"event": "user.sessions_ended"}).json()
+    assert [(e["reason"], e["data"]["sessions"], e["data"]["tokens"]) for e in ended] == [
+        ("password_changed", 2, 1)
+    ]
+    # reset-mfa ends the personal tokens too: they pass as if they had a second factor
+    tok2 = carol.post("/v1/session/tokens", json={"name": "cli2"}).json()["token"]
+    assert (
+        api.client.get("/v1/users", headers={"Authorization": f"Bearer {tok2}"}).status_code == 200
+    )
+    dave = make_person(api, "dave", "owner")
+    assert dave.post("/v1/users/carol/reset-mfa").status_code == 200
+    assert (
+        api.client.get("/v1/users", headers={"Authorization": f"Bearer {tok2}"}).status_code == 401
+    )
+    assert carol.client.get("/v1/users").status_code == 401
+
+
+def test_a_locked_user_answers_like_an_unknown_one_and_counts_against_the_address(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team #12, findings 5 and 3: a locked user answered 429 "this user is locked" in
+    13 ms (no argon2) while an unknown name took a full argon2 check and answered 401; and
+    the refusals were not counted against the address."""
+    from modelseal.controlplane.services import people
+
+    make_person(api, "gus", "issuer")
+    dummy_checks: list[str] = []
+    real = people.check_password
+
+    def counting(stored: str | None, password: str) -> bool:
+        if stored is None:
+            dummy_checks.append(password)
+        return real(stored, password)
+
+    monkeypatch.setattr(people, "check_password", counting)
+    monkeypatch.setattr(people, "ADDRESS_FAILURES", 13)
+    anon = session_client(api)
+    for name in ("gus", "nobody"):
+        for _ in range(5):
+            assert login(anon, name, "wrong-password-123").status_code == 401
+    dummy_checks.clear()
+    answers = {name: login(anon, name, "wrong-password-123") for name in ("gus", "nobody")}
+    assert {n: (r.status_code, r.json()) for n, r in answers.items()} == {
+        n: (401, answers["nobody"].json()) for n in answers
+    }
+    assert len(dummy_checks) == 2  # both paid the same argon2 check
+    # 12 failures so far from this address, the locked one included: one more and it is
+    # refused for any name
+    assert login(anon, "gus", "wrong-password-123").status_code == 401
+    blocked = login(anon, "someone-else", "wrong-password-123")
+    assert blocked.status_code == 429 and "address" in blocked.json()["error"]["message"]
+
+
+def test_a_flood_on_a_locked_user_adds_log2_audit_records(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team #12, finding 3: every refusal of a locked user wrote a hash-chained row."""
+    from modelseal.controlplane.services import people
+
+    make_person(api, "hal", "issuer")
+    real = people.check_password
+    # argon2 is not what this test is about: keep the flood fast
+    monkeypatch.setattr(
+        people, "check_password", lambda stored, pw: False if stored is None else real(stored, pw)
+    )
+    monkeypatch.setattr(people, "ADDRESS_FAILURES", 10_000)
+    anon = session_client(api)
+    for _ in range(5):
+        assert login(anon, "hal", "wrong-password-123").status_code == 401
+    for _ in range(40):
+        assert login(anon, "hal", "wrong-password-123").status_code == 401
+    events = (
+        api.as_("a").get("/v1/audit", params={"event": "user.auth_failed", "limit": 1000}).json()
+    )
+    locked = [e for e in events if e["reason"] == "locked" and e["data"]["username"] == "hal"]
+    assert [e["data"]["refused_while_locked"] for e in locked] == [1, 2, 4, 8, 16, 32]
+    # a new lockout starts a new count
+    with api.client.app.state.cp.engine.begin() as conn:
+        conn.execute(text("UPDATE users SET locked_until = 1 WHERE username = 'hal'"))
+    for _ in range(6):
+        assert login(anon, "hal", "wrong-password-123").status_code == 401
+    events = (
+        api.as_("a").get("/v1/audit", params={"event": "user.auth_failed", "limit": 1000}).json()
+    )
+    locked = [e for e in events if e["reason"] == "locked" and e["data"]["username"] == "hal"]
+    assert [e["data"]["refused_while_locked"] for e in locked][-1] == 1
+
+
+def test_usernames_that_differ_only_by_case_or_width_are_one_name(api: Api) -> None:
+    owner = api.as_("a")
+    assert owner.post("/v1/users", json={"username": "alice", "role": "issuer"}).status_code == 201
+    for twin in ("Alice", "ALICE", "\uff41lice"):  # the last: a full-width "a"
+        resp = owner.post("/v1/users", json={"username": twin, "role": "owner"})
+        assert resp.status_code == 409, (twin, resp.text)
+    # another vendor may have its own alice
+    assert api.as_("b").post("/v1/users", json={"username": "Alice"}).status_code == 201
+
+
+def test_one_recovery_code_or_totp_code_logs_in_once_under_concurrency(api: Api) -> None:
+    """Two logins at once with the same one-time code: exactly one gets in. On PostgreSQL
+    (READ COMMITTED) both used to read the code unused (or the step unseen) and pass; the
+    user row is now locked for the check and a recovery code spent by a conditional
+    UPDATE. On SQLite every transaction holds the write lock, so this holds there too."""
+    import threading
+
+    ida = make_person(api, "ida", "issuer")
+
+    def race(extra: dict[str, str]) -> list[int]:
+        clients = [session_client(api) for _ in range(2)]
+        barrier = threading.Barrier(2)
+        codes: list[int] = []
+
+        def one(c: TestClient) -> None:
+            barrier.wait()
+            codes.append(login(c, "ida", ida.password, **extra).status_code)
+
+        threads = [threading.Thread(target=one, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        return sorted(codes)
+
+    for rc in ida.recovery[:3]:
+        assert race({"recovery_code": rc}) == [200, 401]
+    # the next step's code (within the ±1 step window; one round: a step is good once)
+    assert race({"totp": ida.code(1)}) == [200, 401]

@@ -17,7 +17,9 @@ BODIES: dict[str, Any] = {
 }
 
 
-def test_every_operation_hides_other_vendors_objects(api: Api) -> None:
+def test_every_operation_hides_other_vendors_objects(
+    allow_private_webhooks: None, api: Api
+) -> None:
     b = api.as_("b")
     ids = catalog(b, ContentKey.generate())
     made = order(b, ids)

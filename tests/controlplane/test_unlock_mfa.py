@@ -205,3 +205,29 @@ def test_init_creates_the_first_owner_and_the_cli_issues_an_unlock_code(
 
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+def test_an_unlock_request_refused_for_the_role_is_audited(api: Api) -> None:
+    """Red team #12, finding 8: the role check answered 403 before the unlock service ran,
+    so an auditor asking for an emergency unlock code left no trace."""
+    owner = api.as_("a")
+    _, act = _device(owner)
+    url = f"/v1/devices/{act['device']}/unlock-code"
+    body = {"reason": "please unlock, ticket 99", "totp": "123456"}
+    una = make_person(api, "una", "auditor")
+    refused = una.post(url, json=body | {"totp": una.code(1)})
+    assert refused.status_code == 403, refused.text
+    # a service token of the auditor role too, even with a body that is not valid
+    aud = owner.post("/v1/tokens", json={"name": "aud", "role": "auditor"}).json()
+    by_token = api.client.post(url, json={}, headers={"Authorization": f"Bearer {aud['token']}"})
+    assert by_token.status_code == 403
+    records = api.as_("a").get("/v1/audit", params={"event": "unlock.", "limit": 1000}).json()
+    assert [(r["event"], r["data"]["why"], r["reason"]) for r in records] == [
+        ("unlock.refused", "forbidden", body["reason"]),
+        ("unlock.refused", "forbidden", None),
+    ]
+    first, second = records
+    assert first["data"]["actor"]["user"] == una.user_id
+    assert first["data"]["target"] == {"kind": "device", "id": act["device"]}
+    assert second["data"]["actor"]["token"] == aud["id"]
+    assert owner.get("/v1/audit/verify").json()["ok"] is True

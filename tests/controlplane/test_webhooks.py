@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -41,7 +42,9 @@ def test_signatures_verify_with_standardwebhooks() -> None:
         Webhook(secret).verify(body, headers | {"webhook-id": "msg_2"})
 
 
-def test_endpoints_validate_and_the_outbox_follows_the_transaction(api: Api) -> None:
+def test_endpoints_validate_and_the_outbox_follows_the_transaction(
+    allow_private_webhooks: None, api: Api
+) -> None:
     a = api.as_("a")
     bad = a.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/h", "events": ["nope"]})
     assert bad.status_code == 422
@@ -139,7 +142,7 @@ def _wait(what: str, cond: Any, timeout: float = 90) -> None:
 
 
 def test_a_receiver_killed_mid_run_gets_every_event_in_order_per_license(
-    fast_retries: None, server: Server, receiver: Receiver
+    allow_private_webhooks: None, fast_retries: None, server: Server, receiver: Receiver
 ) -> None:
     c = server.client()
     hook = c.post(
@@ -208,7 +211,9 @@ def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELSEAL_WEBHOOK_WORKER", "0")
 
 
-def test_scheduled_events_fire_once_per_occasion(no_worker: None, api: Api) -> None:
+def test_scheduled_events_fire_once_per_occasion(
+    allow_private_webhooks: None, no_worker: None, api: Api
+) -> None:
     from sqlalchemy import text
 
     from modelseal.controlplane.services import webhook_events
@@ -269,3 +274,204 @@ def test_scheduled_events_fire_once_per_occasion(no_worker: None, api: Api) -> N
     assert a.post(f"/v1/licenses/{soon['id']}/renew", json={"days": 2}).status_code == 200
     assert scan() == 1
     assert later["id"] not in json.dumps(events())
+
+
+# --- red team #12: broken, slow and internal receivers -----------------------------------
+
+BAD_RECEIVER = Path(__file__).with_name("bad_receiver.py")
+
+
+@pytest.fixture
+def bad_receiver() -> Iterator[Any]:
+    """Start ``bad_receiver.py MODE`` processes; yields a function returning the port."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(mode: str) -> int:
+        proc = subprocess.Popen(
+            [sys.executable, str(BAD_RECEIVER), mode],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed once listening: the readiness check
+        assert line.strip().isdigit(), line
+        return int(line)
+
+    yield start
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _event_for_each_vendor(api: Api) -> None:
+    """A committed license.created note per vendor: what an order would leave in the outbox."""
+    from sqlalchemy import select
+
+    from modelseal.controlplane.models import Vendor
+    from modelseal.controlplane.services import audit
+
+    with api.client.app.state.cp.sessions() as s, s.begin():
+        for vid in s.execute(select(Vendor.id)).scalars():
+            audit.note(s, vid, "license.created", {"target": {"kind": "license", "id": "lic_x"}})
+
+
+def _worker(api: Api, **kw: Any) -> webhooks.DeliveryWorker:
+    st = api.client.app.state.cp
+    return webhooks.DeliveryWorker(
+        st.sessions, st.box, scan_every=1e9, retry_base=0.01, retry_cap=0.01,
+        allow_private=True, **kw,
+    )  # fmt: skip
+
+
+def test_a_receiver_that_is_not_http_fails_only_its_own_deliveries(
+    allow_private_webhooks: None,
+    no_worker: None,
+    api: Api,
+    tmp_path: Path,
+    bad_receiver: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding 1: an SSH banner raised BadStatusLine out of the worker's pass: no vendor's
+    webhooks were delivered again and the bad message was retried forever, uncounted."""
+    banner = bad_receiver("banner")
+    good = Receiver(free_port(), "", tmp_path / "good.jsonl")
+    evil = (
+        api.as_("a")
+        .post(
+            "/v1/webhooks",
+            json={"url": f"http://127.0.0.1:{banner}/", "events": ["license.created"]},
+        )
+        .json()
+    )
+    hook = (
+        api.as_("b")
+        .post(
+            "/v1/webhooks",
+            json={"url": f"http://127.0.0.1:{good.port}/h", "events": ["license.created"]},
+        )
+        .json()
+    )
+    good.secret = hook["secret"]
+    good.start()
+    try:
+        _event_for_each_vendor(api)
+        monkeypatch.setattr(webhooks, "MAX_ATTEMPTS", 3)
+        worker = _worker(api)
+        for _ in range(4):
+            worker.run_once()  # raised BadStatusLine before the fix
+            time.sleep(0.05)  # past the 10 ms back-off
+        assert [x["type"] for x in good.lines()] == ["license.created"]
+        (msg,) = api.as_("a").get(f"/v1/webhooks/{evil['id']}/messages").json()
+        assert msg["attempts"] == 3 and msg["status"] == "failed", msg
+        assert msg["last_error"] == "not_http"
+        log = (
+            api.as_("a").get(f"/v1/webhooks/{evil['id']}/messages/{msg['msg_id']}/attempts").json()
+        )
+        assert [(a["status_code"], a["error"]) for a in log] == [(None, "not_http")] * 3
+        assert "SSH" not in json.dumps(log)
+    finally:
+        good.kill()
+
+
+def test_a_slow_receiver_is_cut_off_at_the_deadline_and_holds_no_one_else(
+    allow_private_webhooks: None,
+    no_worker: None,
+    api: Api,
+    tmp_path: Path,
+    bad_receiver: Any,
+) -> None:
+    """Finding 2: the timeout was per socket read, so a receiver dripping a byte at a time
+    held the single delivery thread indefinitely (56 s for 14 bytes)."""
+    drip = bad_receiver("drip")
+    url = f"http://127.0.0.1:{drip}/"
+    t0 = time.monotonic()
+    got = webhooks.send(url, "whsec_" + "A" * 44, "msg_1", b"{}", timeout=1.5, allow_private=True)
+    took = time.monotonic() - t0
+    assert got == (None, "timeout") and 1.4 < took < 5, (got, took)
+
+    good = Receiver(free_port(), "", tmp_path / "good.jsonl")
+    slow = api.as_("a").post("/v1/webhooks", json={"url": url, "events": ["license.created"]})
+    hook = (
+        api.as_("b")
+        .post(
+            "/v1/webhooks",
+            json={"url": f"http://127.0.0.1:{good.port}/h", "events": ["license.created"]},
+        )
+        .json()
+    )
+    good.secret = hook["secret"]
+    good.start()
+    try:
+        _event_for_each_vendor(api)
+        _event_for_each_vendor(api)  # two messages for the slow one: still one deadline
+        t0 = time.monotonic()
+        import threading
+
+        worker = _worker(api, timeout=2.0)
+        th = threading.Thread(target=worker.run_once)
+        th.start()
+        _wait("the other vendor's deliveries", lambda: len(good.lines()) == 2, timeout=2.0)
+        th.join(30)
+        took = time.monotonic() - t0
+        assert not th.is_alive() and took < 2.0 + 2.5, took
+        msgs = api.as_("a").get(f"/v1/webhooks/{slow.json()['id']}/messages").json()
+        assert sorted(m["attempts"] for m in msgs) == [0, 1]  # the pass left it after one
+        assert {m["last_error"] for m in msgs} == {None, "timeout"}
+    finally:
+        good.kill()
+
+
+def test_webhooks_refuse_internal_targets_unless_the_operator_allows_them(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 7: any host was accepted, and the delivery log read back connect errors and
+    statuses of internal targets: a port scanner of the server's network."""
+    a = api.as_("a")
+    for url in (
+        "http://127.0.0.1:5432/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/h",
+        "http://192.168.0.10/h",
+        "http://[::1]:22/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://localhost:8400/",
+        "https://0.0.0.0/",
+        "http://100.64.0.1/",
+    ):
+        resp = a.post("/v1/webhooks", json={"url": url, "events": ["license.created"]})
+        assert resp.status_code == 422, (url, resp.text)
+    assert webhooks.public_address("93.184.215.14") and webhooks.public_address("2606:4700::1")
+    # a name is checked when delivering, each time: DNS rebinding gets no second lookup
+    made = a.post(
+        "/v1/webhooks", json={"url": "http://hooks.example.com:9/h", "events": ["license.created"]}
+    )
+    assert made.status_code == 201, made.text
+    good = Receiver(free_port(), made.json()["secret"], tmp_path / "good.jsonl")
+    good.start()
+    real = socket.getaddrinfo
+
+    def rebound(host: str, *args: Any, **kw: Any) -> Any:
+        if host == "hooks.example.com":  # an attacker's name that now points inside
+            return real("127.0.0.1", good.port, *args[1:], **kw)
+        return real(host, *args, **kw)
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", rebound)
+    try:
+        url = f"http://hooks.example.com:{good.port}/h"
+        body = b'{"type":"license.created","data":{}}'
+        assert webhooks.send(url, made.json()["secret"], "msg_1", body) == (
+            None,
+            "blocked_address",
+        )
+        # with the operator's setting the same delivery goes through, to the checked address
+        got = webhooks.send(url, made.json()["secret"], "msg_2", body, allow_private=True)
+        assert got == (200, None)
+        assert [x["id"] for x in good.lines()] == ["msg_2"]
+        # the log keeps a category, not the target's words or exact status
+        closed = free_port()
+        assert webhooks.send(f"http://127.0.0.1:{closed}/", "whsec_" + "A" * 44, "m", b"{}",
+                             allow_private=True) == (None, "connect_failed")  # fmt: skip
+    finally:
+        good.kill()

@@ -326,3 +326,127 @@ def test_cuda_load_is_bit_exact_and_on_the_device(sealed_st: Any) -> None:
     for name, tensor in sd.items():
         assert loaded[name].device.type == "cuda", name
         assert torch.equal(_bits(loaded[name]), _bits(tensor)), name
+
+
+# --- the CUDA branch of the torch copier, with fake CUDA operations --------------
+
+
+class _FakeEvent:
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+
+class FakeCudaOps:
+    """CudaCopyOps for a machine without a GPU: copies complete only when waited for.
+
+    A copy queued with :meth:`copy_async` reads its pinned source when its
+    event (or a later one: a stream is in order) is waited for, or at
+    :meth:`synchronize`, as an asynchronous DMA would. A ring that refilled a
+    slot before waiting for that slot's event would put the refill's bytes
+    on the "device", and the final-bytes check fails.
+    """
+
+    def __init__(self) -> None:
+        self.pinned_sizes: list[int] = []
+        self.queue: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        self.done = 0
+        self.seq = 0
+        self.log: list[str] = []
+        self.in_flight_at_wait: list[int] = []
+
+    def pinned(self, size: int) -> torch.Tensor:
+        self.pinned_sizes.append(size)
+        return torch.empty(size, dtype=torch.uint8)
+
+    def copy_async(self, dst: torch.Tensor, src: torch.Tensor) -> _FakeEvent:
+        self.seq += 1
+        self.queue.append((self.seq, dst, src))  # views: read when completed
+        self.log.append(f"copy {self.seq}")
+        return _FakeEvent(self.seq)
+
+    def _complete_to(self, seq: int) -> None:
+        while self.queue and self.queue[0][0] <= seq:
+            _, dst, src = self.queue.pop(0)
+            dst.copy_(src)
+            self.done += 1
+
+    def wait(self, event: _FakeEvent) -> None:
+        self.log.append(f"wait {event.seq}")
+        self.in_flight_at_wait.append(len(self.queue))
+        self._complete_to(event.seq)
+
+    def synchronize(self) -> None:
+        self.log.append("synchronize")
+        self._complete_to(self.seq)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_cuda_branch_waits_for_a_slots_copy_before_refilling_it(
+    tmp_path: Path, workers: int
+) -> None:
+    from modelseal.loaders.placement import TorchDeviceCopier
+
+    chunk = 1024
+    data = np.random.default_rng(5).integers(0, 256, chunk * 17 + 100, dtype=np.uint8)
+    (tmp_path / "w.bin").write_bytes(data.tobytes())
+    modelseal.seal(tmp_path / "w.bin", tmp_path / "w.mseal", key=KEY, chunk_size=chunk)
+    ops = FakeCudaOps()
+    with SealedReader(tmp_path / "w.mseal", KEY, workers=workers) as reader:
+        dest = torch.full((len(data) - 200,), 0xEE, dtype=torch.uint8)
+        copier = TorchDeviceCopier(dest, chunk, reader.ring_slots(), ops=ops)
+        reader.copy_to_device(100, len(data) - 200, copier)
+    # the final bytes, although every copy completed late
+    assert bytes(dest.numpy()) == data[100:-100].tobytes()
+    assert not ops.queue and ops.done == ops.seq == 17 and ops.log[-1] == "synchronize"
+    # host memory is the ring: one pinned chunk-sized buffer per slot, no more
+    assert ops.pinned_sizes == [chunk] * reader.ring_slots() == [chunk] * 2 * workers
+    # a slot is refilled only after its own copy's event: copy k's slot was
+    # last used by copy k - slots, and that copy is waited for before copy k
+    slots = reader.ring_slots()
+    for k in range(slots + 1, ops.seq + 1):
+        assert ops.log.index(f"wait {k - slots}") < ops.log.index(f"copy {k}")
+    # overlap: when a slot is waited for, the copies of the wave after it are
+    # still in flight (decryption of a wave ran while the last one copied)
+    if workers > 1:
+        assert max(ops.in_flight_at_wait) >= workers
+
+
+def test_cpu_ring_holds_host_memory_at_the_ring_not_the_model(tmp_path: Path) -> None:
+    """A 64 MiB payload sent to a device through the ring raises host RSS by about the ring.
+
+    The "device" is torch's meta device (no memory at all), so what the
+    process holds is what the ring and the reader hold: the ciphertext pages
+    are dropped from the mapping as they are read.
+    """
+    payload = tmp_path / "w.bin"
+    payload.write_bytes(np.random.default_rng(6).bytes(64 << 20))
+    modelseal.seal(payload, tmp_path / "w.mseal", key=KEY)
+    payload.unlink()
+    code = textwrap.dedent(
+        f"""
+        import torch
+        from modelseal.crypto import ContentKey
+        from modelseal.loaders.placement import TorchDeviceCopier
+        from modelseal.sealed import SealedReader
+
+        def status(field):
+            for line in open("/proc/self/status"):
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+
+        with SealedReader({str(tmp_path / "w.mseal")!r}, ContentKey(bytes(32)), workers=2) as r:
+            size = r.header.payload_size
+            dest = torch.empty(size, dtype=torch.uint8, device="meta")
+            base = status("VmRSS")
+            copier = TorchDeviceCopier(dest, r.header.chunk_size, r.ring_slots())
+            r.copy_to_device(0, size, copier)
+            print(status("VmHWM") - base, r.ring_slots() * r.header.chunk_size, size)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    grown, ring, size = map(int, out.stdout.split())
+    assert ring <= 8 << 20 and size == 64 << 20
+    # the ring, plus the chunk being read and allocator slack: far from the model
+    assert grown < ring + (12 << 20), (grown, ring)

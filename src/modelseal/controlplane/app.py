@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -74,20 +74,21 @@ class BodyLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, *, limit: int, large: tuple[str, str, int] | None = None
+        self, app: ASGIApp, *, limit: int, large: Sequence[tuple[str, str, int]] = ()
     ) -> None:
         self.app = app
         self.limit = limit
-        #: (path prefix, path suffix, limit): document uploads may be larger
-        self.large = large
+        #: (path prefix, path suffix, limit) rules: document uploads may be larger
+        self.large = tuple(large)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             limit = self.limit
-            if self.large is not None:
-                path = scope.get("path", "")
-                if path.startswith(self.large[0]) and path.endswith(self.large[1]):
-                    limit = self.large[2]
+            path = scope.get("path", "")
+            for prefix, suffix, larger in self.large:
+                if path.startswith(prefix) and path.endswith(suffix):
+                    limit = larger
+                    break
             for name, value in scope["headers"]:
                 if name == b"content-length" and (not value.isdigit() or int(value) > limit):
                     response = _error(
@@ -95,7 +96,8 @@ class BodyLimit:
                     )
                     await response(scope, receive, send)
                     return
-            limit = self.limit
+            # the same limit while streaming: resetting it here to the small one
+            # refused every document between 1 MiB and the document limit mid-body
             seen = 0
 
             async def counting_receive() -> Message:
@@ -222,10 +224,15 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.state.cp = app_state
     limit = app_state.settings.max_body_bytes
 
+    documents = app_state.settings.max_document_bytes
     app.add_middleware(
         BodyLimit,
         limit=limit,
-        large=("/v1/platform/models/", "/documents", app_state.settings.max_document_bytes),
+        large=(
+            ("/v1/platform/models/", "/documents", documents),
+            # the console's multipart form: the document plus its form fields and boundaries
+            ("/console/platform/documents/upload", "", documents + (64 << 10)),
+        ),
     )
     if app_state.settings.heartbeat_fast_path:
         app.add_middleware(HeartbeatFastPath, service=app_state.heartbeats)

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     webhook_retry_cap: float = Field(default=600.0, gt=0, le=86400)
     #: seconds between scans for scheduled events (license.expiring, heartbeat.missed, ...)
     webhook_scan: float = Field(default=60.0, gt=0, le=86400)
+    #: let webhooks go to loopback, private and link-local addresses (on-premises receivers;
+    #: off by default: an owner must not reach the server's own network through them)
+    webhook_allow_private: bool = False
     #: a PKCS#11 library for signing keys kept in a token (controlplane/hsm.py)
     pkcs11_module: Path | None = None
     pkcs11_token: str | None = None

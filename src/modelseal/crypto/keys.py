@@ -21,10 +21,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, cast, get_args
+from typing import TYPE_CHECKING, Final, Literal, cast, get_args
 
-from Crypto.IO import PEM, PKCS8
-from Crypto.Util.asn1 import DerNull, DerObject, DerObjectId
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
@@ -35,6 +33,13 @@ from modelseal.errors import (
     KeyFileError,
     UnsupportedAlgorithmError,
 )
+
+if TYPE_CHECKING:
+    from Crypto.Util.asn1 import DerObject
+
+# pycryptodome (PEM, PKCS#8 wrapping, ASN.1) is imported where it is used:
+# with cffi installed it parses C declarations at import, ~150 ms measured
+# on the first modelseal.load of a process, which never touches a PEM file.
 
 KeyType = Literal["ed25519", "rsa", "sm2"]
 SignatureAlgorithm = Literal["EdDSA", "RS256", "PS256", "SM2"]
@@ -149,6 +154,8 @@ class PublicKey:
         )
 
     def to_pem(self) -> bytes:
+        from Crypto.IO import PEM
+
         return PEM.encode(self.to_der(), "PUBLIC KEY").encode("ascii") + b"\n"
 
     def save(self, path: Pathish, *, overwrite: bool = False) -> None:
@@ -209,6 +216,9 @@ class PrivateKey:
 
     def to_pem(self, passphrase: str | bytes | None = None) -> bytes:
         """PKCS#8 PEM; with a passphrase, PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC)."""
+        from Crypto.IO import PEM, PKCS8
+        from Crypto.Util.asn1 import DerObjectId
+
         if self.kty == "sm2":
             d, q = cast(tuple[bytes, bytes], self._key)
             inner = sm2.encode_ec_private_key(d, q)
@@ -260,6 +270,8 @@ def _der_params(raw: bytes | None) -> DerObject | None:
     The three key types we accept carry none (Ed25519), NULL (RSA) or a curve
     OID (SM2); anything else is refused rather than re-encoded blindly.
     """
+    from Crypto.Util.asn1 import DerNull, DerObjectId
+
     if raw is None:
         return None
     if raw == b"\x05\x00":
@@ -316,6 +328,8 @@ def _pem_blocks(data: bytes) -> tuple[str, bytes]:
             if end < 0:
                 break
             block = text[start : end + len(f"-----END {marker}-----")]
+            from Crypto.IO import PEM
+
             try:
                 der, _, _ = PEM.decode(block)
             except ValueError:
@@ -331,6 +345,9 @@ def _check_rsa_size(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> None:
 
 def load_private_key(source: Pathish | bytes, passphrase: str | bytes | None = None) -> PrivateKey:
     """Read a PKCS#8 PEM private key (Ed25519, RSA or SM2)."""
+    from Crypto.IO import PKCS8
+    from Crypto.Util.asn1 import DerObjectId
+
     marker, der = _pem_blocks(_read(source))
     if marker == "PUBLIC KEY":
         raise KeyFileError("this is a public key; a private key is needed here")

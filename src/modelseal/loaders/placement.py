@@ -123,54 +123,84 @@ def refuse_non_cpu(placement: Placement, framework: str) -> None:
         )
 
 
+class CudaCopyOps:
+    """The CUDA operations the copy ring uses; tests pass a fake with the same methods.
+
+    Split out so that the ring's use of them (pinned slots, one side stream
+    ordered after the destination's allocation, an event per copy, waiting
+    on a slot's event before refilling it) is tested on machines without a
+    GPU, with copies that complete late as a real DMA does
+    (tests/loaders/test_placement.py).
+    """
+
+    def __init__(self, device: Any) -> None:
+        torch = import_torch()
+        self._torch = torch
+        self._stream = torch.cuda.Stream(device=device)
+        # dest was allocated on the current stream; copies must not overtake it
+        self._stream.wait_stream(torch.cuda.current_stream(device))
+
+    def pinned(self, size: int) -> Any:
+        """A page-locked host buffer, so a copy from it is a real asynchronous DMA."""
+        return self._torch.empty(size, dtype=self._torch.uint8, pin_memory=True)
+
+    def copy_async(self, dst: Any, src: Any) -> Any:
+        """Queue ``dst.copy_(src)`` on the side stream; returns an event recorded after it."""
+        torch = self._torch
+        with torch.cuda.stream(self._stream):
+            dst.copy_(src, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self._stream)
+        return event
+
+    def wait(self, event: Any) -> None:
+        event.synchronize()
+
+    def synchronize(self) -> None:
+        self._stream.synchronize()
+
+
 class TorchDeviceCopier:
     """The :class:`~modelseal.sealed.reader.DeviceCopier` for a torch tensor.
 
-    On CUDA: pinned host slots (so the copy is a real asynchronous DMA), one
-    side stream, and an event per slot that :meth:`acquire` waits for. On
-    any other device the same ring runs with plain host slots and blocking
-    copies, which is how the suite exercises this code without a GPU.
+    On CUDA (``ops``: :class:`CudaCopyOps`): pinned host slots, one side
+    stream, and an event per slot that :meth:`acquire` waits for before the
+    slot is written again. On any other device the same ring runs with plain
+    host slots and blocking copies, which is how the suite exercises the
+    loader without a GPU; the CUDA branch is tested with a fake ``ops``.
     """
 
-    def __init__(self, dest: Any, slot_size: int, slots: int) -> None:
+    def __init__(self, dest: Any, slot_size: int, slots: int, *, ops: Any = None) -> None:
         torch = import_torch()
-        self._torch = torch
         self._dest = dest
-        cuda = dest.device.type == "cuda"
+        if ops is None and dest.device.type == "cuda":
+            ops = CudaCopyOps(dest.device)
+        self._ops = ops
         self._host = [
-            torch.empty(slot_size, dtype=torch.uint8, pin_memory=cuda) for _ in range(slots)
+            ops.pinned(slot_size) if ops is not None else torch.empty(slot_size, dtype=torch.uint8)
+            for _ in range(slots)
         ]
         self._views = [memoryview(h.numpy()).cast("B") for h in self._host]
         self._events: list[Any] = [None] * slots
-        self._stream: Any = None
-        if cuda:
-            self._stream = torch.cuda.Stream(device=dest.device)
-            # dest was allocated on the current stream; copies must not overtake it
-            self._stream.wait_stream(torch.cuda.current_stream(dest.device))
 
     def acquire(self, slot: int) -> memoryview:
         event = self._events[slot]
         if event is not None:
-            event.synchronize()
+            self._ops.wait(event)
             self._events[slot] = None
         return self._views[slot]
 
     def submit(self, slot: int, src_offset: int, dst_offset: int, size: int) -> None:
         src = self._host[slot][src_offset : src_offset + size]
         dst = self._dest[dst_offset : dst_offset + size]
-        if self._stream is None:
+        if self._ops is None:
             dst.copy_(src)
             return
-        torch = self._torch
-        with torch.cuda.stream(self._stream):
-            dst.copy_(src, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(self._stream)
-        self._events[slot] = event
+        self._events[slot] = self._ops.copy_async(dst, src)
 
     def finish(self) -> None:
-        if self._stream is not None:
-            self._stream.synchronize()
+        if self._ops is not None:
+            self._ops.synchronize()
 
 
 def safetensors_to_device(reader: SealedReader, entry: Entry, device: Any) -> dict[str, Any]:
@@ -194,6 +224,7 @@ def safetensors_to_device(reader: SealedReader, entry: Entry, device: Any) -> di
 
 __all__ = [
     "CPU",
+    "CudaCopyOps",
     "Placement",
     "TorchDeviceCopier",
     "refuse_non_cpu",

@@ -408,3 +408,34 @@ def test_the_backend_is_closed_when_the_server_stops(tmp_path: Path) -> None:
         assert not backend.closed
     assert backend.closed
     app.state.cp.engine.dispose()
+
+
+def test_documents_between_the_body_limit_and_the_document_limit_are_taken(papi: Api) -> None:
+    """The larger limit holds while the body streams, not only for its Content-Length.
+
+    Regression: the streaming count was reset to the 1 MiB body limit, so a
+    3 MiB document passed the header check and was refused mid-body (413).
+    """
+    c = papi.as_("a")
+    _vendor_and_model(c)
+    data = b"%PDF-1.7\n" + bytes(3 << 20)
+    resp = c.post(f"{P}/models/demo/documents", params={"kind": "design"}, content=data)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["sha256"] == hashlib.sha256(data).hexdigest()
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b"%PDF-1.7\n"
+        for _ in range(3):
+            yield bytes(1 << 20)
+
+    resp = c.post(f"{P}/models/demo/documents", params={"kind": "usage"}, content=chunks())
+    assert resp.status_code == 201, resp.text
+    # every other route keeps the small limit, by length and while streaming
+    big = {"name": "x" * (2 << 20)}
+    assert c.post(f"{P}/vendors", json=big).status_code == 413
+
+    def more():  # type: ignore[no-untyped-def]
+        for _ in range(2):
+            yield bytes(1 << 20)
+
+    assert c.post(f"{P}/vendors", content=more()).status_code == 413

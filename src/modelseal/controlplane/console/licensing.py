@@ -456,7 +456,7 @@ def audit_log(request: Request, db: DB, me: Me) -> Response:
 
 @router.get("/audit/verify")
 def audit_verify(request: Request, st: State, db: DB, me: Me) -> Response:
-    verdict = audit.verify(db, audit.AuditKeys(st.box), me.who.vendor_id)
+    verdict = audit.verify_released(db, st.sessions, audit.AuditKeys(st.box), me.who.vendor_id)
     fragment = request.headers.get("hx-request") == "true"
     return page(
         request,
@@ -490,6 +490,7 @@ def hooks_add(request: Request, st: State, db: DB, me: Me, form: Form) -> Respon
             **build(
                 s.WebhookCreate, {"url": text(form, "url"), "events": listed(form, "events")}
             ).model_dump(),
+            allow_private=st.settings.webhook_allow_private,
         ),
     )
     secret = None if isinstance(done, str) else done[1]

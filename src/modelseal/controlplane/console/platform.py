@@ -248,7 +248,7 @@ def remove(name: str, ref: str, request: Request, db: DB, me: Me, rt: Runtime) -
 
 @router.post("/documents/upload")
 def upload(request: Request, db: DB, me: Me, rt: Runtime, form: Form) -> Response:
-    """Through the console's 1 MiB form limit (the API takes up to the document limit)."""
+    """Up to the document limit, as the API (app.py gives this path the larger body limit)."""
     allow(me, *ISSUERS)
     file = form.get("file")
 

@@ -12,7 +12,6 @@ from modelseal.controlplane import schemas as s
 from modelseal.controlplane.deps import (
     DB,
     AppState,
-    Issuer,
     Owner,
     Reader,
     State,
@@ -171,11 +170,20 @@ def totp_confirm(
 
 
 @router.post("/session/password", status_code=204, tags=["people"])
-def change_password(body: s.PasswordIn, db: DB, who: Person) -> Response:
+def change_password(
+    body: s.PasswordIn, st: State, db: DB, who: Person, request: Request
+) -> Response:
+    """Change your password. Every session of yours ends and your personal tokens are
+    revoked; this session continues under a new cookie and a new CSRF token (in the
+    ``ms_csrf`` cookie and from ``GET /v1/session``)."""
     if not who.mfa:
         raise ForbiddenError("enrol TOTP first", code="mfa_required")
-    people.change_password(db, people.user_of(db, who), body.old, body.new)
-    return Response(status_code=204)
+    user = people.user_of(db, who)
+    people.change_password(db, user, body.old, body.new)
+    fresh = people.start_session(db, st.box, user, mfa=who.mfa, address=client_address(request))
+    response = Response(status_code=204)
+    set_session_cookies(response, st, fresh)
+    return response
 
 
 @router.post("/session/tokens", response_model=s.TokenCreated, status_code=201, tags=["people"])
@@ -277,11 +285,51 @@ def audit_export(st: State, who: Reader) -> StreamingResponse:
 @router.get("/audit/verify", response_model=s.AuditVerifyOut, tags=["audit"])
 def audit_verify(st: State, db: DB, who: Reader) -> s.AuditVerifyOut:
     """Walk the vendor's chain under its key; names the first record that does not fit."""
-    keys = audit.AuditKeys(st.box)
-    return s.AuditVerifyOut(**audit.verify(db, keys, who.vendor_id).to_json())
+    verdict = audit.verify_released(db, st.sessions, audit.AuditKeys(st.box), who.vendor_id)
+    return s.AuditVerifyOut(**verdict.to_json())
 
 
 # --- emergency unlock ---------------------------------------------------------------------------
+
+
+async def _unlock_reason(request: Request) -> str | None:
+    """The reason a refused caller gave, for the record (the body is not validated yet)."""
+    try:
+        data = await request.json()
+    except ValueError:
+        return None
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return reason[:1000] if isinstance(reason, str) else None
+
+
+def _unlock_issuer(
+    ref: str,
+    db: DB,
+    who: Reader,
+    reason: Annotated[str | None, Depends(_unlock_reason)],
+) -> Caller:
+    """Owner or issuer, like ``Issuer``; but a refusal for the role is audited as
+    ``unlock.refused`` (the threat model says every refusal is; red team #12, finding 8).
+
+    A dependency that refuses must raise, and a raise rolls the request's
+    transaction back; so the record is committed here first. It is refused
+    before the body is read, like every role check (the role table test).
+    """
+    if who.role in ("owner", "issuer"):
+        return who
+    target: dict[str, str] = {"kind": "device", "id": ref}
+    audit.note(
+        db,
+        who.vendor_id,
+        "unlock.refused",
+        {"target": target, "why": "forbidden", "totp_verified": False},
+        reason=reason,
+    )
+    db.commit()
+    raise ForbiddenError(f"the {who.role} role cannot do this (needs owner or issuer)")
+
+
+UnlockIssuer = Annotated[Caller, Depends(_unlock_issuer)]
 
 
 @router.post(
@@ -292,7 +340,7 @@ def audit_verify(st: State, db: DB, who: Reader) -> s.AuditVerifyOut:
     responses=errors(404, 409) | {429: {"model": s.ErrorOut, "description": "locked out"}},
 )
 def unlock_code(
-    ref: str, body: s.UnlockIn, st: State, db: DB, who: Issuer, request: Request
+    ref: str, body: s.UnlockIn, st: State, db: DB, who: UnlockIssuer, request: Request
 ) -> Response:
     """Issue the device's next emergency unlock code: needs a person (session or personal
     token) with a fresh TOTP code, and a reason; both are audited."""

@@ -37,7 +37,14 @@ def _message(row: WebhookMessage) -> s.WebhookMessageOut:
 @router.post("", response_model=s.WebhookCreated, status_code=201)
 def create(body: s.WebhookCreate, st: State, db: DB, who: Owner) -> s.WebhookCreated:
     """Subscribe a URL to events; the signing secret is shown here once."""
-    row, secret = webhooks.create_endpoint(db, st.box, who, url=body.url, events=body.events)
+    row, secret = webhooks.create_endpoint(
+        db,
+        st.box,
+        who,
+        url=body.url,
+        events=body.events,
+        allow_private=st.settings.webhook_allow_private,
+    )
     return s.WebhookCreated(**_endpoint(row).model_dump(), secret=secret)
 
 

@@ -28,6 +28,12 @@ what a token of a role may do, a user of that role may do. Why each piece:
   minutes (doubling with each further lockout, up to a day); every failure
   is audited with the address it came from. A per-address limit in the
   process (30 failures in five minutes) slows a spray across many users.
+  A locked user is answered like an unknown one (same message, same
+  argon2 cost: no username oracle), counts against the address, and is
+  audited sparsely (log2(n) records per lockout: no free log growth).
+* A new password, or an MFA reset, ends every session of the user and
+  revokes their personal tokens: it is what a person does when they fear
+  a stolen session, and a token minted from that session must die too.
   A wrong TOTP code counts as a failure wherever it is asked for (the
   unlock-code endpoint too), so a stolen token cannot search the 10^6
   codes.
@@ -44,7 +50,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelseal.controlplane.errors import (
@@ -113,6 +119,19 @@ def check_password(stored: str | None, password: str) -> bool:
         return False
 
 
+def _same(a: str, b: str) -> bool:
+    """Constant-time equality of two strings, whatever characters they hold.
+
+    ``hmac.compare_digest`` raises ``TypeError`` for a ``str`` with non-ASCII
+    characters; header and cookie values are latin-1 decoded by the server, so
+    a client could turn any check into a 500 (red team #12, finding 6).
+    Bytes compare without that edge: a forged value is simply unequal.
+    """
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogateescape"), b.encode("utf-8", "surrogateescape")
+    )
+
+
 def _check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise InvalidRequestError(f"a password needs at least {MIN_PASSWORD} characters")
@@ -133,11 +152,15 @@ def create_user(
     """A new user; returns the generated password (shown once) when none was given."""
     if role not in ROLES:
         raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
-    exists = session.execute(
-        select(User.id).where(User.vendor_id == vendor_id, User.username == username)
-    ).first()
-    if exists is not None:
-        raise ConflictError(f"user {username!r} exists")
+    key = _name_key(username)
+    for (existing,) in session.execute(select(User.username).where(User.vendor_id == vendor_id)):
+        if _name_key(existing) == key:
+            raise ConflictError(
+                f"user {username!r} exists"
+                if existing == username
+                else f"user {existing!r} exists: names that differ only by case or width "
+                "would be confusable in the audit log and the console"
+            )
     shown = None
     if password is None:
         password = shown = generate_password()
@@ -155,6 +178,14 @@ def create_user(
     )
     session.add(user)
     return user, shown
+
+
+def _name_key(username: str) -> str:
+    """What two usernames must not share: ``alice``, ``Alice`` and ``ａｌｉｃｅ`` are one name
+    to a reader of the audit log."""
+    import unicodedata
+
+    return unicodedata.normalize("NFKC", username).casefold()
 
 
 def list_users(session: Session, caller: Caller) -> list[User]:
@@ -178,11 +209,40 @@ def get_user(session: Session, caller: Caller, ref: str) -> User:
     return row
 
 
-def _end_sessions(session: Session, user: User) -> None:
+def _end_sessions(session: Session, user: User) -> int:
+    ended = 0
     for row in session.execute(
         select(UserSession).where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
     ).scalars():
         row.revoked_at = now_s()
+        ended += 1
+    return ended
+
+
+def _revoke_personal_tokens(session: Session, user: User) -> int:
+    """Personal tokens are minted from a session: whatever ends the sessions for a security
+    reason (new password, lost second factor) must end them too, or a thief who had the
+    session keeps a token without expiry (red team #12, finding 4). Each revocation is
+    recorded by the audit log's row diff (``token.revoked``)."""
+    from modelseal.controlplane.models import ApiToken
+
+    revoked = 0
+    for row in session.execute(
+        select(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+    ).scalars():
+        row.revoked_at = now_s()
+        revoked += 1
+    return revoked
+
+
+def _note_ended(session: Session, user: User, why: str, sessions: int, tokens: int) -> None:
+    audit.note(
+        session,
+        user.vendor_id,
+        "user.sessions_ended",
+        {"target": {"kind": "user", "id": user.id}, "sessions": sessions, "tokens": tokens},
+        reason=why,
+    )
 
 
 def disable_user(session: Session, caller: Caller, ref: str) -> User:
@@ -214,15 +274,28 @@ def reset_mfa(session: Session, caller: Caller, ref: str) -> User:
         select(RecoveryCode).where(RecoveryCode.user_id == user.id)
     ).scalars():
         session.delete(code)
-    _end_sessions(session, user)
+    # a token passes require() as if it had a second factor: one that outlives the factor
+    # would be an owner without MFA
+    ended = _end_sessions(session, user)
+    _note_ended(session, user, "mfa_reset", ended, _revoke_personal_tokens(session, user))
     return user
 
 
 def change_password(session: Session, user: User, old: str, new: str) -> None:
+    """A new password ends every session of the user and revokes their personal tokens.
+
+    Changing the password is what a person does first when they suspect a
+    session was stolen, so it must end the thief's copy. The caller's own
+    session ends too; the route starts a fresh one (a new cookie, a new CSRF
+    token: :func:`start_session`), so the person stays logged in but a copied
+    cookie does not.
+    """
     if not check_password(user.password_hash, old):
         raise ForbiddenError("the current password is wrong")
     _check_new_password(new)
     user.password_hash = hash_password(new)
+    ended = _end_sessions(session, user)
+    _note_ended(session, user, "password_changed", ended, _revoke_personal_tokens(session, user))
 
 
 # --- TOTP ----------------------------------------------------------------------------------
@@ -261,7 +334,7 @@ def check_totp(box: SecretBox, user: User, code: str, *, now: float | None = Non
     for candidate in (step - 1, step, step + 1):
         if candidate <= user.totp_last_step:
             continue
-        if hmac.compare_digest(totp.at(candidate * TOTP_STEP), code):
+        if _same(totp.at(candidate * TOTP_STEP), code):
             return candidate
     return None
 
@@ -294,17 +367,28 @@ def _sha(text: str) -> str:
 
 
 def _use_recovery_code(session: Session, user: User, code: str) -> bool:
-    row = session.execute(
-        select(RecoveryCode).where(
+    """Spend a recovery code: a conditional UPDATE, so two concurrent logins (PostgreSQL, READ
+    COMMITTED) cannot both spend it; the second finds no unused row."""
+    result: Any = session.execute(
+        update(RecoveryCode)
+        .where(
             RecoveryCode.user_id == user.id,
             RecoveryCode.code_hash == _sha(code),
             RecoveryCode.used_at.is_(None),
         )
-    ).scalar_one_or_none()
-    if row is None:
-        return False
-    row.used_at = now_s()
-    return True
+        .values(used_at=now_s())
+    )
+    return bool(result.rowcount == 1)
+
+
+def _lock_user(session: Session, user_id: str) -> User | None:
+    """The user row, re-read under a row lock on PostgreSQL: the TOTP step, the failure count
+    and the lock are read-modify-write, and two concurrent logins must not both pass with one
+    code (SQLite: every transaction already holds the write lock)."""
+    q = select(User).where(User.id == user_id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return session.execute(q).scalar_one_or_none()
 
 
 # --- failures and lockout --------------------------------------------------------------------
@@ -316,6 +400,7 @@ class _AddressLimiter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, deque[float]] = {}
+        self._locked: dict[str, tuple[int, int]] = {}
 
     def blocked(self, address: str | None) -> bool:
         if address is None:
@@ -336,6 +421,22 @@ class _AddressLimiter:
             if len(self._seen) > 100_000:  # bounded memory under a spray from many addresses
                 self._seen.clear()
             self._seen.setdefault(address, deque()).append(time.monotonic())
+
+    def refused_while_locked(self, user_id: str, locked_until: int) -> int:
+        """How many logins of this user this lockout has refused so far (this one included).
+
+        Kept here, not in the database: a refusal must cost no write, or
+        hammering a locked user is an unauthenticated way to grow the audit
+        log (red team #12, finding 3). Lost on restart: then a few more
+        records are written, nothing else.
+        """
+        with self._lock:
+            if len(self._locked) > 100_000:
+                self._locked.clear()
+            until, n = self._locked.get(user_id, (locked_until, 0))
+            n = n + 1 if until == locked_until else 1
+            self._locked[user_id] = (locked_until, n)
+            return n
 
 
 #: The fallback for sessions made outside a server (scripts, the CLI's init).
@@ -403,18 +504,24 @@ class LoginResult:
     csrf: str
     mfa: bool
     expires_at: int
+    session_id: str = ""
 
 
 def _cookie_key(box: SecretBox) -> bytes:
     return box.derive("session-cookie")
 
 
+def _utf8(text: str) -> bytes:
+    """Any str as bytes (a cookie's lone surrogates or latin-1 bytes must not raise)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _sign(box: SecretBox, text: str) -> str:
-    return b64url(hmac.new(_cookie_key(box), text.encode(), hashlib.sha256).digest())
+    return b64url(hmac.new(_cookie_key(box), _utf8(text), hashlib.sha256).digest())
 
 
 def csrf_token(box: SecretBox, session_id: str) -> str:
-    return b64url(hmac.new(_cookie_key(box), b"csrf\x00" + session_id.encode(), "sha256").digest())
+    return b64url(hmac.new(_cookie_key(box), b"csrf\x00" + _utf8(session_id), "sha256").digest())
 
 
 def login(
@@ -434,11 +541,12 @@ def login(
     if _addresses(session).blocked(address):
         return TooManyAttemptsError("too many failed logins from this address; try later")
     audit.bind(session, actor={"kind": "anonymous", "username": username}, address=address)
-    user = session.execute(
-        select(User)
+    user_id = session.execute(
+        select(User.id)
         .join(Vendor, Vendor.id == User.vendor_id)
         .where(Vendor.name == vendor, User.username == username)
     ).scalar_one_or_none()
+    user = None if user_id is None else _lock_user(session, user_id)
     if user is None or user.disabled_at is not None:
         check_password(None, password)
         _addresses(session).fail(address)
@@ -454,18 +562,30 @@ def login(
     audit.bind(
         session, actor={"kind": "user", "id": user.id, "username": username}, address=address
     )
-    wait = locked(user)
-    if wait is not None:
-        audit.note(
-            session,
-            user.vendor_id,
-            "user.auth_failed",
-            {"target": {"kind": "user", "id": user.id}, "username": username},
-            reason="locked",
-        )
-        return TooManyAttemptsError(
-            f"too many failed logins: this user is locked for {wait} more seconds"
-        )
+    if locked(user) is not None:
+        # The same answer, and the same argon2 cost, as an unknown user: a lock must not tell
+        # a prober that the name exists (red team #12, finding 5). It counts against the
+        # address like any failure, and is audited sparsely (the 1st, 2nd, 4th, 8th ...
+        # refusal of this lockout, with the count): a flood adds log2(n) records, not n.
+        check_password(None, password)
+        limiter = _addresses(session)
+        limiter.fail(address)
+        assert user.locked_until is not None
+        n = limiter.refused_while_locked(user.id, user.locked_until)
+        if n & (n - 1) == 0:
+            audit.note(
+                session,
+                user.vendor_id,
+                "user.auth_failed",
+                {
+                    "target": {"kind": "user", "id": user.id},
+                    "username": username,
+                    "refused_while_locked": n,
+                    "locked_until": user.locked_until,
+                },
+                reason="locked",
+            )
+        return refused
     if not check_password(user.password_hash, password):
         record_failure(session, user, address, "password")
         return refused
@@ -492,6 +612,20 @@ def login(
             return UnauthorizedError("a TOTP code is required", code="totp_required")
         mfa = True
     _ok(user)
+    result = start_session(session, box, user, mfa=mfa, address=address)
+    audit.note(
+        session,
+        user.vendor_id,
+        "user.login",
+        {"target": {"kind": "user", "id": user.id}, "session": result.session_id, "mfa": mfa},
+    )
+    return result
+
+
+def start_session(
+    session: Session, box: SecretBox, user: User, *, mfa: bool, address: str | None
+) -> LoginResult:
+    """A new session row and its cookie (a login, or the rotation after a password change)."""
     secret = secrets.token_urlsafe(32)
     row = UserSession(
         id=new_id("ses"),
@@ -504,12 +638,6 @@ def login(
         address=address,
     )
     session.add(row)
-    audit.note(
-        session,
-        user.vendor_id,
-        "user.login",
-        {"target": {"kind": "user", "id": user.id}, "session": row.id, "mfa": mfa},
-    )
     value = f"{row.id}.{secret}"
     return LoginResult(
         user=user,
@@ -517,6 +645,7 @@ def login(
         csrf=csrf_token(box, row.id),
         mfa=mfa,
         expires_at=row.expires_at,
+        session_id=row.id,
     )
 
 
@@ -534,18 +663,18 @@ def session_caller(
     if len(parts) != 3:
         raise invalid
     sid, secret, sig = parts
-    if not hmac.compare_digest(_sign(box, f"{sid}.{secret}"), sig):
+    if not _same(_sign(box, f"{sid}.{secret}"), sig):
         raise invalid
     row = session.get(UserSession, sid)
     if (
         row is None
         or row.revoked_at is not None
         or row.expires_at <= now_s()
-        or not hmac.compare_digest(row.secret_hash, hashlib.sha256(secret.encode()).hexdigest())
+        or not _same(row.secret_hash, hashlib.sha256(_utf8(secret)).hexdigest())
     ):
         raise invalid
     if method.upper() not in SAFE_METHODS and (
-        csrf is None or not hmac.compare_digest(csrf, csrf_token(box, sid))
+        csrf is None or not _same(csrf, csrf_token(box, sid))
     ):
         raise ForbiddenError(
             "a state-changing request with a session needs the X-CSRF-Token header", code="csrf"
@@ -591,9 +720,13 @@ def require_fresh_totp(
     user's lockout and is audited, and both must commit with the refusal.
     """
     try:
-        user = user_of(session, caller)
+        user_of(session, caller)
     except ControlPlaneError as exc:
         return ForbiddenError(str(exc), code="mfa_required")
+    locked_user = _lock_user(session, str(caller.user_id))
+    if locked_user is None:
+        return ForbiddenError("the user is gone", code="mfa_required")
+    user = locked_user
     if not user.totp_enabled:
         return ForbiddenError("enrol TOTP first: this needs a fresh TOTP code", code="mfa_required")
     wait = locked(user)

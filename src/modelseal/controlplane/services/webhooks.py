@@ -18,6 +18,22 @@ endpoint is worked by one worker at a time (a lease row), so several
 processes or replicas never reorder one endpoint's messages. Every attempt
 goes to the delivery log (``webhook_attempts``).
 
+Sending (:func:`send`, red team #12): one POST with a deadline on the
+whole request (connect, TLS, headers and body together), not per socket
+read, so a receiver that drips a byte at a time is cut off at
+``TIMEOUT``. Any failure, HTTP or not (a banner from an SSH or database
+port, garbage, a reset), is one counted attempt; endpoints are worked by
+a small pool of threads, and an endpoint that fails without an HTTP
+answer gets no more tries in that pass, so one slow or broken endpoint
+delays others by at most one deadline. The host is resolved at every
+send and refused when any address is not public (loopback, private,
+link-local, cloud metadata, ...) unless the operator allows it
+(``MODELSEAL_WEBHOOK_ALLOW_PRIVATE``); the connection goes to the address
+that was checked (no second lookup for DNS rebinding to swap). The
+delivery log keeps a coarse category (``connect_failed``, ``timeout``,
+``http_5xx``, ...), never the error text or exact status of the target,
+so it is no scanner of the server's network.
+
 Signatures (https://www.standardwebhooks.com/): headers ``webhook-id`` (the
 message id: receivers de-duplicate on it, delivery is at least once),
 ``webhook-timestamp`` (Unix seconds of this attempt) and
@@ -29,17 +45,21 @@ stored sealed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import logging
 import random
 import secrets
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -77,24 +97,68 @@ EVENTS: Final = (
     "usage.quota_near",
 )
 MAX_ATTEMPTS: Final = 20
+#: seconds for one whole delivery (connect + TLS + request + answer), not per read
 TIMEOUT: Final = 10.0
 MAX_ERROR: Final = 500
+#: endpoints worked at once by one worker: a slow endpoint holds one thread, not all
+POOL: Final = 4
 
 
 # --- endpoints -----------------------------------------------------------------------------
 
 
-def _check_url(url: str) -> str:
+def public_address(address: str) -> bool:
+    """True for an address on the public internet: a webhook may go there by default.
+
+    Refused: loopback, RFC 1918 / ULA private, link-local (169.254.169.254, the
+    cloud metadata service), CGNAT shared space, multicast, reserved and
+    documentation ranges: what ``ipaddress`` calls not ``is_global``. An
+    IPv4-mapped IPv6 address is judged as the IPv4 address it maps.
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return bool(ip.is_global) and not ip.is_multicast
+
+
+def _check_url(url: str, *, allow_private: bool = False) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequestError("a webhook URL must be http(s)://host/...")
     if parts.username or parts.password:
         raise InvalidRequestError("put no credentials in a webhook URL: verify the signature")
+    try:
+        parts.port  # noqa: B018 (raises on a port out of range)
+    except ValueError:
+        raise InvalidRequestError("the webhook URL's port is not valid") from None
+    host = parts.hostname
+    literal = True
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        literal = False
+    # names are resolved (and checked) at each delivery: a name's address can change
+    if not allow_private and (
+        host == "localhost" or host.endswith(".localhost") or (literal and not public_address(host))
+    ):
+        raise InvalidRequestError(
+            "a webhook URL must point at a public address (the server's operator can allow "
+            "private ones: MODELSEAL_WEBHOOK_ALLOW_PRIVATE)"
+        )
     return url
 
 
 def create_endpoint(
-    session: Session, box: SecretBox, caller: Caller, *, url: str, events: Sequence[str]
+    session: Session,
+    box: SecretBox,
+    caller: Caller,
+    *,
+    url: str,
+    events: Sequence[str],
+    allow_private: bool = False,
 ) -> tuple[WebhookEndpoint, str]:
     unknown = sorted(set(events) - set(EVENTS))
     if unknown or not events:
@@ -107,7 +171,7 @@ def create_endpoint(
     row = WebhookEndpoint(
         id=new_id("whk"),
         vendor_id=caller.vendor_id,
-        url=_check_url(url),
+        url=_check_url(url, allow_private=allow_private),
         events=sorted(set(events)),
         created_at=now_s(),
         lease_until=0.0,
@@ -268,37 +332,138 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a redirect is a failed delivery, never a second destination
+class DeliveryRefusedError(Exception):
+    """A delivery not attempted: the URL's host resolves to an address that is not allowed."""
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+def _resolve(host: str, port: int, *, allow_private: bool) -> tuple[int, str]:
+    """The address to connect to, checked: every address of the name must be allowed (a
+    name with one public and one private address is refused: we would not choose)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError("no address")
+    if not allow_private and not all(public_address(str(i[4][0])) for i in infos):
+        raise DeliveryRefusedError(host)
+    family, _, _, _, sockaddr = infos[0]
+    return family, str(sockaddr[0])
 
 
-def send(url: str, secret: str, msg_id: str, body: bytes) -> tuple[int | None, str | None]:
-    """POST once; (status, error). 2xx is delivered; anything else is retried."""
+class _Deadline:
+    """Shuts the connection's socket at the deadline: a blocked read returns at once.
+
+    ``timeout`` on a socket bounds one read; a receiver that sends a byte
+    just inside it each time keeps a delivery alive for hours (measured: 56 s
+    for 14 bytes). A timer that shuts the socket bounds the whole request.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                self._shut()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shut()
+
+    def _shut(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):  # already closed: nothing to cut off
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _category(exc: BaseException, deadline: _Deadline | None) -> str:
+    """A coarse name for a failure: enough to act on, too little to scan a network with."""
+    if (deadline is not None and deadline.expired) or isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, DeliveryRefusedError):
+        return "blocked_address"
+    if isinstance(exc, socket.gaierror):
+        return "dns_failed"
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return "tls_failed"
+    if isinstance(exc, http.client.HTTPException):
+        return "not_http"  # a banner, garbage, a cut-off answer
+    if isinstance(exc, ConnectionRefusedError):
+        return "connect_failed"
+    if isinstance(exc, OSError):
+        return "network_error"
+    return "error"
+
+
+def send(
+    url: str,
+    secret: str,
+    msg_id: str,
+    body: bytes,
+    *,
+    timeout: float = TIMEOUT,
+    allow_private: bool = False,
+) -> tuple[int | None, str | None]:
+    """POST once; (status class, error category). 2xx is delivered; anything else is retried.
+
+    Never raises for anything the receiver (or the network) does: each
+    attempt is recorded and counted, so a broken endpoint reaches
+    ``MAX_ATTEMPTS`` instead of failing the worker's pass for everyone.
+    The status is returned as its class (200, 300, 400, 500) and the error
+    as a category: the delivery log is not an oracle for internal hosts.
+    """
     ts = int(time.time())
-    req = urllib.request.Request(  # noqa: S310 (_check_url allowed http(s) only)
-        url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "modelseal-webhooks/1",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(ts),
-            "webhook-signature": sign(secret, msg_id, ts, body),
-        },
-    )
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    host = parts.hostname or ""
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "modelseal-webhooks/1",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret, msg_id, ts, body),
+    }
+    deadline: _Deadline | None = None
+    conn: http.client.HTTPConnection | None = None
+    sock: socket.socket | None = None
     try:
-        with _OPENER.open(req, timeout=TIMEOUT) as resp:
-            resp.read(65536)
-            return int(resp.status), None
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return None, str(getattr(exc, "reason", exc))[:MAX_ERROR]
+        port = parts.port or (443 if https else 80)
+        _family, address = _resolve(host, port, allow_private=allow_private)
+        deadline = _Deadline(timeout)
+        sock = socket.create_connection((address, port), timeout=timeout)
+        deadline.watch(sock)
+        if https:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            deadline.watch(sock)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        conn.sock = sock  # connected to the checked address; Host: names the URL's host
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read(65536)
+        status = int(resp.status)
+        if deadline.expired:
+            return None, "timeout"
+        if 200 <= status < 300:
+            return 200, None
+        return status // 100 * 100, f"http_{status // 100}xx"
+    except Exception as exc:  # every failure is one counted attempt (red team #12, finding 1)
+        return None, _category(exc, deadline)
+    finally:
+        if deadline is not None:
+            deadline.cancel()
+        if conn is not None:
+            conn.close()
+        if sock is not None:  # a failed TLS handshake leaves no conn to close it
+            sock.close()
 
 
 def backoff(attempt: int, *, base: float, cap: float) -> float:
@@ -323,6 +488,9 @@ class DeliveryWorker:
         retry_cap: float = 600.0,
         batch: int = 50,
         scan_every: float = 60.0,
+        timeout: float = TIMEOUT,
+        allow_private: bool = False,
+        pool: int = POOL,
     ) -> None:
         self.sessions = sessions
         self.box = box
@@ -331,6 +499,9 @@ class DeliveryWorker:
         self.retry_cap = retry_cap
         self.batch = batch
         self.scan_every = scan_every
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self.pool = pool
         self._next_scan = 0.0
         self.owner = secrets.token_hex(8)
         self._stop = threading.Event()
@@ -343,7 +514,7 @@ class DeliveryWorker:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(TIMEOUT + 5)
+            self._thread.join(self.timeout + 5)
 
     def scan(self) -> int:
         """Queue the scheduled events that are due (license.expiring, ...)."""
@@ -386,7 +557,7 @@ class DeliveryWorker:
                     (WebhookEndpoint.lease_until < now)
                     | (WebhookEndpoint.lease_owner == self.owner),
                 )
-                .values(lease_until=now + 4 * TIMEOUT, lease_owner=self.owner)
+                .values(lease_until=now + self._lease, lease_owner=self.owner)
             )
             if result.rowcount != 1:
                 return None
@@ -400,20 +571,37 @@ class DeliveryWorker:
                 .values(lease_until=0.0, lease_owner=None)
             )
 
+    @property
+    def _lease(self) -> float:
+        # longer than any one send (the deadline bounds it), renewed after each attempt
+        return 4 * self.timeout
+
     def run_once(self) -> bool:
-        """One pass over the endpoints with due messages; True if anything was attempted."""
-        busy = False
-        for endpoint_id in self._due_endpoints():
-            if self._stop.is_set():
-                break
+        """One pass over the endpoints with due messages; True if anything was attempted.
+
+        Endpoints are worked ``pool`` at a time, each under its own guard: one
+        endpoint's failure, of any kind, ends only its own share of the pass.
+        """
+        due = self._due_endpoints()
+        if not due:
+            return False
+        with ThreadPoolExecutor(max_workers=self.pool, thread_name_prefix="webhooks") as ex:
+            return any(list(ex.map(self._work, due)))
+
+    def _work(self, endpoint_id: str) -> bool:
+        if self._stop.is_set():
+            return False
+        try:
             endpoint = self._claim(endpoint_id)
             if endpoint is None:
-                continue
+                return False
             try:
-                busy |= self._deliver(endpoint)
+                return self._deliver(endpoint)
             finally:
                 self._release(endpoint_id)
-        return busy
+        except Exception:  # one endpoint (or a database hiccup) must not end everyone's pass
+            log.exception("webhook delivery to endpoint %s failed", endpoint_id)
+            return False
 
     def _deliver(self, endpoint: WebhookEndpoint) -> bool:
         secret = self.box.open(
@@ -444,12 +632,21 @@ class DeliveryWorker:
                 continue
             attempted = True
             started = time.monotonic()
-            status, error = send(endpoint.url, secret, msg.msg_id, msg.payload.encode())
+            status, error = send(
+                endpoint.url,
+                secret,
+                msg.msg_id,
+                msg.payload.encode(),
+                timeout=self.timeout,
+                allow_private=self.allow_private,
+            )
             ok = status is not None and 200 <= status < 300
             self._record(msg.id, endpoint.vendor_id, status, error, started, ok)
             if not ok and key is not None:
                 blocked.add(key)
-            if self._stop.is_set():
+            if status is None or self._stop.is_set():
+                # no HTTP answer (down, slow, not HTTP): the rest wait for the next pass, so
+                # a dead endpoint costs each pass one deadline, not one per message
                 break
         return attempted
 
@@ -484,7 +681,7 @@ class DeliveryWorker:
                     WebhookEndpoint.id == msg.endpoint_id,
                     WebhookEndpoint.lease_owner == self.owner,
                 )
-                .values(lease_until=time.time() + 4 * TIMEOUT)
+                .values(lease_until=time.time() + self._lease)
             )
             if ok:
                 msg.status = "delivered"
@@ -512,6 +709,7 @@ def start_worker(state: Any) -> DeliveryWorker | None:
         retry_base=settings.webhook_retry_base,
         retry_cap=settings.webhook_retry_cap,
         scan_every=settings.webhook_scan,
+        allow_private=settings.webhook_allow_private,
     )
     worker.start()
     return worker

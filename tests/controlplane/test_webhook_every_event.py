@@ -26,7 +26,9 @@ def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELSEAL_WEBHOOK_WORKER", "0")
 
 
-def test_every_subscribable_event_is_queued(no_worker: None, api: Api) -> None:
+def test_every_subscribable_event_is_queued(
+    allow_private_webhooks: None, no_worker: None, api: Api
+) -> None:
     a = api.as_("a")
     hook = a.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/h", "events": list(EVENTS)})
     assert hook.status_code == 201, hook.text
@@ -74,7 +76,9 @@ def test_every_subscribable_event_is_queued(no_worker: None, api: Api) -> None:
     assert all(m["payload"]["type"] == m["event"] for m in msgs)
 
 
-def test_quota_near_counts_the_lease_ledger(no_worker: None, api: Api) -> None:
+def test_quota_near_counts_the_lease_ledger(
+    allow_private_webhooks: None, no_worker: None, api: Api
+) -> None:
     """With leases the ledger (calls leased) runs out before devices report spending:
     ``usage.quota_near`` must see it (it looked at reported calls only)."""
     a = api.as_("a")

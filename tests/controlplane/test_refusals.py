@@ -26,6 +26,7 @@ from modelseal.device import StaticSource, make_request
 from modelseal.guard import Guard, NotLicensedError
 from modelseal.guard.audit import AuditLog, iter_records
 from modelseal.guard.core import HeartbeatReply, HeartbeatReport
+from modelseal.guard.heartbeat import request_body
 from modelseal.guard.shipping import shipped_form
 from modelseal.license import TrustStore
 from modelseal.license.heartbeat import (
@@ -51,18 +52,8 @@ class ClientBeats:
     sent: list[tuple[HeartbeatReport, bytes]] = field(default_factory=list)
 
     def send(self, report: HeartbeatReport) -> HeartbeatReply:
-        head = report.audit_head
         assert report.credential is not None and report.device_id is not None
-        body = HeartbeatRequest(
-            license_id=report.license_id,
-            device_id=report.device_id,
-            nonce=report.nonce,
-            time=int(report.time),
-            calls_used=max(0, report.calls_reserved),
-            audit_head=(int(str(head[0])), str(head[1])) if head else None,
-            lease=report.lease,
-            audit_records=report.audit_records,
-        ).to_body()
+        body = request_body(report)
         self.sent.append((report, body))
         resp = self.client.post(
             "/v1/heartbeat",

@@ -42,6 +42,24 @@ def _backlog(guard: Guard) -> bool:
     return bool(getattr(shipper, "backlog", False))
 
 
+def request_body(report: HeartbeatReport) -> bytes:
+    """The heartbeat request's body for a Guard's report (a report with a credential):
+    one place, so every transport (HTTP here, tests' in-process ones) sends the same bytes."""
+    if report.device_id is None:
+        raise ServerError("this license has no device credential to authenticate with")
+    head = report.audit_head
+    return HeartbeatRequest(
+        license_id=report.license_id,
+        device_id=report.device_id,
+        nonce=report.nonce,
+        time=int(report.time),
+        calls_used=max(0, report.calls_reserved),
+        audit_head=(int(str(head[0])), str(head[1])) if head else None,
+        lease=report.lease,
+        audit_records=report.audit_records,
+    ).to_body()
+
+
 class HttpHeartbeatClient:
     """POSTs the report, MAC'd with the device credential; returns the signed reply unverified.
 
@@ -58,18 +76,7 @@ class HttpHeartbeatClient:
 
         if report.credential is None or report.device_id is None:
             raise ServerError("this license has no device credential to authenticate with")
-        head = report.audit_head
-        request = HeartbeatRequest(
-            license_id=report.license_id,
-            device_id=report.device_id,
-            nonce=report.nonce,
-            time=int(report.time),
-            calls_used=max(0, report.calls_reserved),
-            audit_head=(int(str(head[0])), str(head[1])) if head else None,
-            lease=report.lease,
-            audit_records=report.audit_records,
-        )
-        body = request.to_body()
+        body = request_body(report)
         _, data = call(
             "POST",
             self.url,

@@ -9,4 +9,4 @@ echo "== ruff"
 echo "== mypy (strict, src/)"
 "$PY" -m mypy
 echo "== pytest"
-"$PY" -m pytest -n "${MODELSEAL_TEST_WORKERS:-2}" "$@"
+"$PY" -m pytest -n "${MODELSEAL_TEST_WORKERS:-2}" --durations=15 "$@"

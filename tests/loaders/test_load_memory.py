@@ -73,6 +73,8 @@ def test_sealed_load_peaks_at_one_copy_of_the_weights(tmp_path: Path, kind: str)
     src.unlink()
     peak, total = _peak_above_base(tmp_path / "m.mseal")
     assert total >= 64 * MIB - 8 * MIB
-    # one copy of the weights, plus a few MiB that do not grow with the model
-    # (the chunk cache, a worker thread's stack, allocator slack)
-    assert peak < total * 1.05 + 8 * MIB, (peak / MIB, total / MIB)
+    # one copy of the weights, plus a few MiB that do not grow with the model (the
+    # chunk cache, worker threads' stacks and malloc arenas, allocator slack): 68-70 MiB
+    # on a quiet machine, 75.2 in CI, where 8 MiB of slack failed by 3 KiB. A second
+    # copy would be >= 128 MiB, far above this bound.
+    assert peak < total * 1.05 + 16 * MIB, (peak / MIB, total / MIB)

@@ -243,21 +243,21 @@ def test_a_lease_running_low_wakes_the_heartbeat_thread(
 ) -> None:
     """Rule: reserving past half the lease beats now (the interval is 60 s), off the request."""
     clock = Clock(NOW)
-    server = LeasingServer(vendor, clock, size=10)
+    server = LeasingServer(vendor, clock, size=11)
     token = _issue(vendor, ContentKey.generate(), max_calls=1000, offline_calls=2)
     guard = _auto_guard(
-        token, vendor, tmp_path, clock, server, monkeypatch, reserve_calls=1, lease_calls=10
+        token, vendor, tmp_path, clock, server, monkeypatch, reserve_calls=1, lease_calls=11
     )
     try:
-        # the thread's first beat, at start: a lease of 10
-        assert _wait_for(lambda: guard.state().lease_end == 10, 10)  # type: ignore[union-attr]
+        # the thread's first beat, at start: a lease of 11
+        assert _wait_for(lambda: guard.state().lease_end == 11, 10)  # type: ignore[union-attr]
         assert len(server.reports) == 1
-        _spend(guard, 5)  # 5 left: half, no wake-up
+        _spend(guard, 6)  # 5 left: half of 11, rounded down: no wake-up
         time.sleep(1.5)  # a woken beat waits 1 s after the first: it would be here
         assert len(server.reports) == 1
         _spend(guard, 1)  # 4 left: less than half
         assert _wait_for(lambda: len(server.reports) == 2, 10)
-        assert server.reports[1].lease == 10 and server.reports[1].calls_reserved == 6
+        assert server.reports[1].lease == 11 and server.reports[1].calls_reserved == 7
     finally:
         guard.close()
 

@@ -1,0 +1,291 @@
+"""The reader's byte-level contract, pinned by what it returns and raises.
+
+Rules (docs/format-mseal.md, "Reading, in order"; the reader's docstrings):
+
+- An entry stream reads like a file of the entry's bytes, whatever the sizes
+  of the reads: its position advances by what each read returned, a read at
+  the end returns nothing, and reads that start or end anywhere inside a
+  chunk (or span many) give exactly the entry's bytes.
+- A read that fails authentication hands out nothing and does not move the
+  position; the *first* integrity failure of a stream is the one it keeps
+  (a framework may wrap it in its own error, and a later one must not hide
+  it). ``verify_rest`` authenticates every chunk of the entry not read yet,
+  including a chunk it shares with a neighbouring entry.
+- Progress callbacks report exactly the payload bytes delivered: in total
+  the size of what was asked for, chunk by chunk.
+- Ranges are checked before anything is decrypted or sent: a negative
+  offset or size, or one past the payload, is refused even when the other
+  bound is fine.
+- Closing a reader stops the threads it started.
+
+Written against behaviour (bytes, errors, positions, callbacks), not the
+reader's private helpers: #11 changes its internals for speed. Found by
+mutation testing (tests/MUTATION.md, sealed/reader.py).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelseal.crypto import TAG_SIZE, ContentKey
+from modelseal.errors import ChunkIntegrityError
+from modelseal.sealed import SealedReader, seal_path
+
+KEY = ContentKey(bytes(range(7, 39)))
+CHUNK = 1024
+# three entries whose boundaries fall inside chunks; "b" spans six chunks
+FILES = {"a.bin": os.urandom(1500), "b.bin": os.urandom(5 * CHUNK + 333), "c.bin": os.urandom(900)}
+
+
+def _sealed(tmp_path: Path) -> Path:
+    src = tmp_path / "model"
+    src.mkdir(exist_ok=True)
+    for name, data in FILES.items():
+        (src / name).write_bytes(data)
+    out = tmp_path / "m.mseal"
+    seal_path(src, out, KEY, chunk_size=CHUNK, overwrite=True)
+    return out
+
+
+def _damage(path: Path, *chunks: int) -> None:
+    """Flip one ciphertext byte in each of ``chunks`` (payload chunk indices)."""
+    with SealedReader(path, KEY) as r:
+        sealed = r.header.payload_size + r.header.chunk_count * TAG_SIZE
+    payload_start = path.stat().st_size - sealed
+    raw = bytearray(path.read_bytes())
+    for i in chunks:
+        raw[payload_start + i * (CHUNK + TAG_SIZE) + 7] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def _payload() -> bytes:
+    return b"".join(FILES.values())
+
+
+# --- entry streams ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_an_entry_read_in_many_calls_is_the_entry(tmp_path: Path, workers: int) -> None:
+    """Rule: the position advances by each read; any read sizes give the entry's bytes."""
+    data = FILES["b.bin"]
+    sizes = [1, 30, CHUNK, 2 * CHUNK - 1, 3, 700, 5000]
+    with SealedReader(_sealed(tmp_path), KEY, workers=workers) as r:
+        stream = r.entry_stream("b.bin")
+        got = bytearray()
+        for size in sizes:
+            buf = bytearray(size)
+            n = stream.readinto(buf)
+            assert n == min(size, len(data) - len(got))
+            got += buf[:n]
+            assert stream.tell() == len(got)
+        assert bytes(got) == data
+        assert stream.readinto(bytearray(10)) == 0 and stream.tell() == len(data)
+        assert stream.read(5) == b""
+
+
+def test_reads_across_every_chunk_boundary_of_an_entry(tmp_path: Path) -> None:
+    """Rule: a read starting or ending just before, at or after a chunk edge is exact."""
+    data = FILES["b.bin"]
+    entry_offset = len(FILES["a.bin"])
+    with SealedReader(_sealed(tmp_path), KEY, workers=2) as r:
+        stream = r.entry_stream("b.bin")
+        edges = [k * CHUNK - entry_offset for k in range(2, 8)]
+        for edge in [e for e in edges if 0 < e < len(data)]:
+            for start in (edge - 2, edge - 1, edge, edge + 1):
+                for size in (1, 2, 3, CHUNK, CHUNK + 2):
+                    stream.seek(start)
+                    assert stream.read(size) == data[start : start + size]
+                    assert stream.tell() == min(start + size, len(data))
+        stream.seek(-5, io.SEEK_END)
+        stream.seek(2, io.SEEK_CUR)
+        assert stream.read() == data[-3:]
+
+
+def test_a_stream_read_whole_in_one_call(tmp_path: Path) -> None:
+    """Rule: one read of the whole entry (whole chunks and both partial edges) is exact."""
+    with SealedReader(_sealed(tmp_path), KEY, workers=2) as r:
+        for name, data in FILES.items():
+            stream = r.entry_stream(name)
+            buf = np.empty(len(data) + 10, dtype=np.uint8)
+            assert stream.readinto(buf) == len(data)
+            assert buf[: len(data)].tobytes() == data
+
+
+def test_a_failed_read_hands_out_nothing_and_keeps_the_first_failure(tmp_path: Path) -> None:
+    """Rule: no position change on failure; ``failure`` is the first integrity error."""
+    path = _sealed(tmp_path)
+    _damage(path, 3, 5)  # both inside "b.bin" (payload bytes 1500-6952)
+    with SealedReader(path, KEY, workers=2) as r:
+        stream = r.entry_stream("b.bin")
+        assert stream.failure is None
+        stream.seek(3 * CHUNK - 1500 + 10)  # inside chunk 3
+        with pytest.raises(ChunkIntegrityError) as first:
+            stream.read(20)
+        assert first.value.chunk_index == 3
+        assert stream.failure is first.value
+        assert stream.tell() == 3 * CHUNK - 1500 + 10
+        stream.seek(5 * CHUNK - 1500 + 10)  # inside chunk 5
+        with pytest.raises(ChunkIntegrityError) as second:
+            stream.read(20)
+        assert second.value.chunk_index == 5
+        assert stream.failure is first.value  # the first one stays
+        stream.seek(0)
+        assert stream.read(CHUNK) == FILES["b.bin"][:CHUNK]  # chunks 1-2 are sound
+
+
+def test_a_failed_whole_chunk_read_is_remembered_too(tmp_path: Path) -> None:
+    """Rule: a chunk decrypted straight into the caller's buffer is kept as a failure too."""
+    path = _sealed(tmp_path)
+    _damage(path, 4)
+    with SealedReader(path, KEY, workers=1) as r:
+        stream = r.entry_stream("b.bin")
+        with pytest.raises(ChunkIntegrityError):
+            stream.read()
+        assert stream.failure is not None and stream.failure.chunk_index == 4
+
+
+def test_verify_rest_checks_only_what_was_not_read_and_shared_chunks(tmp_path: Path) -> None:
+    """Rule: ``verify_rest`` authenticates the entry's unread chunks, shared edges included."""
+    path = _sealed(tmp_path)
+    with SealedReader(path, KEY, workers=2) as r:
+        stream = r.entry_stream("b.bin")
+        stream.read(10)
+        stream.verify_rest()  # a sound file: nothing to report
+        assert stream.failure is None
+        assert stream.read(10) == FILES["b.bin"][10:20]  # the position is untouched
+    # chunk 6 holds b.bin's last bytes and c.bin's first ones
+    _damage(path, 6)
+    with SealedReader(path, KEY, workers=2) as r:
+        stream = r.entry_stream("b.bin")
+        stream.read(2 * CHUNK)
+        with pytest.raises(ChunkIntegrityError) as info:
+            stream.verify_rest()
+        assert info.value.chunk_index == 6 and stream.failure is info.value
+        # c.bin starts in the damaged chunk: its unread first chunk is checked too
+        other = r.entry_stream("c.bin")
+        other.seek(len(FILES["c.bin"]) - 1)
+        with pytest.raises(ChunkIntegrityError):
+            other.verify_rest()
+
+
+def test_verify_rest_after_a_full_read_is_quiet(tmp_path: Path) -> None:
+    with SealedReader(_sealed(tmp_path), KEY, workers=2) as r:
+        for name, data in FILES.items():
+            stream = r.entry_stream(name)
+            assert stream.read() == data
+            stream.verify_rest()
+            assert stream.failure is None
+
+
+# --- progress --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_progress_reports_exactly_the_bytes_delivered(tmp_path: Path, workers: int) -> None:
+    """Rule: progress amounts add up to the range, one call per chunk it touches."""
+    path = _sealed(tmp_path)
+    payload = _payload()
+    with SealedReader(path, KEY, workers=workers) as r:
+        for offset, size in ((0, len(payload)), (10, 3 * CHUNK), (1500, 2000), (100, 50)):
+            amounts: list[int] = []  # list.append is atomic: the workers may call it
+            buf = bytearray(size)
+            r.read_into(offset, buf, progress=amounts.append)
+            assert bytes(buf) == payload[offset : offset + size]
+            touched = range(offset // CHUNK, (offset + size - 1) // CHUNK + 1)
+            expected = [
+                min(offset + size, (i + 1) * CHUNK) - max(offset, i * CHUNK) for i in touched
+            ]
+            assert sorted(amounts) == sorted(expected)
+        amounts_all: list[int] = []
+        assert r.read_all(progress=amounts_all.append).tobytes() == payload
+        assert sum(amounts_all) == len(payload) and len(amounts_all) == r.header.chunk_count
+        amounts_verify: list[int] = []
+        r.verify(progress=amounts_verify.append)
+        assert sorted(amounts_verify) == sorted(
+            r.header.chunk_plaintext_size(i) for i in range(r.header.chunk_count)
+        )
+
+
+# --- device copies ----------------------------------------------------------------------
+
+
+class _Copier:
+    """A device copier that copies at once (the ring's timing is tested elsewhere)."""
+
+    def __init__(self, slot_size: int, size: int) -> None:
+        self.slots: dict[int, bytearray] = {}
+        self.slot_size = slot_size
+        self.dest = bytearray(size)
+        self.finished = 0
+        self.submits = 0
+
+    def acquire(self, slot: int) -> memoryview:
+        return memoryview(self.slots.setdefault(slot, bytearray(self.slot_size)))
+
+    def submit(self, slot: int, src_offset: int, dst_offset: int, size: int) -> None:
+        self.submits += 1
+        self.dest[dst_offset : dst_offset + size] = self.slots[slot][src_offset : src_offset + size]
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_device_copy_lands_every_range_exactly(tmp_path: Path, workers: int) -> None:
+    """Rule: ``dest[0:size]`` gets payload ``[offset, offset+size)``; progress adds up."""
+    path = _sealed(tmp_path)
+    payload = _payload()
+    with SealedReader(path, KEY, workers=workers) as r:
+        for offset, size in ((0, len(payload)), (1, CHUNK), (CHUNK - 1, 2), (1500, 4000)):
+            copier = _Copier(CHUNK, size)
+            amounts: list[int] = []
+            r.copy_to_device(offset, size, copier, progress=amounts.append)
+            assert bytes(copier.dest) == payload[offset : offset + size]
+            assert sum(amounts) == size and copier.finished == 1
+            touched = (offset + size - 1) // CHUNK - offset // CHUNK + 1
+            assert copier.submits == len(amounts) == touched
+
+
+def test_device_copy_ranges_are_checked_before_anything_is_sent(tmp_path: Path) -> None:
+    """Rule: a negative offset or size, or a range past the payload, is refused."""
+    path = _sealed(tmp_path)
+    size = len(_payload())
+    with SealedReader(path, KEY) as r:
+        for offset, length in ((-1, 1), (-1, 0), (0, -1), (5, -1), (size, 1), (0, size + 1)):
+            copier = _Copier(CHUNK, max(0, length))
+            with pytest.raises(ValueError, match="outside the payload"):
+                r.copy_to_device(offset, length, copier)
+            assert copier.submits == 0
+        copier = _Copier(CHUNK, 0)
+        r.copy_to_device(size, 0, copier)  # an empty range at the end is fine
+        assert copier.submits == 0 and copier.finished == 1
+
+
+def test_byte_ranges_are_checked_on_both_ends(tmp_path: Path) -> None:
+    path = _sealed(tmp_path)
+    size = len(_payload())
+    with SealedReader(path, KEY) as r:
+        for offset, length in ((-1, 0), (-1, 1), (size, 1), (size + 1, 0)):
+            with pytest.raises(ValueError, match="outside the payload"):
+                r.read_into(offset, bytearray(length))
+        assert r.read_range(0, size) == _payload()
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+def test_closing_a_reader_stops_its_threads(tmp_path: Path) -> None:
+    """Rule: the worker threads a reader starts end with ``close``, not at exit."""
+    before = set(threading.enumerate())
+    with SealedReader(_sealed(tmp_path), KEY, workers=4) as r:
+        assert r.read_all().tobytes() == _payload()
+        started = set(threading.enumerate()) - before
+        assert started  # parallel decryption used worker threads
+    assert not [t for t in started if t.is_alive()]

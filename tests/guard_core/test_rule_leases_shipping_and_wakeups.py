@@ -37,7 +37,8 @@ from modelseal.guard.audit import iter_records
 from modelseal.guard.core import HeartbeatReply, HeartbeatReport
 from modelseal.guard.shipping import shipped_form
 from modelseal.license import TrustStore
-from modelseal.license.heartbeat import HeartbeatVerdict, sign_reply
+from modelseal.license.errors import LicenseError
+from modelseal.license.heartbeat import HeartbeatReplyError, HeartbeatVerdict, Lease, sign_reply
 from tests.controlplane.test_guard_heartbeat import Clock, Server, _guard, _issue
 from tests.controlplane.test_guard_leases import LeasingServer
 from tests.license.conftest import NOW, make_device
@@ -300,3 +301,99 @@ def test_running_out_of_leased_calls_wakes_the_heartbeat_thread(
         guard.check()
     finally:
         guard.close()
+
+
+# --- what else a report says -------------------------------------------------------------
+
+
+def test_a_report_is_dated_on_the_forward_only_clock(vendor: PrivateKey, tmp_path: Path) -> None:
+    """Rule: a beat's time never goes back (the server refuses older beats as replays):
+    with the device clock set back inside the tolerance, the report carries the
+    high-water mark, not the device clock."""
+    clock = Clock(NOW + timedelta(hours=1))
+    server = Server(vendor, Clock(NOW))
+    guard = _guard(_issue(vendor, ContentKey.generate()), vendor, tmp_path, clock, server)
+    guard.check()
+    clock.now = NOW + timedelta(minutes=57)
+    guard.heartbeat_now()
+    assert server.reports[-1].time == (NOW + timedelta(hours=1)).timestamp()
+    clock.now = NOW + timedelta(hours=2)  # and a clock ahead of the mark is taken as it is
+    guard.heartbeat_now()
+    assert server.reports[-1].time == clock.now.timestamp()
+
+
+def test_a_report_without_a_state_claims_no_calls_and_no_head(
+    vendor: PrivateKey, tmp_path: Path
+) -> None:
+    """Rule: a report says what the state file says; with the file gone, no calls and no
+    head (nothing made up), and the deletion itself is refused as tampering."""
+    clock = Clock(NOW)
+    server = Server(vendor, clock)
+    guard = _guard(
+        _issue(vendor, ContentKey.generate(), max_calls=10), vendor, tmp_path, clock, server
+    )
+    guard.check()
+    (tmp_path / "state" / f"{guard.license.license_id}.state").unlink()
+    with pytest.raises(LicenseError) as info:
+        guard.heartbeat_now()
+    assert info.value.reason == "state_tampered"
+    (report,) = server.reports
+    assert report.calls_reserved == 0 and report.audit_head is None
+
+
+@dataclass
+class GrantingServer(Server):
+    """Grants a lease on every VALID reply, asked for or not."""
+
+    def send(self, report: HeartbeatReport) -> HeartbeatReply:
+        self.reports.append(report)
+        now = int(self.clock().timestamp())
+        verdict = HeartbeatVerdict(
+            code=self.code,
+            server_time=now,
+            license_id=report.license_id,
+            device_id=report.device_id or "",
+            nonce=report.nonce,
+            lease=Lease(start=0, end=500, exp=now + 3600),
+        )
+        return HeartbeatReply(token=sign_reply(verdict, self.key, issuer="acme"))
+
+
+def test_a_lease_for_a_license_without_an_allowance_is_ignored(
+    vendor: PrivateKey, tmp_path: Path
+) -> None:
+    """Rule: only a leased license (``limits.offline_calls``) takes a lease; others count
+    ``limits.calls`` on the device, and the beat's record carries no lease."""
+    clock = Clock(NOW)
+    server = GrantingServer(vendor, clock)
+    guard = _guard(
+        _issue(vendor, ContentKey.generate(), max_calls=10), vendor, tmp_path, clock, server
+    )
+    assert guard.heartbeat_now().lease is not None
+    state = guard.state()
+    assert state is not None and state.lease_end == 0 and state.lease_exp is None
+    (beat,) = [r for r in iter_records(guard.audit_path) if r["event"] == "heartbeat"]
+    assert beat["data"] == {"code": "VALID"}
+
+
+def test_a_client_without_a_signed_reply_is_audited_as_such(
+    vendor: PrivateKey, tmp_path: Path
+) -> None:
+    """Rule: a refused beat's record says why (the operator's only view of it)."""
+
+    class Unsigned:
+        def send(self, report: HeartbeatReport) -> Any:
+            return {"code": "VALID"}
+
+    clock = Clock(NOW)
+    guard = _guard(
+        _issue(vendor, ContentKey.generate()),
+        vendor,
+        tmp_path,
+        clock,
+        Unsigned(),  # type: ignore[arg-type]
+    )
+    with pytest.raises(HeartbeatReplyError, match="no signed reply"):
+        guard.heartbeat_now()
+    (refused,) = [r for r in iter_records(guard.audit_path) if r["event"] == "heartbeat_refused"]
+    assert refused["data"] == {"detail": "the heartbeat client returned no signed reply"}

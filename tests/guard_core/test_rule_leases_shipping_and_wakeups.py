@@ -66,7 +66,8 @@ def _reserved(guard: Guard) -> int:
 def test_a_lease_is_asked_for_only_when_less_than_half_is_left(
     vendor: PrivateKey, tmp_path: Path
 ) -> None:
-    """Rule: ask for ``lease_calls`` when ``lease_end - calls_reserved < lease_calls // 2``.
+    """Rule: ask for ``lease_calls`` when ``lease_end - calls_reserved < lease_calls // 2``
+    (and the lease taken is audited).
 
     11 calls a lease: half is 5 (integer halving), so 5 left asks for nothing
     and 4 left asks for 11.
@@ -78,6 +79,9 @@ def test_a_lease_is_asked_for_only_when_less_than_half_is_left(
     guard.heartbeat_now()  # nothing leased yet: 0 left
     assert server.reports[-1].lease == 11
     assert guard.state().lease_end == 11  # type: ignore[union-attr]
+    # the beat's audit record carries the lease it took: [start, end, exp]
+    (beat,) = [r for r in iter_records(guard.audit_path) if r["event"] == "heartbeat"]
+    assert beat["data"] == {"code": "VALID", "lease": [0, 11, int(NOW.timestamp()) + 3600]}
     _spend(guard, 6)
     assert _reserved(guard) == 6  # 5 left: exactly half (rounded down)
     guard.heartbeat_now()

@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 
 from modelseal.crypto import TAG_SIZE, ContentKey
-from modelseal.errors import ChunkIntegrityError
+from modelseal.errors import ChunkIntegrityError, FormatError, TrailingDataError, TruncatedError
 from modelseal.sealed import SealedReader, seal_path
 
 KEY = ContentKey(bytes(range(7, 39)))
@@ -243,7 +243,14 @@ def test_a_device_copy_lands_every_range_exactly(tmp_path: Path, workers: int) -
     path = _sealed(tmp_path)
     payload = _payload()
     with SealedReader(path, KEY, workers=workers) as r:
-        for offset, size in ((0, len(payload)), (1, CHUNK), (CHUNK - 1, 2), (1500, 4000)):
+        for offset, size in (
+            (0, len(payload)),
+            (1, CHUNK),
+            (CHUNK - 1, 2),
+            (1500, 4000),
+            (0, CHUNK - 1),
+            (10, 2 * CHUNK - 10),  # ends exactly at a chunk edge
+        ):
             copier = _Copier(CHUNK, size)
             amounts: list[int] = []
             r.copy_to_device(offset, size, copier, progress=amounts.append)
@@ -289,3 +296,116 @@ def test_closing_a_reader_stops_its_threads(tmp_path: Path) -> None:
         started = set(threading.enumerate()) - before
         assert started  # parallel decryption used worker threads
     assert not [t for t in started if t.is_alive()]
+
+
+# --- the entry stream's one-chunk cache ------------------------------------------------------
+
+
+def test_the_cache_never_serves_another_chunks_bytes(tmp_path: Path) -> None:
+    """Rule: a small read served from the cache is the bytes of the chunk it asks for,
+    after reads that put other chunks (chunk 0 included) through the cache."""
+    data = FILES["a.bin"]  # payload bytes 0-1499: chunks 0 and 1
+    with SealedReader(_sealed(tmp_path), KEY, workers=2) as r:
+        stream = r.entry_stream(r.header.entry("a.bin"))  # an Entry, not its name
+        for start in (1100, 10, 1200, 20, 1030, 1000, 5, 1400):
+            stream.seek(start)
+            assert stream.read(30) == data[start : start + 30], start
+
+
+# --- verify_rest covers the entry's own chunks, and only those --------------------------------
+
+# x.bin ends 1 byte before a chunk edge; y.bin's last byte is the first byte of chunk 3
+EDGES = {"x.bin": os.urandom(2 * CHUNK - 1), "y.bin": os.urandom(CHUNK + 2), "z.bin": b"z" * 500}
+
+
+def _sealed_edges(tmp_path: Path) -> Path:
+    src = tmp_path / "edges"
+    src.mkdir(exist_ok=True)
+    for name, data in EDGES.items():
+        (src / name).write_bytes(data)
+    out = tmp_path / "e.mseal"
+    seal_path(src, out, KEY, chunk_size=CHUNK, overwrite=True)
+    return out
+
+
+def test_verify_rest_covers_the_chunk_holding_an_entrys_last_byte(tmp_path: Path) -> None:
+    path = _sealed_edges(tmp_path)
+    _damage(path, 3)  # y.bin's last byte, z.bin's bytes
+    with SealedReader(path, KEY) as r:
+        with pytest.raises(ChunkIntegrityError) as info:
+            r.entry_stream("y.bin").verify_rest()
+        assert info.value.chunk_index == 3
+        r.entry_stream("x.bin").verify_rest()  # chunks 0-1: sound
+
+
+def test_verify_rest_does_not_fail_an_entry_for_another_entrys_chunk(tmp_path: Path) -> None:
+    """Rule: entries are checked on their own: damage in chunks an entry does not touch
+    fails the entries that do, not this one (a loader reads one entry of many)."""
+    path = _sealed_edges(tmp_path)
+    _damage(path, 2)  # wholly inside y.bin, just after x.bin's last chunk
+    with SealedReader(path, KEY) as r:
+        r.entry_stream("x.bin").verify_rest()
+        r.entry_stream("z.bin").verify_rest()
+        with pytest.raises(ChunkIntegrityError):
+            r.entry_stream("y.bin").verify_rest()
+    path = _sealed(tmp_path)
+    _damage(path, 0)  # wholly inside a.bin
+    with SealedReader(path, KEY) as r:
+        for name in ("b.bin", "c.bin"):
+            r.entry_stream(name).verify_rest()
+
+
+# --- opening: what a cut or padded file is reported as ------------------------------------------
+
+
+def test_a_cut_or_padded_file_says_where_and_by_how_much(tmp_path: Path) -> None:
+    """Rule: the refusal names the part the file ends in, or how many bytes are off."""
+    path = _sealed(tmp_path)
+    whole = path.read_bytes()
+    header_len = int.from_bytes(whole[12:16], "big")
+    cut = tmp_path / "cut.mseal"
+    for size, expected in (
+        (16 + 3, TruncatedError("file ends inside the header")),
+        (16 + header_len + 5, TruncatedError("file ends inside the header authentication code")),
+        (len(whole) - 5, TruncatedError("file is 5 bytes shorter than its header says")),
+    ):
+        cut.write_bytes(whole[:size])
+        with pytest.raises(TruncatedError) as info:
+            SealedReader(cut, KEY)
+        assert str(info.value) == str(expected)
+    cut.write_bytes(whole + b"abc")
+    with pytest.raises(TrailingDataError) as trailing:
+        SealedReader(cut, KEY)
+    assert str(trailing.value) == "3 unexpected bytes after the payload"
+    missing = tmp_path / "missing.mseal"
+    with pytest.raises(FormatError) as absent:
+        SealedReader(missing, KEY)
+    assert str(absent.value) == f"cannot open {missing}: No such file or directory"
+
+
+def test_a_damaged_chunk_is_named_in_the_error(tmp_path: Path) -> None:
+    path = _sealed(tmp_path)
+    _damage(path, 3)
+    with SealedReader(path, KEY) as r, pytest.raises(ChunkIntegrityError) as info:
+        r.read_chunk(3)
+    assert str(info.value) == "chunk 3 failed authentication: the file was modified or damaged"
+
+
+# --- closing -------------------------------------------------------------------------------------
+
+
+def _open_fds() -> set[str]:
+    """This process's open file descriptors (``/proc``: Linux, where the suite runs)."""
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_closing_releases_the_file_and_its_mapping_and_may_be_repeated(tmp_path: Path) -> None:
+    """Rule: ``close`` gives back the file and the mapping (its own descriptor), once or twice."""
+    path = _sealed(tmp_path)
+    before = _open_fds()
+    r = SealedReader(path, KEY, workers=3)
+    assert r.read_all().tobytes() == _payload()
+    assert len(_open_fds() - before) >= 2  # the file, and the mapping's duplicate
+    r.close()
+    assert _open_fds() - before == set()
+    r.close()

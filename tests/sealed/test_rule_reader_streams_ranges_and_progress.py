@@ -409,3 +409,21 @@ def test_closing_releases_the_file_and_its_mapping_and_may_be_repeated(tmp_path:
     r.close()
     assert _open_fds() - before == set()
     r.close()
+
+
+def test_a_failed_read_leaves_nothing_in_the_cache_to_serve(tmp_path: Path) -> None:
+    """Rule: a chunk that failed authentication while being decrypted into the cache is
+    never served from it: the next small read of the chunk cached before gets that
+    chunk's own (authenticated) bytes."""
+    path = _sealed(tmp_path)
+    _damage(path, 0)  # a.bin's first chunk; chunk 1 (a.bin's end, b.bin's start) is sound
+    data = FILES["a.bin"]
+    with SealedReader(path, KEY, workers=2) as r:
+        stream = r.entry_stream("a.bin")
+        stream.seek(1100)
+        assert stream.read(30) == data[1100:1130]  # chunk 1, now in the cache
+        stream.seek(10)
+        with pytest.raises(ChunkIntegrityError):
+            stream.read(30)  # chunk 0, decrypted into the cache, refused
+        stream.seek(1200)
+        assert stream.read(30) == data[1200:1230]

@@ -427,3 +427,21 @@ def test_a_failed_read_leaves_nothing_in_the_cache_to_serve(tmp_path: Path) -> N
             stream.read(30)  # chunk 0, decrypted into the cache, refused
         stream.seek(1200)
         assert stream.read(30) == data[1200:1230]
+
+
+def test_a_failed_verify_rest_leaves_nothing_in_the_cache_to_serve(tmp_path: Path) -> None:
+    """Rule: as above, for ``verify_rest``: it checks unread chunks through the cache, and
+    a chunk it refuses must not be served as the chunk cached before (AES-GCM writes
+    the unauthenticated plaintext out before the tag fails: flipped ciphertext bits
+    would come back as flipped plaintext bits)."""
+    path = _sealed(tmp_path)
+    _damage(path, 0)
+    data = FILES["a.bin"]
+    with SealedReader(path, KEY, workers=2) as r:
+        stream = r.entry_stream("a.bin")
+        stream.seek(1100)
+        assert stream.read(30) == data[1100:1130]  # chunk 1, now in the cache
+        with pytest.raises(ChunkIntegrityError):
+            stream.verify_rest()  # chunk 0, never read: refused
+        stream.seek(1200)
+        assert stream.read(30) == data[1200:1230]

@@ -586,5 +586,8 @@ class EntryStream(io.RawIOBase):
         last = (self._entry.offset + self._entry.size - 1) // c
         for i in range(first, last + 1):
             if i not in self._opened:
+                # forget the cached chunk first: a chunk that fails leaves its
+                # unauthenticated plaintext in the cache
+                self._cached = -1
                 self._open(i, self._cache_view)
                 self._cached = i

@@ -128,7 +128,11 @@ class SystemStateError(SystemRunError):
 
 
 #: Bind-to-all addresses and the loopback address a local client uses instead.
-_LOOPBACK_FOR_WILDCARD = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+_LOOPBACK_FOR_WILDCARD = {
+    "0.0.0.0": "127.0.0.1",  # noqa: S104 - recognised here, never bound
+    "": "127.0.0.1",
+    "::": "::1",
+}
 
 
 @dataclass(frozen=True)

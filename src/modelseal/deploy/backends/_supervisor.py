@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -54,6 +55,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -262,6 +264,11 @@ class _ReplicaState:
     failed: bool = False
     last_error: str = ""
     last_exit: int | None = None
+    #: Why the last readiness probe failed ("" once it answered 200): what
+    #: ``status`` says about a replica that runs but is not ready.
+    probe: str = ""
+    #: Wall-clock time of the current process's start (0: none running).
+    started: float = 0.0
     proc: subprocess.Popen[bytes] | None = None
 
 
@@ -384,6 +391,28 @@ class Supervisor:
     # --- replicas --------------------------------------------------------------
 
     def _run_replica(self, replica: _ReplicaState, log: RotatingLog) -> None:
+        """The replica's thread: a bug in supervision must show, not leave a silent replica.
+
+        Before this guard an exception here ended the thread with a
+        traceback on the supervisor's stderr only: the replica stayed
+        "not ready" with a pid forever and nothing said why.
+        """
+        try:
+            self._supervise_replica(replica, log)
+        except Exception as exc:
+            text = "".join(traceback.format_exception(exc))
+            for line in text.splitlines():
+                log.write_line(f"modelseal-local: supervisor error: {line}".encode())
+            with self._lock:
+                replica.failed = True
+                replica.ready = False
+                replica.last_error = f"supervisor error: {type(exc).__name__}: {exc}"[:500]
+                proc = replica.proc
+            if proc is not None:
+                _signal_group(proc, signal.SIGKILL)
+            self._publish()
+
+    def _supervise_replica(self, replica: _ReplicaState, log: RotatingLog) -> None:
         policy = self.plan.policy
         quick = 0
         while not self._stopping.is_set():
@@ -413,7 +442,10 @@ class Supervisor:
                 replica.pid = proc.pid
                 replica.start_time = process_start_time(proc.pid)
                 replica.ready = False
+                replica.probe = "not probed yet"
+                replica.started = time.time()
             self._publish()
+            log.write_line(f"modelseal-local: started pid {proc.pid} on 127.0.0.1:{port}".encode())
             pump = threading.Thread(
                 target=self._pump, args=(replica, proc, log), daemon=True, name="log-pump"
             )
@@ -438,6 +470,7 @@ class Supervisor:
                 replica.ready = False
                 replica.pid = 0
                 replica.last_exit = code
+                replica.started = 0.0
             if self._stopping.is_set():
                 return
             log.write_line(f"modelseal-local: replica exited with {_describe(code)}".encode())
@@ -485,11 +518,15 @@ class Supervisor:
         while proc.poll() is None:
             if self._stopping.wait(policy.health_interval_s) or proc.poll() is not None:
                 return
-            ready = _probe(replica.port, "/v2/health/ready", policy.health_interval_s)
+            failure = _probe(replica.port, "/v2/health/ready", policy.health_interval_s)
+            ready = failure is None
             changed = False
             with self._lock:
-                if replica.ready != ready:
+                # A new reason is published too (not each repeat of one): in
+                # process mode status.json is all a later status() can read.
+                if replica.ready != ready or replica.probe != (failure or ""):
                     replica.ready = ready
+                    replica.probe = failure or ""
                     changed = True
                 self._ever_ready = self._ever_ready or ready
                 if ready:
@@ -505,7 +542,7 @@ class Supervisor:
                     self._kill(replica, proc, f"not ready within {policy.startup_s:g} s")
                     return
                 continue
-            if _probe(replica.port, "/v2/health/live", policy.health_interval_s):
+            if _probe(replica.port, "/v2/health/live", policy.health_interval_s) is None:
                 live_failures = 0
                 continue
             live_failures += 1
@@ -561,6 +598,8 @@ class Supervisor:
                     "failed": r.failed,
                     "last_error": r.last_error,
                     "last_exit": r.last_exit,
+                    "probe": r.probe,
+                    "started": r.started,
                 }
                 for r in self._replicas
             ]
@@ -580,8 +619,10 @@ class Supervisor:
             errors = [r["last_error"] for r in waiting if r["last_error"]]
             # Pending only until the first replica has ever been ready.
             phase = "Degraded" if ready or restarts or self._ever_ready else "Pending"
-            message = f"{len(waiting)} of {self.plan.replicas} replica(s) not ready" + (
-                f"; last error: {errors[0]}" if errors else ""
+            message = (
+                f"{len(waiting)} of {self.plan.replicas} replica(s) not ready: "
+                + "; ".join(_why_not_ready(r) for r in waiting)
+                + (f"; last error: {errors[0]}" if errors else "")
             )
         return {
             "phase": phase,
@@ -601,6 +642,24 @@ class Supervisor:
             self._on_change()
 
 
+def _why_not_ready(replica: dict[str, Any]) -> str:
+    """One replica's state in a few words: a user (or a test's assertion) sees which
+    replica is stuck, for how long, and what its readiness probe got."""
+    head = f"replica {replica['index']}"
+    if not replica["pid"]:
+        return f"{head} not running" + (
+            f" (last {_describe(replica['last_exit'])})" if replica["last_exit"] is not None else ""
+        )
+    # A time, not an age: status.json is read long after it was written.
+    up = (
+        f", started {datetime.fromtimestamp(replica['started'], UTC):%H:%M:%S}Z"
+        if replica["started"]
+        else ""
+    )
+    probe = f": readiness probe: {replica['probe']}" if replica["probe"] else ""
+    return f"{head} (pid {replica['pid']}, port {replica['port']}{up}){probe}"
+
+
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while True:
@@ -618,14 +677,29 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.close()
 
 
-def _probe(port: int, path: str, timeout: float) -> bool:
+def _probe(port: int, path: str, timeout: float) -> str | None:
+    """``None`` when ``GET path`` answers 200, else why not, in a few words.
+
+    Anything the far end does is a failed probe, never an exception: a
+    garbled answer (``http.client.HTTPException`` is no ``OSError``) used to
+    end the replica's health thread and leave it unready for good.
+    """
     try:
         with urllib.request.urlopen(
             f"http://127.0.0.1:{port}{path}", timeout=max(0.5, min(timeout, 2.0))
         ) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        return str(reason.strerror or reason) if isinstance(reason, OSError) else str(reason)
+    except TimeoutError:
+        return "timed out"
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    except (http.client.HTTPException, ValueError) as exc:
+        return f"bad answer: {type(exc).__name__}: {exc}"[:200]
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int, *, leader_exited: bool = False) -> None:

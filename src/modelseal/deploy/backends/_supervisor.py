@@ -452,7 +452,7 @@ class Supervisor:
             pump.start()
             if self._stopping.is_set():  # stop() may have run before proc was recorded
                 _signal_group(proc, signal.SIGTERM)
-            self._watch(replica, proc, started)
+            self._watch(replica, proc, started, log)
             if self._stopping.is_set():
                 # stop() signalled the replicas it saw; one started meanwhile got
                 # SIGTERM above. Either way it has the grace period, then SIGKILL.
@@ -510,7 +510,13 @@ class Supervisor:
                     replica.last_error = text[:500]
         proc.stdout.close()
 
-    def _watch(self, replica: _ReplicaState, proc: subprocess.Popen[bytes], started: float) -> None:
+    def _watch(
+        self,
+        replica: _ReplicaState,
+        proc: subprocess.Popen[bytes],
+        started: float,
+        log: RotatingLog,
+    ) -> None:
         """Health-check ``proc`` until it exits or is killed for failing its probes."""
         policy = self.plan.policy
         ever_ready = False
@@ -520,8 +526,9 @@ class Supervisor:
                 return
             failure = _probe(replica.port, "/v2/health/ready", policy.health_interval_s)
             ready = failure is None
-            changed = False
+            changed = flipped = False
             with self._lock:
+                flipped = replica.ready != ready
                 # A new reason is published too (not each repeat of one): in
                 # process mode status.json is all a later status() can read.
                 if replica.ready != ready or replica.probe != (failure or ""):
@@ -531,6 +538,14 @@ class Supervisor:
                 self._ever_ready = self._ever_ready or ready
                 if ready:
                     replica.last_error = "" if not ever_ready else replica.last_error
+            if flipped:
+                # In the replica's log too: what the supervisor saw, next to what
+                # the replica printed, is what tells a slow start from a bad probe.
+                log.write_line(
+                    b"modelseal-local: ready"
+                    if ready
+                    else f"modelseal-local: not ready: {failure}".encode()
+                )
             if changed:
                 self._publish()
             if ready:

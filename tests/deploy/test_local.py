@@ -12,6 +12,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,10 +26,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelseal.deploy import bundle_from, load_bundle, parse_spec
-from modelseal.deploy.backends import DeploymentNotFoundError, DeploymentStatus, wait_ready
+from modelseal.deploy.backends import (
+    DeploymentNotFoundError,
+    DeploymentStatus,
+    _supervisor,
+    wait_ready,
+)
 from modelseal.deploy.backends._supervisor import (
+    Plan,
     RotatingLog,
     SupervisionPolicy,
+    Supervisor,
     process_start_time,
     read_logs,
 )
@@ -483,6 +491,49 @@ def test_missing_host_path_is_a_spec_error(
         match=r"spec.volumes\[0\].hostPath: no such directory or file on this machine",
     ):
         backends().apply(load_bundle(path), [free_port()])
+
+
+def test_status_file_is_never_overwritten_by_an_older_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: status.json is the newest state once every publisher is done.
+
+    The CI flake: in process mode status() reads only status.json. Two replica
+    threads publish at the same probe tick; one took its snapshot (replica 1
+    not ready), was descheduled before its rename, and the other's newer
+    snapshot (both ready) was replaced by the older one. Nothing changed after
+    that, so nothing was published again: "1 of 2 ready" until the timeout.
+    Here thread A is held between its snapshot and its write, as the
+    scheduler held it.
+    """
+    plan = Plan("models", "demo", 2, ["unused"], {}, "127.0.0.1", [1])
+    supervisor = Supervisor(plan, tmp_path, mode="process")
+    for replica in supervisor._replicas:
+        replica.pid, replica.port = 100 + replica.index, 200 + replica.index
+    supervisor._replicas[0].ready = True
+    real_write = _supervisor.write_json_atomic
+    a_has_snapshot, release_a = threading.Event(), threading.Event()
+
+    def write(path: Path, data: object, **options: int) -> None:
+        if threading.current_thread().name == "publisher-a":
+            a_has_snapshot.set()
+            release_a.wait(10)
+        real_write(path, data, **options)
+
+    monkeypatch.setattr(_supervisor, "write_json_atomic", write)
+    a = threading.Thread(target=supervisor._publish, name="publisher-a")
+    a.start()
+    assert a_has_snapshot.wait(10)
+    with supervisor._lock:  # replica 1 becomes ready while A's snapshot is on its way
+        supervisor._replicas[1].ready = True
+    b = threading.Thread(target=supervisor._publish, name="publisher-b")
+    b.start()
+    b.join(2)  # unfixed, B writes at once; fixed, it waits for A
+    release_a.set()
+    a.join(10)
+    b.join(10)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["phase"], status["ready_replicas"]) == ("Running", 2), status
 
 
 def test_rotating_log_keeps_the_newest_lines(tmp_path: Path) -> None:

@@ -289,6 +289,8 @@ class Supervisor:
         self._on_change = on_change
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        #: Held from a snapshot to its rename (see _publish); taken before _lock.
+        self._publish_lock = threading.Lock()
         self._replicas = [_ReplicaState(i) for i in range(plan.replicas)]
         self._threads: list[threading.Thread] = []
         self._logs: list[RotatingLog] = []
@@ -651,7 +653,17 @@ class Supervisor:
         }
 
     def _publish(self) -> None:
-        with contextlib.suppress(OSError):
+        """Write the state now; publishers write in the order they took their snapshots.
+
+        Snapshot and rename are one step under ``_publish_lock``: every replica
+        thread publishes, often at the same probe tick, and a thread
+        descheduled between its snapshot and its rename used to replace a
+        newer status with its older one. Nothing changed after that, so
+        nothing republished, and a process-mode deployment read "1 of 2
+        ready" until its timeout (the CI flake of
+        ``test_a_killed_supervisor_leaves_stopped_and_apply_takes_over``).
+        """
+        with self._publish_lock, contextlib.suppress(OSError):
             write_json_atomic(self.state_dir / STATUS_FILE, self.snapshot())
         if self._on_change is not None:
             self._on_change()

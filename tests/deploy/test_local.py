@@ -283,6 +283,9 @@ def test_liveness_failures_restart_a_hung_replica(
     assert status.ready, status
     sick.touch()  # the model hangs: ready and live fail
     wait_for(lambda: backend.status("models", "demo").phase == "Degraded", 10, "it to be unready")
+    # Why it is not ready, in the status and in the replica's log.
+    assert "readiness probe: HTTP 500" in backend.status("models", "demo").message
+    assert "modelseal-local: not ready: HTTP 500" in backend.logs("models", "demo")
     wait_for(lambda: backend.status("models", "demo").restarts == 1, 20, "the liveness kill")
     assert "killed: failed 3 liveness checks" in backend.status("models", "demo").message
     sick.unlink()  # the restarted replica is healthy
@@ -534,6 +537,55 @@ def test_status_file_is_never_overwritten_by_an_older_snapshot(
     b.join(10)
     status = json.loads((tmp_path / "status.json").read_text())
     assert (status["phase"], status["ready_replicas"]) == ("Running", 2), status
+
+
+def test_a_garbled_health_answer_is_a_failed_probe_not_an_exception() -> None:
+    """Rule: anything the far end answers is a probe result; the health thread never dies.
+
+    http.client's BadStatusLine is no OSError: before, it escaped the probe and
+    ended the replica's thread, leaving the replica unready with nothing said.
+    """
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"SSH-2.0-not-http\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        result = _supervisor._probe(port, "/v2/health/ready", 1.0)
+        thread.join(5)
+    assert result is not None and result.startswith("bad answer: BadStatusLine"), result
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        free = closed.getsockname()[1]
+    assert _supervisor._probe(free, "/v2/health/ready", 1.0) == "Connection refused"
+
+
+def test_a_supervision_error_fails_the_replica_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: a bug in a replica's supervision thread is a Failed replica with the error
+    in the status and its log, not a thread gone silent."""
+    plan = Plan("models", "demo", 1, ["unused"], {}, "127.0.0.1", [1])
+    supervisor = Supervisor(plan, tmp_path, mode="process")
+
+    def broken(replica: object, log: object) -> None:
+        raise RuntimeError("probe thread bug")
+
+    monkeypatch.setattr(supervisor, "_supervise_replica", broken)
+    log = RotatingLog(tmp_path / "replica-0.log", 1 << 16, 1)
+    supervisor._run_replica(supervisor._replicas[0], log)
+    log.close()
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["phase"] == "Failed", status
+    assert status["message"] == "replica 0: supervisor error: RuntimeError: probe thread bug"
+    assert "supervisor error: RuntimeError: probe thread bug" in read_logs(tmp_path, 50)
 
 
 def test_rotating_log_keeps_the_newest_lines(tmp_path: Path) -> None:

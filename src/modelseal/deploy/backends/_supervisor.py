@@ -410,8 +410,13 @@ class Supervisor:
                 replica.ready = False
                 replica.last_error = f"supervisor error: {type(exc).__name__}: {exc}"[:500]
                 proc = replica.proc
-            if proc is not None:
+            if proc is not None and proc.poll() is None:
+                # Unsupervised it would run on unseen: stop it, as a crash loop's end does.
                 _signal_group(proc, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+            with self._lock:
+                replica.pid = 0
             self._publish()
 
     def _supervise_replica(self, replica: _ReplicaState, log: RotatingLog) -> None:

@@ -100,7 +100,12 @@ def write_spec(
 
 
 @pytest.fixture
-def backends(tmp_path: Path) -> Iterator[Callable[..., LocalBackend]]:
+def backends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., LocalBackend]]:
+    # The replicas inherit this environment: their guard state goes to the
+    # test's folder (shared by its replicas, as on a device), not to ~/.local.
+    monkeypatch.setenv("MODELSEAL_STATE_DIR", str(tmp_path / "guard-state"))
     made: list[LocalBackend] = []
 
     def make(**options: object) -> LocalBackend:

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -158,16 +159,8 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def alive(pid: int) -> bool:
-    return process_start_time(pid) is not None and not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return True
-    return data[data.rfind(b")") + 2 :].split()[0] == b"Z"
+    """Running, or a zombie leader whose other threads still run (they hold its files)."""
+    return process_start_time(pid) is not None
 
 
 def pids_of(status: DeploymentStatus) -> list[int]:
@@ -591,6 +584,40 @@ def test_a_supervision_error_fails_the_replica_loudly(
     assert status["phase"] == "Failed", status
     assert status["message"] == "replica 0: supervisor error: RuntimeError: probe thread bug"
     assert "supervisor error: RuntimeError: probe thread bug" in read_logs(tmp_path, 50)
+
+
+def test_a_zombie_leader_with_running_threads_is_not_gone(tmp_path: Path) -> None:
+    """Rule: a process counts as gone only when none of its threads runs.
+
+    The second flake of the killed-supervisor test: the leader of a SIGKILLed
+    supervisor showed Z while its other threads were still exiting and its
+    NodePort still listened; "gone" let apply check the port too early. Here
+    the leader ends (pthread_exit) while a thread and a listening socket stay.
+    """
+    child = (
+        "import ctypes, socket, threading, time\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
+        "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+        "print(s.getsockname()[1], flush=True)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        wait_for(lambda: _leader_state(proc.pid) == b"Z", 10, "the leader to exit")
+        assert port in listening_ports()  # its files are still open
+        assert process_start_time(proc.pid) is not None
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert process_start_time(proc.pid) is None
+
+
+def _leader_state(pid: int) -> bytes:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        data = handle.read()
+    return data[data.rfind(b")") + 2 :].split()[0]
 
 
 def test_rotating_log_keeps_the_newest_lines(tmp_path: Path) -> None:

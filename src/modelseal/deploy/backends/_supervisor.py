@@ -138,24 +138,49 @@ class Plan:
 def process_start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks since boot), or ``None`` if it is gone.
 
-    A zombie (exited, not yet reaped by its parent) counts as gone.
+    A zombie (exited, not yet reaped by its parent) counts as gone, but only
+    once every thread has exited: a killed multi-threaded process shows its
+    leader as a zombie while its other threads are still on their way out,
+    and those still hold its files. A supervisor killed with SIGKILL was
+    "gone" while its NodePort still listened for up to 22 ms (measured
+    here, 19 of 40 kills), and the next apply found the port taken.
 
     Stored with every pid we record, so a pid the kernel has since given to
     another program is never signalled.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    if fields is None:
         return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    if fields[:1] in ([b"Z"], [b"X"]):
+    if fields[:1] in ([b"Z"], [b"X"]) and not _threads_still_exiting(pid):
         return None  # exited, only waiting to be reaped: not running
     try:
         return int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def _stat_fields(path: str) -> list[bytes] | None:
+    """The fields of a ``/proc/.../stat`` after the command name (field 3 first)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    return data[data.rfind(b")") + 2 :].split()
+
+
+def _threads_still_exiting(pid: int) -> bool:
+    """True while a thread of ``pid`` other than an exited leader has not exited yet."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        fields = _stat_fields(f"/proc/{pid}/task/{task}/stat")
+        if fields is not None and fields[:1] not in ([b"Z"], [b"X"]):
+            return True
+    return False
 
 
 def same_process(pid: int, start_time: int | None) -> bool:

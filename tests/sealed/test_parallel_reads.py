@@ -193,3 +193,18 @@ def test_a_chunk_that_fails_is_never_served_from_the_cache(tmp_path: Path) -> No
             assert err.value.chunk_index == 2
         stream.seek(5)
         assert stream.read(10) == data[5:15]
+
+
+def test_default_workers_follow_the_cpus_this_process_may_use() -> None:
+    """Rule: thread count comes from the affinity mask (a container pinned to
+    two CPUs of a big host gets two threads), capped at 8, at least 1."""
+    from modelseal.sealed.writer import default_workers
+
+    allowed = os.sched_getaffinity(0)
+    assert default_workers() == max(1, min(8, len(allowed)))
+    one = {min(allowed)}
+    os.sched_setaffinity(0, one)
+    try:
+        assert default_workers() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)

@@ -44,6 +44,49 @@ OUT = ROOT / "bench" / "out"
 MIB = 1 << 20
 
 
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return "n/a"
+
+
+def machine() -> dict[str, Any]:
+    """What decides these figures besides our code, recorded with them.
+
+    On the project's VMs fresh memory is what a load pays for (first-touch
+    population, 0.4-0.6 ms per MiB per thread), and the hypervisor returns
+    freed 2 MiB blocks to the host (virtio-balloon free page reporting), so
+    huge pages come back cold and cost 3 x small ones there; on a machine
+    without reporting they cost a quarter (bench/RESULTS.md).
+    """
+    import platform
+
+    from cryptography.hazmat.backends.openssl import backend
+
+    reported = _read("/sys/module/page_reporting/parameters/reported_kib")
+    cpu = "n/a"
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "openssl": backend.openssl_version_text(),
+        "thp_enabled": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
+        "thp_defrag": _read("/sys/kernel/mm/transparent_hugepage/defrag"),
+        "free_page_reporting_kib": reported,
+    }
+
+
+def busy_jiffies() -> int:
+    """Non-idle CPU time of the whole machine so far (``/proc/stat``), in clock ticks."""
+    fields = [int(x) for x in _read("/proc/stat").splitlines()[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+
+
 def build_safetensors(path: Path, gib: float) -> int:
     import torch
     from safetensors.torch import save_file
@@ -187,6 +230,7 @@ def main() -> None:
         variants = [v for v in variants if v[0] in wanted]
     load_before = os.getloadavg()
     print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f}", file=sys.stderr)
+    busy_before, started = busy_jiffies(), time.monotonic()
     results: dict[str, list[dict[str, Any]]] = {v[0]: [] for v in variants}
     for r in range(args.rounds + 1):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
@@ -202,6 +246,15 @@ def main() -> None:
             )
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f}", file=sys.stderr)
+    # CPU the machine spent on anything but idle during the rounds, as a share of
+    # all its CPUs: the workers' own share is small (imports, then one load each),
+    # so a high figure means neighbours were running
+    elapsed = time.monotonic() - started
+    busy_share = (
+        (busy_jiffies() - busy_before)
+        / os.sysconf("SC_CLK_TCK")
+        / (elapsed * (os.cpu_count() or 1))
+    )
 
     def med(name: str, key: str) -> float:
         if key == "extra_rss":
@@ -217,6 +270,8 @@ def main() -> None:
         "rounds": args.rounds,
         "load_average_before": load_before,
         "load_average_after": load_after,
+        "machine_busy_share": busy_share,
+        "machine": machine(),
         "seal_seconds": seal_times,
         "median": {
             n: {"wall_s": med(n, "wall"), "cpu_s": med(n, "cpu"), "extra_rss": med(n, "extra_rss")}
@@ -293,8 +348,10 @@ def _print_table(
         f"\nsafetensors {st_size / MIB:.0f} MiB, torch {pt_size / MIB:.0f} MiB, "
         f"{rounds} rounds (medians); load average "
         f"{summary['load_average_before'][0]:.2f} before, "
-        f"{summary['load_average_after'][0]:.2f} after"
+        f"{summary['load_average_after'][0]:.2f} after; machine busy "
+        f"{summary['machine_busy_share']:.0%} during the rounds (this run's workers included)"
     )
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in summary["machine"].items()))
     print(f"{'variant':30s} {'wall ms':>10s} {'CPU ms':>8s} {'peak RSS above base MiB':>24s}")
     for name in results:
         print(

@@ -138,6 +138,7 @@ GARBAGE = [
     ("/console/models", {"model_id": "m", "key_id": "k", "content_key": "not base64"}),
     ("/console/orders", {"customer": "nobody", "plan": "none", "models": "mdl_x"}),
     ("/console/orders", {}),
+    ("/console/orders", {"customer": "c", "plan": "p", "models": "m", "order_token": "a b"}),
     ("/console/licenses/lic_nope/renew", {"days": "-5"}),
     ("/console/licenses/lic_nope/explode", {}),
     ("/console/licenses/lic_nope/revoke", {}),
@@ -267,12 +268,27 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
     assert "Model registered." in made.text, made.text
     import re
 
-    model_id = re.search(r'value="(mdl_[^"]+)"', owner.client.get("/console/orders").text)
-    assert model_id
-    issued = owner.post(
-        "/console/orders", {"customer": "Acme Clinic", "plan": "pro", "models": model_id.group(1)}
-    )
+    form = owner.client.get("/console/orders").text
+    model_id = re.search(r'value="(mdl_[^"]+)"', form)
+    token = re.search(r'name="order_token" value="([^"]+)"', form)
+    assert model_id and token
+    order = {
+        "customer": "Acme Clinic",
+        "plan": "pro",
+        "models": model_id.group(1),
+        "order_token": token.group(1),
+    }
+    posted = owner.post("/console/orders", order)
+    # Post/Redirect/Get: the answer is a redirect, so a reload re-posts nothing
+    assert posted.status_code == 303, posted.text
+    where = posted.headers["location"]
+    assert re.fullmatch(r"/console/licenses/lic_[A-Za-z0-9_-]+\?issued=1", where), where
+    # the same form sent again (a double click, a resubmission) is the same order
+    again = owner.post("/console/orders", order)
+    assert again.status_code == 303 and again.headers["location"] == where
+    issued = owner.client.get(where)
     assert issued.status_code == 200 and "License issued." in issued.text, issued.text
+    assert "License issued." not in owner.client.get(where.split("?")[0]).text
     lic = re.search(r"License (lic_[A-Za-z0-9_-]+)", issued.text).group(1)  # type: ignore[union-attr]
     license_key = re.search(r'id="license-key">([^<]+)<', issued.text).group(1)  # type: ignore[union-attr]
     home = owner.client.get("/console/")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Generator
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,62 @@ def demo_spec(tmp_path: Path, inputs: dict[str, str]) -> Path:
 @pytest.fixture
 def full_spec(tmp_path: Path, inputs: dict[str, str]) -> Path:
     return write_spec_dir(tmp_path / "full", FULL_SPEC, inputs)
+
+
+# --- what a failed local-backend test leaves for whoever reads the CI log -----------
+
+#: Lines of each replica's log (and of the supervisor's) shown for a failed test.
+LOG_TAIL = 40
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"    (unreadable: {exc})\n"
+    return "".join(f"    {line}\n" for line in text.splitlines()[-lines:]) or "    (empty)\n"
+
+
+def describe_local_deployments(root: Path) -> str:
+    """Every local-backend deployment under ``root``: status, each replica, log tails.
+
+    A flaky local-backend test once timed out in CI with two replicas alive
+    and one of them never ready, and nothing left to say why: the test's
+    teardown deletes the deployment and its logs. This is read from the
+    state directories before teardown runs.
+    """
+    out: list[str] = []
+    for plan in sorted(root.glob("**/local/*/*/plan.json")):
+        state = plan.parent
+        out.append(f"== local deployment {state.parent.name}/{state.name} ({state})\n")
+        for name in ("supervisor.json", "status.json"):
+            try:
+                data = json.loads((state / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                out.append(f"  {name}: {exc}\n")
+                continue
+            replicas = data.pop("replicas", None) if isinstance(data, dict) else None
+            out.append(f"  {name}: {json.dumps(data, sort_keys=True)}\n")
+            for replica in replicas or []:
+                out.append(f"    replica: {json.dumps(replica, sort_keys=True)}\n")
+        for log in sorted((state / "logs").glob("replica-*.log*")):
+            out.append(f"  -- {log.name} (last {LOG_TAIL} lines)\n{_tail(log, LOG_TAIL)}")
+        if (state / "supervisor.log").exists():
+            out.append(f"  -- supervisor.log\n{_tail(state / 'supervisor.log', LOG_TAIL)}")
+    return "".join(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    """On a failed test, append the state of its local deployments to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if isinstance(tmp_path, Path):
+        text = describe_local_deployments(tmp_path)
+        if text:
+            report.sections.append(("local backend deployments at failure", text))

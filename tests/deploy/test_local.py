@@ -11,7 +11,9 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,10 +27,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelseal.deploy import bundle_from, load_bundle, parse_spec
-from modelseal.deploy.backends import DeploymentNotFoundError, DeploymentStatus, wait_ready
+from modelseal.deploy.backends import (
+    DeploymentNotFoundError,
+    DeploymentStatus,
+    _supervisor,
+    wait_ready,
+)
 from modelseal.deploy.backends._supervisor import (
+    Plan,
     RotatingLog,
     SupervisionPolicy,
+    Supervisor,
     process_start_time,
     read_logs,
 )
@@ -92,7 +101,12 @@ def write_spec(
 
 
 @pytest.fixture
-def backends(tmp_path: Path) -> Iterator[Callable[..., LocalBackend]]:
+def backends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., LocalBackend]]:
+    # The replicas inherit this environment: their guard state goes to the
+    # test's folder (shared by its replicas, as on a device), not to ~/.local.
+    monkeypatch.setenv("MODELSEAL_STATE_DIR", str(tmp_path / "guard-state"))
     made: list[LocalBackend] = []
 
     def make(**options: object) -> LocalBackend:
@@ -145,16 +159,8 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def alive(pid: int) -> bool:
-    return process_start_time(pid) is not None and not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return True
-    return data[data.rfind(b")") + 2 :].split()[0] == b"Z"
+    """Running, or a zombie leader whose other threads still run (they hold its files)."""
+    return process_start_time(pid) is not None
 
 
 def pids_of(status: DeploymentStatus) -> list[int]:
@@ -275,6 +281,9 @@ def test_liveness_failures_restart_a_hung_replica(
     assert status.ready, status
     sick.touch()  # the model hangs: ready and live fail
     wait_for(lambda: backend.status("models", "demo").phase == "Degraded", 10, "it to be unready")
+    # Why it is not ready, in the status and in the replica's log.
+    assert "readiness probe: HTTP 500" in backend.status("models", "demo").message
+    assert "modelseal-local: not ready: HTTP 500" in backend.logs("models", "demo")
     wait_for(lambda: backend.status("models", "demo").restarts == 1, 20, "the liveness kill")
     assert "killed: failed 3 liveness checks" in backend.status("models", "demo").message
     sick.unlink()  # the restarted replica is healthy
@@ -483,6 +492,132 @@ def test_missing_host_path_is_a_spec_error(
         match=r"spec.volumes\[0\].hostPath: no such directory or file on this machine",
     ):
         backends().apply(load_bundle(path), [free_port()])
+
+
+def test_status_file_is_never_overwritten_by_an_older_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: status.json is the newest state once every publisher is done.
+
+    The CI flake: in process mode status() reads only status.json. Two replica
+    threads publish at the same probe tick; one took its snapshot (replica 1
+    not ready), was descheduled before its rename, and the other's newer
+    snapshot (both ready) was replaced by the older one. Nothing changed after
+    that, so nothing was published again: "1 of 2 ready" until the timeout.
+    Here thread A is held between its snapshot and its write, as the
+    scheduler held it.
+    """
+    plan = Plan("models", "demo", 2, ["unused"], {}, "127.0.0.1", [1])
+    supervisor = Supervisor(plan, tmp_path, mode="process")
+    for replica in supervisor._replicas:
+        replica.pid, replica.port = 100 + replica.index, 200 + replica.index
+    supervisor._replicas[0].ready = True
+    real_write = _supervisor.write_json_atomic
+    a_has_snapshot, release_a = threading.Event(), threading.Event()
+
+    def write(path: Path, data: object, **options: int) -> None:
+        if threading.current_thread().name == "publisher-a":
+            a_has_snapshot.set()
+            release_a.wait(10)
+        real_write(path, data, **options)
+
+    monkeypatch.setattr(_supervisor, "write_json_atomic", write)
+    a = threading.Thread(target=supervisor._publish, name="publisher-a")
+    a.start()
+    assert a_has_snapshot.wait(10)
+    with supervisor._lock:  # replica 1 becomes ready while A's snapshot is on its way
+        supervisor._replicas[1].ready = True
+    b = threading.Thread(target=supervisor._publish, name="publisher-b")
+    b.start()
+    b.join(2)  # unfixed, B writes at once; fixed, it waits for A
+    release_a.set()
+    a.join(10)
+    b.join(10)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert (status["phase"], status["ready_replicas"]) == ("Running", 2), status
+
+
+def test_a_garbled_health_answer_is_a_failed_probe_not_an_exception() -> None:
+    """Rule: anything the far end answers is a probe result; the health thread never dies.
+
+    http.client's BadStatusLine is no OSError: before, it escaped the probe and
+    ended the replica's thread, leaving the replica unready with nothing said.
+    """
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"SSH-2.0-not-http\r\n\r\n")
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        result = _supervisor._probe(port, "/v2/health/ready", 1.0)
+        thread.join(5)
+    assert result is not None and result.startswith("bad answer: BadStatusLine"), result
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        free = closed.getsockname()[1]
+    assert _supervisor._probe(free, "/v2/health/ready", 1.0) == "Connection refused"
+
+
+def test_a_supervision_error_fails_the_replica_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: a bug in a replica's supervision thread is a Failed replica with the error
+    in the status and its log, not a thread gone silent."""
+    plan = Plan("models", "demo", 1, ["unused"], {}, "127.0.0.1", [1])
+    supervisor = Supervisor(plan, tmp_path, mode="process")
+
+    def broken(replica: object, log: object) -> None:
+        raise RuntimeError("probe thread bug")
+
+    monkeypatch.setattr(supervisor, "_supervise_replica", broken)
+    log = RotatingLog(tmp_path / "replica-0.log", 1 << 16, 1)
+    supervisor._run_replica(supervisor._replicas[0], log)
+    log.close()
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["phase"] == "Failed", status
+    assert status["message"] == "replica 0: supervisor error: RuntimeError: probe thread bug"
+    assert "supervisor error: RuntimeError: probe thread bug" in read_logs(tmp_path, 50)
+
+
+def test_a_zombie_leader_with_running_threads_is_not_gone(tmp_path: Path) -> None:
+    """Rule: a process counts as gone only when none of its threads runs.
+
+    The second flake of the killed-supervisor test: the leader of a SIGKILLed
+    supervisor showed Z while its other threads were still exiting and its
+    NodePort still listened; "gone" let apply check the port too early. Here
+    the leader ends (pthread_exit) while a thread and a listening socket stay.
+    """
+    child = (
+        "import ctypes, socket, threading, time\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
+        "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+        "print(s.getsockname()[1], flush=True)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        wait_for(lambda: _leader_state(proc.pid) == b"Z", 10, "the leader to exit")
+        assert port in listening_ports()  # its files are still open
+        assert process_start_time(proc.pid) is not None
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert process_start_time(proc.pid) is None
+
+
+def _leader_state(pid: int) -> bytes:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        data = handle.read()
+    return data[data.rfind(b")") + 2 :].split()[0]
 
 
 def test_rotating_log_keeps_the_newest_lines(tmp_path: Path) -> None:

@@ -31,7 +31,9 @@ from tests.serve._deployment import MODEL_ID, Server, free_port, make_deployment
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> Iterator[LocalBackend]:
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalBackend]:
+    # Guard state of the replicas in the test's folder, not in ~/.local.
+    monkeypatch.setenv("MODELSEAL_STATE_DIR", str(tmp_path / "guard-state"))
     made = LocalBackend(tmp_path / "data", policy=FAST)
     yield made
     for status in made.list():

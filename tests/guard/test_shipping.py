@@ -160,8 +160,9 @@ def test_an_unreadable_log_ships_nothing_and_never_stops_the_beat(tmp_path: Path
 
 
 def test_json_no_guard_writes_is_a_break_not_a_crash(tmp_path: Path) -> None:
-    """``strict_loads`` lets ``1e400`` (inf) and a lone surrogate through; they have no
-    canonical form, so the hash check must say no rather than raise (a 500 on the server)."""
+    """A record can hold inf (built in-process; ``strict_loads`` now refuses ``1e400``)
+    or a lone surrogate (which strict JSON lets through); neither has a canonical
+    form, so the hash check must say no rather than raise (a 500 on the server)."""
     records = _log(tmp_path / "a.jsonl", [("refused", "expired", {})])
     anchor = initial_anchor((None, None))
     for odd in (float("inf"), "\ud800"):

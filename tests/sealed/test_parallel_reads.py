@@ -146,3 +146,65 @@ def test_the_calling_thread_takes_a_share_and_waits_for_the_others(tmp_path: Pat
         # the error reached the caller only after the other share had finished
         assert finished.is_set()
         assert ran[0] == caller and ran[1] != caller
+
+
+def test_reads_alternating_between_start_and_end_decrypt_each_edge_once(tmp_path: Path) -> None:
+    """Rule: the stream keeps two decrypted chunks, so a zip reader's pattern
+    (the archive's start, its central directory at the end, the start again)
+    decrypts each of those chunks once, and a third chunk evicts the least
+    recently used one."""
+    data = os.urandom(CHUNK * 10 + 77)
+    path = _sealed(tmp_path, data)
+    with SealedReader(path, KEY, workers=2) as reader:
+        counting = _Counting(reader)
+        stream = reader.entry_stream("w.bin")
+        end = len(data)
+        for _ in range(3):
+            stream.seek(end - 40)
+            assert stream.read(22) == data[end - 40 : end - 18]
+            stream.seek(30)
+            assert stream.read(30) == data[30:60]
+        assert counting.calls == Counter({10: 1, 0: 1})
+        stream.seek(CHUNK * 5 + 3)  # a third chunk evicts chunk 10, the least recently used
+        assert stream.read(5) == data[CHUNK * 5 + 3 : CHUNK * 5 + 8]
+        stream.seek(31)
+        assert stream.read(4) == data[31:35]
+        assert counting.calls == Counter({10: 1, 0: 1, 5: 1})
+        stream.seek(end - 5)
+        assert stream.read() == data[end - 5 :]
+        assert counting.calls == Counter({10: 2, 0: 1, 5: 1})
+
+
+def test_a_chunk_that_fails_is_never_served_from_the_cache(tmp_path: Path) -> None:
+    """Rule: a chunk joins the cache only after it authenticates; a second
+    read of a damaged chunk decrypts (and fails) again, never returns the
+    unauthenticated plaintext left in the buffer."""
+    data = os.urandom(CHUNK * 4)
+    path = _sealed(tmp_path, data)
+    raw = bytearray(path.read_bytes())
+    raw[-(CHUNK + 16) - 40] ^= 1  # inside chunk 2's ciphertext (chunks 0-3, the last is 3)
+    path.write_bytes(bytes(raw))
+    with SealedReader(path, KEY, workers=2) as reader:
+        stream = reader.entry_stream("w.bin")
+        for _ in range(2):
+            stream.seek(CHUNK * 2 + 10)
+            with pytest.raises(ChunkIntegrityError) as err:
+                stream.read(10)
+            assert err.value.chunk_index == 2
+        stream.seek(5)
+        assert stream.read(10) == data[5:15]
+
+
+def test_default_workers_follow_the_cpus_this_process_may_use() -> None:
+    """Rule: thread count comes from the affinity mask (a container pinned to
+    two CPUs of a big host gets two threads), capped at 8, at least 1."""
+    from modelseal.sealed.writer import default_workers
+
+    allowed = os.sched_getaffinity(0)
+    assert default_workers() == max(1, min(8, len(allowed)))
+    one = {min(allowed)}
+    os.sched_setaffinity(0, one)
+    try:
+        assert default_workers() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)

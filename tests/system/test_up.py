@@ -33,6 +33,7 @@ import pytest
 
 from modelseal.envelope import MEDIA_TYPE
 from modelseal.system import demo_model
+from modelseal.system.stack import SystemOptions, SystemStack
 
 START_TIMEOUT = 240.0
 
@@ -470,3 +471,21 @@ def test_a_run_stopped_after_the_totp_confirmation_recovers_the_kept_secret(
         assert printed(again.stdout, label) == printed(first.stdout, label)
     assert printed(again.stdout, "otpauth URI") == printed(first.stdout, "otpauth URI")
     assert json.loads(state_file.read_text())["totp_enrolled"] is True
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:8400"),
+        ("::", "http://[::1]:8400"),
+        ("127.0.0.1", "http://127.0.0.1:8400"),
+        ("::1", "http://[::1]:8400"),
+        ("192.0.2.7", "http://192.0.2.7:8400"),
+    ],
+)
+def test_a_wildcard_host_is_reached_through_loopback(tmp_path: Path, host: str, url: str) -> None:
+    """Rule: ``--host 0.0.0.0`` (or ``::``) is where servers listen, never an address
+    written into the license's heartbeat URL or handed to the gateway."""
+    stack = SystemStack(SystemOptions(data_dir=tmp_path, host=host), report=lambda _: None)
+    assert stack.controlplane_url == url
+    assert stack.gateway_url == url.replace(":8400", ":8000")

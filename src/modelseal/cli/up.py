@@ -28,7 +28,11 @@ def up(
         typer.Option(help="where everything is kept (default: $XDG_DATA_HOME/modelseal/system)"),
     ] = None,
     host: Annotated[
-        str, typer.Option(help="address the control plane and the gateway listen on")
+        str,
+        typer.Option(
+            help="address the control plane and the gateway listen on (0.0.0.0 or :: "
+            "listens everywhere; this machine's own clients then use loopback)"
+        ),
     ] = "127.0.0.1",
     controlplane_port: Annotated[int, typer.Option(help="the control plane's port")] = 8400,
     gateway_port: Annotated[int, typer.Option(help="the gateway's port")] = 8000,

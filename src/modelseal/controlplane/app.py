@@ -234,6 +234,10 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
             ("/console/platform/documents/upload", "", documents + (64 << 10)),
         ),
     )
+    if app_state.settings.argon2_concurrency:
+        from modelseal.controlplane.services.people import limit_argon2
+
+        limit_argon2(app_state.settings.argon2_concurrency)
     if app_state.settings.heartbeat_fast_path:
         app.add_middleware(HeartbeatFastPath, service=app_state.heartbeats)
     if app_state.settings.rate_limit_credential or app_state.settings.rate_limit_address:

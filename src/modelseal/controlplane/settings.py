@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     #: requests per minute (and burst) per client address without a credential
     #: (activation, release, login; 0: no limit); behind a proxy all share one
     rate_limit_address: int = Field(default=600, ge=0)
+    #: argon2 password hashes running at once per process, 64 MiB each
+    #: (0: the usable CPUs, 2 to 8); logins over the limit wait their turn
+    argon2_concurrency: int = Field(default=0, ge=0, le=64)
 
     @field_validator("node_port_range")
     @classmethod

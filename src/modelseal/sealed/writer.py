@@ -55,7 +55,17 @@ class _Source:
 
 
 def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    """Threads for sealing and loading: the CPUs this process may run on, at most 8.
+
+    The affinity mask, not ``os.cpu_count()``: in a container pinned to two
+    CPUs of a 64-core host, ``cpu_count`` says 64, and 8 threads on 2 CPUs
+    only add switches between them.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(8, usable))
 
 
 def _collect(src: Path) -> tuple[str, list[tuple[str, Path]]]:

@@ -127,6 +127,14 @@ class SystemStateError(SystemRunError):
     exit_code = 2
 
 
+#: Bind-to-all addresses and the loopback address a local client uses instead.
+_LOOPBACK_FOR_WILDCARD = {
+    "0.0.0.0": "127.0.0.1",  # noqa: S104 - recognised here, never bound
+    "": "127.0.0.1",
+    "::": "::1",
+}
+
+
 @dataclass(frozen=True)
 class SystemOptions:
     data_dir: Path
@@ -441,7 +449,15 @@ class SystemStack:
     # -- urls ------------------------------------------------------------------------------------
 
     def _url(self, port: int) -> str:
-        host = f"[{self.options.host}]" if ":" in self.options.host else self.options.host
+        """Where this machine's clients reach a server listening on ``--host``.
+
+        A wildcard bind address is not somewhere to connect to: the license's
+        heartbeat URL, the gateway's control-plane URL and the printed lines
+        would name ``0.0.0.0``. Those clients all run on this machine, so a
+        wildcard becomes the loopback address of its family.
+        """
+        host = _LOOPBACK_FOR_WILDCARD.get(self.options.host, self.options.host)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{port}"
 
     @property

@@ -9,6 +9,8 @@ API's own input schema (``web.build``), after the API's role rule
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,7 @@ from modelseal.controlplane.console.web import (
     optional_int,
     page,
     problem,
+    redirect,
     text,
     upload_text,
 )
@@ -195,8 +198,23 @@ def _order_page(request: Request, db: Session, me: Viewer, **extra: Any) -> Resp
         customers=catalog.list_customers(db, me.who),
         plans=catalog.list_plans(db, me.who),
         models=catalog.list_models(db, me.who),
+        # one per rendered form: the same form sent twice (a double click, a
+        # resubmission) is one order, as an API client's Idempotency-Key makes it
+        order_token=secrets.token_urlsafe(18),
         **extra,
     )
+
+
+_ORDER_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _order_key(form: Any) -> str | None:
+    token = text(form, "order_token")
+    if not token:
+        return None  # an older page, or a script: no deduplication, as before
+    if not _ORDER_TOKEN.fullmatch(token):
+        raise FormProblem("the form is damaged (order_token); reload the page and try again")
+    return f"console:{token}"
 
 
 @router.post("/orders")
@@ -210,13 +228,14 @@ def order(request: Request, st: State, db: DB, me: Me, form: Form) -> Response:
     done = attempt(
         db,
         lambda: licensing.create_order(
-            db, st.box, me.who, build(s.OrderCreate, body), idempotency_key=None
+            db, st.box, me.who, build(s.OrderCreate, body), idempotency_key=_order_key(form)
         ),
     )
     if isinstance(done, str):
         return _order_page(request, db, me, error=done, status=422)
-    lic, key = done
-    return _license_page(request, st, db, me, lic.id, notice="License issued.", new_key=key)
+    lic, _key = done
+    # Post/Redirect/Get: reloading the license page asks for nothing to be issued again
+    return redirect(f"{PREFIX}/licenses/{lic.id}?issued=1")
 
 
 @router.get("/licenses")
@@ -249,6 +268,8 @@ def _license_page(
 
 @router.get("/licenses/{ref}")
 def license_detail(ref: str, request: Request, st: State, db: DB, me: Me) -> Response:
+    if request.query_params.get("issued") == "1":
+        return _license_page(request, st, db, me, ref, notice="License issued.", new_key=True)
     return _license_page(request, st, db, me, ref)
 
 

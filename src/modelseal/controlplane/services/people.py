@@ -6,7 +6,10 @@ what a token of a role may do, a user of that role may do. Why each piece:
 * Passwords: argon2id (``argon2-cffi``'s defaults, RFC 9106's second
   recommendation), so a stolen ``users`` table costs a guesser memory per
   guess. Unknown users are checked against a dummy hash: the time of a
-  refusal does not tell which usernames exist.
+  refusal does not tell which usernames exist. At most a few hashes run at
+  once per process (``MODELSEAL_ARGON2_CONCURRENCY``, default: the usable
+  CPUs, 2 to 8): each takes 64 MiB, and the server's 40 request threads
+  all hashing would take 2.5 GiB; a login over the limit waits its turn.
 * TOTP (RFC 6238, ``pyotp``): enrolment shows the secret and a QR code once;
   it is trusted only after a first code confirms it. A code is accepted
   once (``totp_last_step``), so one read over a shoulder or from a log
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
@@ -96,11 +100,31 @@ def _hasher() -> Any:
     return PasswordHasher()
 
 
+def default_argon2_concurrency() -> int:
+    """The usable CPUs, 2 to 8: more hashes at once than cores only add memory."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(2, min(8, cpus))
+
+
+#: Bounds the argon2 hashes running at once (each holds 64 MiB while it runs).
+ARGON2_SLOTS = threading.BoundedSemaphore(default_argon2_concurrency())
+
+
+def limit_argon2(concurrency: int) -> None:
+    """Set how many argon2 hashes may run at once in this process (at start-up)."""
+    global ARGON2_SLOTS
+    ARGON2_SLOTS = threading.BoundedSemaphore(max(1, concurrency))
+
+
 _DUMMY_HASH: str | None = None
 
 
 def hash_password(password: str) -> str:
-    return str(_hasher().hash(password))
+    with ARGON2_SLOTS:
+        return str(_hasher().hash(password))
 
 
 def check_password(stored: str | None, password: str) -> bool:
@@ -114,7 +138,8 @@ def check_password(stored: str | None, password: str) -> bool:
         stored = _DUMMY_HASH
         password += "\x00never"
     try:
-        return bool(_hasher().verify(stored, password))
+        with ARGON2_SLOTS:
+            return bool(_hasher().verify(stored, password))
     except (VerificationError, InvalidHashError):
         return False
 

@@ -88,6 +88,8 @@ LICENSE_FILE: Final = "license.jwt"
 ENVELOPE_KEY_FILE: Final = "envelope-key.pub"
 _VAR_REF: Final = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 _START_TIMEOUT_S: Final = 15.0
+#: How long a stop waits for SIGKILLed orphan replicas to be gone (it takes ms).
+_ORPHAN_EXIT_S: Final = 5.0
 
 #: Supervisors running in threads of this process, by state directory: every
 #: LocalBackend instance of the process sees them, the one that started them
@@ -570,11 +572,18 @@ class LocalBackend:
         # Replicas whose supervisor died without stopping them (kill -9 of the
         # host or the supervisor): their pids and start times are in the status.
         snapshot = _read_json(state / STATUS_FILE) or {}
+        killed: list[tuple[int, Any]] = []
         for replica in snapshot.get("replicas", []):
             rpid = int(replica.get("pid") or 0)
             if same_process(rpid, replica.get("start_time")):
                 with contextlib.suppress(OSError):
                     os.killpg(rpid, signal.SIGKILL)
+                killed.append((rpid, replica.get("start_time")))
+        # SIGKILL is delivered, not awaited: gone before apply starts the new copy,
+        # so old and new replicas never overlap on the device's guard state.
+        deadline = time.monotonic() + _ORPHAN_EXIT_S
+        while any(same_process(*k) for k in killed) and time.monotonic() < deadline:
+            time.sleep(0.02)
         (state / SUPERVISOR_FILE).unlink(missing_ok=True)
 
     def _reap(self, key: tuple[str, str]) -> None:

@@ -7,11 +7,12 @@ the audit records it would have anchored are taken back; if taking them back
 fails too (the disk, or a log found changed meanwhile), that second failure
 is swallowed and the caller still sees the storage refusal, never a raw
 ``OSError`` or audit error. ``usage()`` refuses the same way, and a deleted
-state file is tampering that says so.
+state file is tampering that says so. ``close`` (run at exit too) never
+raises for the state it could not update.
 
 Found by mutation testing (tests/MUTATION.md, guard/core.py: ``_Txn.take_back``
-#2-#5, the errors it swallows; ``usage`` #3, #6-#8, its refusals; none of
-these had a test in the module's selection).
+#2-#5 and ``close`` #9-#12, the errors they swallow; ``usage`` #3, #6-#8,
+its refusals; none of these had a test in the module's selection).
 """
 
 from __future__ import annotations
@@ -79,3 +80,28 @@ def test_usage_refuses_an_unreadable_or_deleted_state_typed(
     with pytest.raises(NotLicensedError) as unreadable:
         guard.usage()
     assert unreadable.value.reason == "storage_unavailable"
+
+
+def test_close_never_raises_when_giving_back_fails(
+    vendor: PrivateKey,
+    model: tuple[Path, ContentKey],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule: ``close`` (also run at exit) gives back unused reserved calls if it can; a
+    full disk or a state found changed only means they stay reserved, never an error."""
+    _, cek = model
+    guard = _guard(vendor, _license(vendor, cek, max_calls=1000), tmp_path, FakeClock(NOW))
+    guard.check()  # reserves a block
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    guard.close()
+    monkeypatch.undo()
+    other = _guard(vendor, _license(vendor, cek, max_calls=1000), tmp_path / "b", FakeClock(NOW))
+    other.check()
+    state = tmp_path / "b" / "state" / f"{other.license.license_id}.state"
+    state.write_bytes(b"not a state file")
+    other.close()

@@ -76,14 +76,17 @@ def test_the_check_names_the_holder(setup: tuple[Settings, sa.Engine]) -> None:
     engine.dispose()
 
 
-def _at_0005(tmp_path: Path, database_url: str | None) -> tuple[sa.Engine, str]:
+def _at_0005(tmp_path: Path, database_url: str | None, *names: str) -> sa.Engine:
+    """A database at revision 0005 with one vendor and users of these names."""
     engine = db.make_engine(Settings(data_dir=tmp_path / "old", database_url=database_url))
     command.upgrade(db._alembic_config(engine), "0005")
     with engine.begin() as conn:
         conn.execute(
             sa.text("INSERT INTO vendors (id, name, created_at) VALUES ('ven_1', 'acme', 0)")
         )
-    return engine, "ven_1"
+    for n, name in enumerate(names):
+        _add_user(engine, f"usr_{n}", name)
+    return engine
 
 
 def _add_user(engine: sa.Engine, uid: str, name: str) -> None:
@@ -101,9 +104,7 @@ def _add_user(engine: sa.Engine, uid: str, name: str) -> None:
 def test_migration_0006_fills_the_key_of_existing_users(
     tmp_path: Path, database_url: str | None
 ) -> None:
-    engine, _ = _at_0005(tmp_path, database_url)
-    _add_user(engine, "usr_1", "Alice")
-    _add_user(engine, "usr_2", "bob")
+    engine = _at_0005(tmp_path, database_url, "Alice", "bob")
     db.migrate(engine)
     with engine.connect() as conn:
         keys = dict(conn.execute(sa.text("SELECT username, username_key FROM users")).all())
@@ -114,9 +115,7 @@ def test_migration_0006_fills_the_key_of_existing_users(
 def test_migration_0006_refuses_names_that_already_collide(
     tmp_path: Path, database_url: str | None
 ) -> None:
-    engine, _ = _at_0005(tmp_path, database_url)
-    _add_user(engine, "usr_1", "alice")
-    _add_user(engine, "usr_2", "ALICE")
+    engine = _at_0005(tmp_path, database_url, "alice", "ALICE")
     with pytest.raises(RuntimeError, match="differ only by case or width"):
         db.migrate(engine)
     assert db.current_revision(engine) == "0005"  # nothing half-done

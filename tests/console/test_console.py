@@ -90,7 +90,10 @@ def test_state_changes_need_the_csrf_token(console: ConsoleApp) -> None:
     assert _customers(owner) == []
     # htmx's header is the other accepted carrier
     made = owner.client.post(
-        "/console/customers", data={"name": "Acme Clinic"}, headers={"X-CSRF-Token": owner.csrf}
+        "/console/customers",
+        data={"name": "Acme Clinic"},
+        headers={"X-CSRF-Token": owner.csrf},
+        follow_redirects=True,
     )
     assert made.status_code == 200 and "Customer added." in made.text
     assert _customers(owner) == ["Acme Clinic"]
@@ -107,7 +110,8 @@ def test_state_changes_need_the_csrf_token(console: ConsoleApp) -> None:
 def test_roles_are_the_apis(console: ConsoleApp) -> None:
     owner = console.user("olga", "owner")
     auditor = console.user("audrey", "auditor")
-    assert owner.post("/console/customers", {"name": "Acme Clinic"}).status_code == 200
+    added = owner.post("/console/customers", {"name": "Acme Clinic"}, follow_redirects=True)
+    assert added.status_code == 200
     page = auditor.client.get("/console/customers")
     assert page.status_code == 200 and "Acme Clinic" in page.text
     assert 'action="/console/customers"' not in page.text  # no form offered
@@ -127,7 +131,8 @@ def test_roles_are_the_apis(console: ConsoleApp) -> None:
     assert auditor.client.get("/console/webhooks").status_code == 403
     issuer = console.user("ivan", "issuer")
     assert issuer.client.get("/console/webhooks").status_code == 403
-    assert issuer.post("/console/plans", {"name": "basic", "days": "30"}).status_code == 200
+    made = issuer.post("/console/plans", {"name": "basic", "days": "30"}, follow_redirects=True)
+    assert made.status_code == 200 and "Plan added." in made.text
 
 
 GARBAGE = [
@@ -254,16 +259,19 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
 
     owner = console.user("olga", "owner")
     key = ContentKey.generate()
-    assert owner.post("/console/customers", {"name": "Acme Clinic"}).status_code == 200
-    assert (
-        owner.post("/console/plans", {"name": "pro", "days": "3", "max_devices": "2"}).status_code
-        == 200
-    )
+    # each accepted form is answered with a redirect (a reload changes nothing)
+    added = owner.post("/console/customers", {"name": "Acme Clinic"})
+    assert added.status_code == 303
+    assert added.headers["location"] == "/console/customers?done=customer-added"
+    assert "Customer added." in owner.client.get(added.headers["location"]).text
+    plan = {"name": "pro", "days": "3", "max_devices": "2"}
+    assert owner.post("/console/plans", plan, follow_redirects=True).status_code == 200
     jwk = json.dumps(key.to_jwk()).encode()
     made = owner.post(
         "/console/models",
         {"model_id": "acme/ocr"},
         files={"key_file": ("m.key", jwk, "application/json")},
+        follow_redirects=True,
     )
     assert "Model registered." in made.text, made.text
     import re
@@ -282,7 +290,7 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
     # Post/Redirect/Get: the answer is a redirect, so a reload re-posts nothing
     assert posted.status_code == 303, posted.text
     where = posted.headers["location"]
-    assert re.fullmatch(r"/console/licenses/lic_[A-Za-z0-9_-]+\?issued=1", where), where
+    assert re.fullmatch(r"/console/licenses/lic_[A-Za-z0-9_-]+\?done=issued", where), where
     # the same form sent again (a double click, a resubmission) is the same order
     again = owner.post("/console/orders", order)
     assert again.status_code == 303 and again.headers["location"] == where
@@ -332,10 +340,20 @@ def test_licensing_round_trip_and_dashboard_figures(console: ConsoleApp, tmp_pat
     )
     assert unlocked.status_code == 200 and 'id="unlock-code"' in unlocked.text, unlocked.text
     # suspend, renew, revoke: the page says so, the status follows
-    assert "suspended" in owner.post(f"/console/licenses/{lic}/suspend").text
+    suspended = owner.post(f"/console/licenses/{lic}/suspend", follow_redirects=True)
+    assert "suspended" in suspended.text
     renewed = owner.post(f"/console/licenses/{lic}/renew", {"days": "30"})
-    assert "Done: renew." in renewed.text
-    assert 'id="license-status">revoked' in owner.post(f"/console/licenses/{lic}/revoke").text
+    assert renewed.status_code == 303, renewed.text
+    expires = re.compile(r'id="license-expires">([^<]*)<')
+    first = owner.client.get(renewed.headers["location"])
+    assert "Done: renew." in first.text
+    # a reload is a GET of the license: it does not renew a second time
+    again = owner.client.get(renewed.headers["location"])
+    assert expires.search(again.text) and (
+        expires.search(again.text).group(1) == expires.search(first.text).group(1)  # type: ignore[union-attr]
+    )
+    revoked = owner.post(f"/console/licenses/{lic}/revoke", follow_redirects=True)
+    assert 'id="license-status">revoked' in revoked.text
     # the unlock code needs a fresh TOTP code: a wrong one is refused and audited
     wrong = owner.post(f"/console/devices/{device}/unlock", {"reason": "lost", "totp": "000000"})
     assert wrong.status_code in (403, 409), wrong.text

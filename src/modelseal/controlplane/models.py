@@ -185,10 +185,18 @@ class User(Base):
     """A person of a vendor: same roles as API tokens, argon2 password, TOTP second factor."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("vendor_id", "username"),)
+    __table_args__ = (
+        UniqueConstraint("vendor_id", "username"),
+        UniqueConstraint("vendor_id", "username_key", name="uq_users_vendor_id_username_key"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     vendor_id: Mapped[str] = mapped_column(ForeignKey("vendors.id"), index=True)
     username: Mapped[str] = mapped_column(String(200))
+    #: SHA-256 (hex) of ``username`` after NFKC and casefolding: ``alice``, ``Alice``
+    #: and ``ａｌｉｃｅ`` are one name to a reader of the audit log, so the database
+    #: refuses the second of them even when two creations race (a check in Python
+    #: alone lets both in). Hashed because NFKC can make a name 18 x longer.
+    username_key: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(Text)
     #: sealed TOTP secret; set at enrolment, trusted only once ``totp_enabled``

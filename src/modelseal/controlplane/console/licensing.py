@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -64,6 +65,30 @@ def outcome(done: object, ok: str) -> dict[str, Any]:
     return {"notice": ok}
 
 
+#: What a page says after the redirect that answered a successful form
+#: (Post/Redirect/Get: a reload shows the page again and changes nothing).
+#: Only these texts: the query names one, it never carries text of its own.
+NOTICES = {
+    "customer-added": "Customer added.",
+    "plan-added": "Plan added.",
+    "model-registered": "Model registered.",
+    "issued": "License issued.",
+    "renew": "Done: renew.",
+    "suspend": "Done: suspend.",
+    "revoke": "Done: revoke.",
+    "reinstate": "Done: reinstate.",
+}
+
+
+def done_redirect(where: str, done: str) -> Response:
+    return redirect(f"{where}?done={done}")
+
+
+def notice_of(request: Request) -> dict[str, Any]:
+    notice = NOTICES.get(request.query_params.get("done", ""))
+    return {"notice": notice} if notice else {}
+
+
 def _not_found(request: Request, me: Viewer, exc: ControlPlaneError) -> HTMLResponse:
     return problem(request, me, str(exc), status=exc.status_code, title="Not found")
 
@@ -104,8 +129,17 @@ def _catalog_page(
         "plans": lambda: catalog.list_plans(db, me.who),
         "models": lambda: catalog.list_models(db, me.who),
     }
-    extra = outcome(done, ok) if done is not None else {}
+    extra = outcome(done, ok) if done is not None else notice_of(request)
     return page(request, f"{name}.html", me, rows=lists[name](), **extra)
+
+
+def _catalog_answer(
+    request: Request, db: Session, me: Viewer, name: str, done: object, notice: str
+) -> Response:
+    """A refused form is shown again with its error; an accepted one is redirected."""
+    if isinstance(done, str):
+        return _catalog_page(request, db, me, name, done)
+    return done_redirect(f"{PREFIX}/{name}", notice)
 
 
 @router.get("/customers")
@@ -122,7 +156,7 @@ def customers_add(request: Request, db: DB, me: Me, form: Form) -> Response:
             db, me.who, build(s.CustomerCreate, {"name": text(form, "name")})
         ),
     )
-    return _catalog_page(request, db, me, "customers", done, "Customer added.")
+    return _catalog_answer(request, db, me, "customers", done, "customer-added")
 
 
 @router.get("/plans")
@@ -147,7 +181,7 @@ def _plan_in(form: Any) -> s.PlanCreate:
 def plans_add(request: Request, db: DB, me: Me, form: Form) -> Response:
     allow(me, *ISSUERS)
     done = attempt(db, lambda: catalog.create_plan(db, me.who, _plan_in(form)))
-    return _catalog_page(request, db, me, "plans", done, "Plan added.")
+    return _catalog_answer(request, db, me, "plans", done, "plan-added")
 
 
 @router.get("/models")
@@ -179,7 +213,7 @@ def models_add(request: Request, st: State, db: DB, me: Me, form: Form) -> Respo
     done = attempt(
         db, lambda: catalog.create_model(db, st.box, me.who, build(s.ModelCreate, _model_in(form)))
     )
-    return _catalog_page(request, db, me, "models", done, "Model registered.")
+    return _catalog_answer(request, db, me, "models", done, "model-registered")
 
 
 # --- orders and licenses --------------------------------------------------------------------
@@ -235,7 +269,7 @@ def order(request: Request, st: State, db: DB, me: Me, form: Form) -> Response:
         return _order_page(request, db, me, error=done, status=422)
     lic, _key = done
     # Post/Redirect/Get: reloading the license page asks for nothing to be issued again
-    return redirect(f"{PREFIX}/licenses/{lic.id}?issued=1")
+    return done_redirect(f"{PREFIX}/licenses/{lic.id}", "issued")
 
 
 @router.get("/licenses")
@@ -268,9 +302,10 @@ def _license_page(
 
 @router.get("/licenses/{ref}")
 def license_detail(ref: str, request: Request, st: State, db: DB, me: Me) -> Response:
-    if request.query_params.get("issued") == "1":
-        return _license_page(request, st, db, me, ref, notice="License issued.", new_key=True)
-    return _license_page(request, st, db, me, ref)
+    extra = notice_of(request)
+    if request.query_params.get("done") == "issued":
+        extra["new_key"] = True
+    return _license_page(request, st, db, me, ref, **extra)
 
 
 STATUS_ACTIONS = {"suspend": "suspended", "revoke": "revoked", "reinstate": "active"}
@@ -295,7 +330,10 @@ def license_action(
             request, me, f"no license action {action[:40]!r}", status=404, title="Not found"
         )
     done = attempt(db, run)
-    return _license_page(request, st, db, me, ref, **outcome(done, f"Done: {action}."))
+    if isinstance(done, str):
+        return _license_page(request, st, db, me, ref, **outcome(done, ""))
+    # redirected: a reload must not renew the license a second time
+    return done_redirect(f"{PREFIX}/licenses/{quote(ref, safe='')}", action)
 
 
 # --- devices ------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelseal.controlplane.errors import (
@@ -177,15 +178,10 @@ def create_user(
     """A new user; returns the generated password (shown once) when none was given."""
     if role not in ROLES:
         raise InvalidRequestError(f"role must be one of {', '.join(ROLES)}")
-    key = _name_key(username)
-    for (existing,) in session.execute(select(User.username).where(User.vendor_id == vendor_id)):
-        if _name_key(existing) == key:
-            raise ConflictError(
-                f"user {username!r} exists"
-                if existing == username
-                else f"user {existing!r} exists: names that differ only by case or width "
-                "would be confusable in the audit log and the console"
-            )
+    key = name_key(username)
+    existing = _name_holder(session, vendor_id, key)
+    if existing is not None:
+        raise _name_taken(username, existing)
     shown = None
     if password is None:
         password = shown = generate_password()
@@ -194,6 +190,7 @@ def create_user(
         id=new_id("usr"),
         vendor_id=vendor_id,
         username=username,
+        username_key=key,
         role=role,
         password_hash=hash_password(password),
         totp_enabled=False,
@@ -201,16 +198,41 @@ def create_user(
         failed_logins=0,
         created_at=now_s(),
     )
-    session.add(user)
+    try:
+        with session.begin_nested():  # flushed here: a racing twin is refused now, typed
+            session.add(user)
+    except DBIntegrityError:
+        raise ConflictError(
+            f"user {username!r} was just created by another request (or one whose name "
+            "differs only by case or width)"
+        ) from None
     return user, shown
 
 
-def _name_key(username: str) -> str:
-    """What two usernames must not share: ``alice``, ``Alice`` and ``ａｌｉｃｅ`` are one name
-    to a reader of the audit log."""
+def _name_holder(session: Session, vendor_id: str, key: str) -> str | None:
+    """The username already holding ``key`` in the vendor, for a message that names it."""
+    return session.execute(
+        select(User.username).where(User.vendor_id == vendor_id, User.username_key == key)
+    ).scalar_one_or_none()
+
+
+def _name_taken(username: str, existing: str) -> ConflictError:
+    return ConflictError(
+        f"user {username!r} exists"
+        if existing == username
+        else f"user {existing!r} exists: names that differ only by case or width "
+        "would be confusable in the audit log and the console"
+    )
+
+
+def name_key(username: str) -> str:
+    """What two usernames must not share (``users.username_key``): ``alice``, ``Alice`` and
+    ``ａｌｉｃｅ`` are one name to a reader of the audit log. Also computed by migration 0006:
+    change both together."""
     import unicodedata
 
-    return unicodedata.normalize("NFKC", username).casefold()
+    folded = unicodedata.normalize("NFKC", username).casefold()
+    return hashlib.sha256(folded.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def list_users(session: Session, caller: Caller) -> list[User]:

@@ -34,12 +34,12 @@ ROOT=$PWD
 SWEEP="--deselect=tests/sealed/test_tamper.py::test_every_single_byte_flip_is_detected_exhaustively"
 PROCS="--deselect=tests/guard_core/test_guard.py::test_quota_is_exact_across_processes"
 APPEND="--deselect=tests/guard/test_audit.py::test_two_processes_append_safely"
-# The Guard's heartbeat, renewal and revocation-list paths (#9) are tested
-# beside the license server: the heartbeat tests with a stand-in server in
-# the same process, the revocation-list test with the app in-process (its
-# SQLite case; the PostgreSQL case needs a database and runs the same Guard
-# code).
-HEARTBEAT="tests/controlplane/test_guard_heartbeat.py"
+# The Guard's heartbeat, lease, renewal and revocation-list paths (#9) are
+# tested beside the license server: the heartbeat and lease tests with a
+# stand-in server in the same process, the revocation-list test with the app
+# in-process (its SQLite case; the PostgreSQL case needs a database and runs
+# the same Guard code).
+HEARTBEAT="tests/controlplane/test_guard_heartbeat.py tests/controlplane/test_guard_leases.py"
 CRL="tests/controlplane/test_api.py::test_a_signed_revocation_list_locks_an_air_gapped_guard[sqlite]"
 AUDIT="tests/guard/test_audit.py tests/guard/test_audit_cli.py"
 AUDIT+=" tests/guard/test_rule_audit_hash_covers_every_member.py tests/guard/test_rule_audit_key_and_report.py"

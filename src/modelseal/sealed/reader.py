@@ -606,11 +606,6 @@ class EntryStream(io.RawIOBase):
         self._cache[i] = view  # most recently used
         return view
 
-    def _copy_from_cache(self, i: int, start: int, end: int, dest: memoryview) -> None:
-        c = self._chunk
-        lo, hi = max(start, i * c), min(end, (i + 1) * c)
-        dest[lo - start : hi - start] = self._cached_chunk(i)[lo - i * c : hi - i * c]
-
     def verify_rest(self) -> None:
         """Authenticate the entry's chunks that were never read."""
         if self._entry.size == 0:

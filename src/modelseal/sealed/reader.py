@@ -301,16 +301,19 @@ class SealedReader:
             future.result()
 
     def _split(self, indices: list[int]) -> list[list[int]]:
-        """Contiguous, equal shares of ``indices``, one per worker.
+        """Interleaved shares of ``indices``, one per worker.
 
-        Contiguous rather than interleaved: with 1 MiB chunks, interleaved
-        shares put both threads in the same 2 MiB of fresh memory, where they
-        populate pages under the same page-table lock (measured here: the
-        first chunk of each record took 1.3-2.5 ms instead of 0.45 ms when
-        both threads started on one region at once).
+        Interleaved, not contiguous halves: measured here (2026-12-06, quiet
+        machine, fresh processes, alternating, medians of 12 and 6), a 100 MB
+        ``torch.load`` took 85.8 ms interleaved against 106.1 ms contiguous
+        (plain 84.0), and 1 GiB of safetensors 503 ms against 570 ms. A
+        4 MiB record's cheap first edge (copied from the cache) and costly
+        last edge (decrypted whole) land on different threads this way;
+        dealing chunks by cost to the least loaded thread measured the same
+        as interleaving (92-96 ms), so the simpler rule stays.
         """
         n = max(1, min(self._workers, len(indices)))
-        return [indices[k * len(indices) // n : (k + 1) * len(indices) // n] for k in range(n)]
+        return [indices[k::n] for k in range(n)]
 
     def read_chunk(self, index: int) -> bytes:
         if not 0 <= index < self.header.chunk_count:
